@@ -1,0 +1,46 @@
+"""engine: an async-native background job engine on Redis Streams.
+
+Public surface (everything else is internal and may change)::
+
+    from engine import Engine, JobContext, Backoff, Retry, UnrecoverableError, JobFailed
+"""
+
+from engine.app import Engine, Task, TaskCall, call
+from engine.context import JobContext
+from engine.errors import (
+    ConfigurationError,
+    ConnectionFailed,
+    EngineError,
+    JobFailed,
+    JobNotFound,
+    JobTimeout,
+    PayloadTooLarge,
+    Retry,
+    UnknownTaskError,
+    UnrecoverableError,
+)
+from engine.handle import Job
+from engine.job import JobInfo, Status
+from engine.retry import Backoff
+
+__all__ = [
+    "Backoff",
+    "ConfigurationError",
+    "ConnectionFailed",
+    "Engine",
+    "EngineError",
+    "Job",
+    "JobContext",
+    "JobFailed",
+    "JobInfo",
+    "JobNotFound",
+    "JobTimeout",
+    "PayloadTooLarge",
+    "Retry",
+    "Status",
+    "Task",
+    "TaskCall",
+    "UnknownTaskError",
+    "UnrecoverableError",
+    "call",
+]

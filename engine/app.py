@@ -1,0 +1,421 @@
+"""The public entry point: :class:`Engine`, its tasks and enqueueing."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import os
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+import msgspec
+
+from engine.errors import ConfigurationError, UnknownTaskError
+from engine.handle import Job, Notifier
+from engine.job import json_decoder, json_encoder
+from engine.keys import check_name
+from engine.producer import (
+    Options,
+    TaskSpec,
+    build_job,
+    check_attempts,
+    check_timeout,
+    task_signature,
+)
+from engine.retry import Backoff
+from engine.streams import Gateway, Retention, check_redis_url, now_ms
+
+if TYPE_CHECKING:
+    from engine.worker import Worker
+
+R = TypeVar("R")
+_UNSET: Any = object()
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+class TaskAnnouncement(msgspec.Struct):
+    """What a worker publishes of each task so producers without its code can enqueue it."""
+
+    queue: str
+    timeout: float
+    max_attempts: int
+
+
+class TaskCall(Generic[R]):
+    """A task with per-enqueue options bound (``task.with_options(...)``)."""
+
+    __slots__ = ("_options", "task")
+
+    def __init__(self, task: Task[R], options: Options) -> None:
+        self.task = task
+        self._options = options
+
+    def with_options(self, **options: Any) -> TaskCall[R]:
+        return TaskCall(self.task, self._options.merged(**options))
+
+    async def enqueue(self, *args: Any, **kwargs: Any) -> Job[R]:
+        return (await self.task.app._enqueue(self.task.spec, [(args, kwargs)], self._options))[0]
+
+    async def enqueue_many(self, calls: Iterable[Any]) -> list[Job[R]]:
+        return await self.task.app._enqueue(self.task.spec, _normalise_calls(calls), self._options)
+
+
+class Task(Generic[R]):
+    """A function registered with ``@app.task``; call ``enqueue`` to run it in a worker."""
+
+    def __init__(self, app: Engine, fn: Callable[..., Any], spec: TaskSpec, takes_ctx: bool) -> None:
+        self.app = app
+        self.fn = fn
+        self.spec = spec
+        self.takes_ctx = takes_ctx
+        self.is_async = inspect.iscoroutinefunction(fn)
+        functools.update_wrapper(self, fn)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def queue(self) -> str:
+        return self.spec.queue
+
+    @property
+    def timeout(self) -> float:
+        return self.spec.timeout
+
+    @property
+    def max_attempts(self) -> int:
+        return self.spec.max_attempts
+
+    @property
+    def backoff(self) -> Backoff:
+        return self.spec.backoff
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.queue}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function directly, in this process (no queue involved)."""
+        return self.fn(*args, **kwargs)
+
+    def with_options(self, **options: Any) -> TaskCall[R]:
+        """Bind options: delay, run_at, idempotency_key, idempotency_ttl, job_id, timeout,
+        max_attempts, queue."""
+        return TaskCall(self, Options().merged(**options))
+
+    async def enqueue(self, *args: Any, **kwargs: Any) -> Job[R]:
+        """Add one job; returns its handle once it is stored (at-least-once from here on)."""
+        return (await self.app._enqueue(self.spec, [(args, kwargs)], Options()))[0]
+
+    async def enqueue_many(self, calls: Iterable[Any]) -> list[Job[R]]:
+        """Add many jobs in one round trip. Each item is a tuple of positional arguments,
+        a dict of keyword arguments, an ``(args_tuple, kwargs_dict)`` pair made with
+        :func:`engine.call`, or a single value (one positional argument)."""
+        return await self.app._enqueue(self.spec, _normalise_calls(calls), Options())
+
+
+class Call(tuple[tuple[Any, ...], dict[str, Any]]):
+    """Arguments of one job for ``enqueue_many``; make it with :func:`call`."""
+
+
+def call(*args: Any, **kwargs: Any) -> Call:
+    return Call((args, kwargs))
+
+
+def _normalise_calls(calls: Iterable[Any]) -> list[tuple[Sequence[Any], dict[str, Any]]]:
+    out: list[tuple[Sequence[Any], dict[str, Any]]] = []
+    for item in calls:
+        if isinstance(item, Call):
+            out.append((item[0], item[1]))
+        elif isinstance(item, tuple | list):
+            out.append((item, {}))
+        elif isinstance(item, dict):
+            out.append(((), item))
+        else:
+            out.append(((item,), {}))
+    return out
+
+
+class Engine:
+    """A job engine bound to one Redis (and optionally one PostgreSQL) and a namespace.
+
+    Guarantees: a job is delivered at least once; it is acknowledged only after its outcome
+    is recorded atomically with the acknowledgement; every attempt runs under a finite
+    timeout; failures retry with exponential backoff and then land in the dead-letter stream.
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        database_url: str | None = None,
+        namespace: str | None = None,
+        *,
+        default_timeout: float = 60.0,
+        default_max_attempts: int = 5,
+        default_backoff: Backoff | None = None,
+        visibility_timeout: float = 30.0,
+        result_ttl: float = 24 * 3600.0,
+        failed_ttl: float | None = None,
+        idempotency_ttl: float = 24 * 3600.0,
+        max_payload_bytes: int = 1024 * 1024,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.redis_url = check_redis_url(redis_url or os.environ.get("ENGINE_REDIS_URL") or DEFAULT_REDIS_URL)
+        self.database_url = database_url or os.environ.get("ENGINE_DATABASE_URL") or None
+        self.namespace = check_name("namespace", namespace or os.environ.get("ENGINE_NAMESPACE") or "engine")
+        self.default_timeout = check_timeout(default_timeout, "Engine(default_timeout)")
+        self.default_max_attempts = check_attempts(default_max_attempts, "Engine(default_max_attempts)")
+        self.default_backoff = default_backoff or Backoff()
+        self.visibility_timeout = _positive("visibility_timeout", visibility_timeout)
+        self.idempotency_ttl = _positive("idempotency_ttl", idempotency_ttl)
+        self.connect_timeout = _positive("connect_timeout", connect_timeout)
+        if (
+            isinstance(max_payload_bytes, bool)
+            or not isinstance(max_payload_bytes, int)
+            or max_payload_bytes < 1
+        ):
+            raise ConfigurationError(f"max_payload_bytes must be an integer >= 1, not {max_payload_bytes!r}")
+        self.max_payload_bytes = max_payload_bytes
+        self.retention = Retention(
+            completed_ms=int(_positive("result_ttl", result_ttl) * 1000),
+            failed_ms=0 if failed_ttl is None else int(_positive("failed_ttl", failed_ttl) * 1000),
+        )
+        self.tasks: dict[str, Task[Any]] = {}
+        self._gateway: Gateway | None = None
+        self._notify: Notifier | None = None
+        self._checked = False
+        self._announced: dict[str, TaskAnnouncement] = {}
+
+    def __repr__(self) -> str:
+        return f"<Engine namespace={self.namespace!r} tasks={len(self.tasks)}>"
+
+    # -- tasks ------------------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[..., Awaitable[R]], /) -> Task[R]: ...
+    @overload
+    def task(self, fn: Callable[..., R], /) -> Task[R]: ...
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        timeout: float = ...,
+        max_attempts: int | None = None,
+        backoff: Backoff | None = None,
+    ) -> Callable[[Callable[..., Any]], Task[Any]]: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        timeout: float = _UNSET,
+        max_attempts: int | None = None,
+        backoff: Backoff | None = None,
+    ) -> Any:
+        """Register an ``async def`` (run on the event loop) or ``def`` (run in a thread).
+
+        ``timeout`` is mandatory in effect: omit it for the engine default; None is refused.
+        """
+
+        def register(func: Callable[..., Any]) -> Task[Any]:
+            if not callable(func):
+                raise ConfigurationError(f"@app.task needs a function, not {func!r}")
+            task_name = check_name("task", name or func.__name__)
+            if task_name in self.tasks:
+                raise ConfigurationError(f"a task named {task_name!r} is already registered")
+            what = f"task {task_name!r}"
+            if backoff is not None and not isinstance(backoff, Backoff):
+                raise ConfigurationError(f"{what}: backoff must be an engine.Backoff")
+            signature, takes_ctx = task_signature(func)
+            spec = TaskSpec(
+                name=task_name,
+                queue=check_name("queue", queue),
+                timeout=self.default_timeout if timeout is _UNSET else check_timeout(timeout, what),
+                max_attempts=self.default_max_attempts
+                if max_attempts is None
+                else check_attempts(max_attempts, what),
+                backoff=backoff or self.default_backoff,
+                signature=signature,
+            )
+            task: Task[Any] = Task(self, func, spec, takes_ctx)
+            self.tasks[task_name] = task
+            return task
+
+        if fn is not None:
+            return register(fn)
+        return register
+
+    # -- connection -------------------------------------------------------------------------
+
+    def _gateway_or_connect(self) -> Gateway:
+        if self._gateway is None:
+            self._gateway = Gateway(self.redis_url, self.namespace, connect_timeout=self.connect_timeout)
+        return self._gateway
+
+    def _notifier(self) -> Notifier:
+        if self._notify is None:
+            self._notify = Notifier(self._gateway_or_connect().redis)
+        return self._notify
+
+    async def connect(self) -> None:
+        """Connect and check the server answers (raises ConnectionFailed naming the URL)."""
+        await self._gateway_or_connect().ping()
+        self._checked = True
+
+    async def close(self) -> None:
+        if self._notify is not None:
+            await self._notify.close()
+            self._notify = None
+        if self._gateway is not None:
+            await self._gateway.close()
+            self._gateway = None
+        self._checked = False
+
+    async def __aenter__(self) -> Engine:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _ready(self) -> Gateway:
+        gateway = self._gateway_or_connect()
+        if not self._checked:
+            await gateway.ping()
+            self._checked = True
+        return gateway
+
+    # -- producing --------------------------------------------------------------------------
+
+    async def _enqueue(
+        self, spec: TaskSpec, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], options: Options
+    ) -> list[Job[Any]]:
+        if options.job_id is not None and len(calls) > 1:
+            raise ConfigurationError("job_id= names one job; it cannot be used with enqueue_many")
+        if options.idempotency_key is not None and len(calls) > 1:
+            raise ConfigurationError("idempotency_key= names one job; it cannot be used with enqueue_many")
+        queue = check_name("queue", options.queue) if options.queue else spec.queue
+        jobs = [
+            build_job(
+                spec,
+                args,
+                kwargs,
+                options,
+                max_payload_bytes=self.max_payload_bytes,
+                default_idempotency_ttl=self.idempotency_ttl,
+            )
+            for args, kwargs in calls
+        ]
+        if not jobs:
+            return []
+        gateway = await self._ready()
+        written = await gateway.enqueue(queue, jobs)
+        return [Job(self, job_id, queue) for job_id, _added in written]
+
+    async def enqueue(self, task_name: str, /, *args: Any, **kwargs: Any) -> Job[Any]:
+        """Enqueue by task name: a task of this app, or one a running worker announced."""
+        spec = await self._spec(task_name)
+        return (await self._enqueue(spec, [(args, kwargs)], Options()))[0]
+
+    async def _spec(self, task_name: str) -> TaskSpec:
+        if not isinstance(task_name, str):
+            raise TypeError(f"task name must be a string, not {type(task_name).__name__}")
+        task = self.tasks.get(task_name)
+        if task is not None:
+            return task.spec
+        gateway = await self._ready()
+        raw = await gateway.redis.hget(gateway.keys.tasks, task_name)
+        if raw is None:
+            known = sorted(set(self.tasks) | set(await gateway.redis.hkeys(gateway.keys.tasks)))
+            raise UnknownTaskError(
+                f"unknown task {task_name!r} in namespace {self.namespace!r}: it is not registered "
+                f"in this app and no worker has announced it (known tasks: {', '.join(known) or 'none'})"
+            )
+        ann = msgspec.json.decode(raw, type=TaskAnnouncement)
+        return TaskSpec(
+            name=task_name,
+            queue=ann.queue,
+            timeout=ann.timeout,
+            max_attempts=ann.max_attempts,
+            backoff=self.default_backoff,
+        )
+
+    def job(self, job_id: str, queue: str | None = None) -> Job[Any]:
+        """A handle on an existing job by id (its queue is looked up when needed)."""
+        if not isinstance(job_id, str) or not job_id:
+            raise ValueError("job id must be a non-empty string")
+        return Job(self, job_id, queue)
+
+    # -- state used by workers and tasks ----------------------------------------------------
+
+    async def announce_tasks(self) -> None:
+        gateway = await self._ready()
+        mapping = {
+            name: json_encoder.encode(
+                TaskAnnouncement(queue=t.queue, timeout=t.timeout, max_attempts=t.max_attempts)
+            ).decode()
+            for name, t in self.tasks.items()
+        }
+        if mapping:
+            await gateway.redis.hset(gateway.keys.tasks, mapping=mapping)
+
+    async def _append_log(self, queue: str, job_id: str, level: str, message: str) -> None:
+        gateway = self._gateway_or_connect()
+        key = gateway.keys.queue(queue).logs(job_id)
+        line = json_encoder.encode({"at": now_ms(), "level": level, "message": message})
+        async with gateway.redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, line)
+            pipe.ltrim(key, -1000, -1)
+            await pipe.execute()
+
+    async def _read_logs(self, queue: str, job_id: str) -> list[dict[str, Any]]:
+        gateway = self._gateway_or_connect()
+        lines = await gateway.redis.lrange(gateway.keys.queue(queue).logs(job_id), 0, -1)
+        return [json_decoder.decode(line) for line in lines]
+
+    async def _set_progress(self, queue: str, job_id: str, value: float) -> None:
+        gateway = self._gateway_or_connect()
+        await gateway.redis.hset(gateway.keys.queue(queue).job(job_id), "progress", repr(value))
+
+    # -- inspection -------------------------------------------------------------------------
+
+    async def stats(self) -> dict[str, dict[str, int]]:
+        """Per queue: waiting, active, delayed, completed, failed, dlq (plus retried,
+        cancelled and enqueued counters)."""
+        gateway = await self._ready()
+        queues = sorted(set(await gateway.queues()) | {t.queue for t in self.tasks.values()})
+        out: dict[str, dict[str, int]] = {}
+        for queue in queues:
+            out[queue] = await gateway.queue_stats(queue)
+        return out
+
+    def worker(
+        self,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 100,
+        **options: Any,
+    ) -> Worker:
+        """A worker for ``queues`` (default: every queue this app's tasks use)."""
+        from engine.worker import Worker
+
+        return Worker(self, queues=queues, concurrency=concurrency, **options)
+
+
+def _positive(name: str, value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(f"{name} must be a finite number > 0, not {value!r}")
+    return float(value)

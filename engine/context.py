@@ -1,0 +1,72 @@
+"""What a running task sees of its job: :class:`JobContext`."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import structlog
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+MAX_LOG_LINES = 1000
+
+
+@dataclass(slots=True, kw_only=True)
+class JobContext:
+    """The context passed as a task's first argument.
+
+    ``job_id`` is stable across retries and ``attempt`` counts from 1, so a task can make
+    its side effects idempotent (at-least-once delivery means an attempt may repeat).
+    """
+
+    job_id: str
+    task: str
+    queue: str
+    attempt: int
+    max_attempts: int
+    timeout: float
+    deadline: datetime
+    """Wall-clock time at which this attempt is cancelled as timed out."""
+    scheduled_at: datetime | None = None
+    """For a cron job, the tick it was scheduled for; None otherwise."""
+    enqueued_at: datetime | None = None
+    engine: Engine | None = field(default=None, repr=False)
+
+    def time_left(self) -> float:
+        """Seconds until this attempt times out (never negative)."""
+        return max(0.0, self.deadline.timestamp() - time.time())
+
+    async def log(self, message: str, level: str = "info") -> None:
+        """Record a log line for this job (shown in ``job.logs()`` and the dashboard)."""
+        if level not in LOG_LEVELS:
+            raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
+        structlog.get_logger("engine.task").log(
+            _LEVELS[level],
+            str(message),
+            job_id=self.job_id,
+            task=self.task,
+            queue=self.queue,
+            attempt=self.attempt,
+        )
+        if self.engine is not None:
+            await self.engine._append_log(self.queue, self.job_id, level, str(message))
+
+    async def progress(self, value: float) -> None:
+        """Report progress, a fraction between 0 and 1, visible in ``job.info()``."""
+        if not isinstance(value, int | float) or not math.isfinite(value) or not 0 <= value <= 1:
+            raise ValueError(f"progress must be a number between 0 and 1, not {value!r}")
+        if self.engine is not None:
+            await self.engine._set_progress(self.queue, self.job_id, float(value))
+
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+
+def utc_from_ts(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)

@@ -1,0 +1,128 @@
+"""Running one attempt of one job and turning what happened into an :class:`Outcome`.
+
+This is the path everybody gets wrong, so it stays small: decode, build the context, call
+the function under its timeout (and a scope the worker can cancel), classify the result.
+Cancellation from outside (worker shutdown past its grace period) is never swallowed:
+it propagates and the job's entry stays pending, to be reclaimed.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import traceback
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+import structlog
+
+from engine.context import JobContext
+from engine.errors import JobTimeout, Retry, UnrecoverableError
+from engine.job import payload_decoder
+from engine.streams import Outcome, Started
+
+if TYPE_CHECKING:
+    from engine.app import Engine, Task
+
+log = structlog.get_logger("engine.worker")
+_encode = msgspec.json.Encoder().encode
+
+
+def _utc_ms(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+class Executor:
+    def __init__(self, engine: Engine, thread_limiter: anyio.CapacityLimiter) -> None:
+        self.engine = engine
+        self.thread_limiter = thread_limiter
+        self._scopes: dict[str, anyio.CancelScope] = {}
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a running attempt (a user's cancel request); True if it runs here."""
+        scope = self._scopes.get(job_id)
+        if scope is None:
+            return False
+        scope.cancel()
+        return True
+
+    async def run(self, job: Started) -> Outcome:
+        task = self.engine.tasks.get(job.task)
+        if task is None:
+            return self._dead(
+                job, f"UnknownTaskError: no task named {job.task!r} is registered in this worker's app", ""
+            )
+        max_attempts = job.max_attempts or task.max_attempts
+        if job.attempt > max_attempts:
+            # Delivered again and again without an outcome: it keeps killing its worker.
+            return self._dead(
+                job,
+                f"PoisonJob: started {job.attempt - 1} times without finishing "
+                f"(max_attempts={max_attempts}); its worker probably crashed each time",
+                "",
+            )
+        try:
+            payload = payload_decoder.decode(job.payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return self._dead(job, f"PayloadError: cannot decode the job's arguments: {exc}", "")
+        timeout = job.timeout or task.timeout
+        ctx = JobContext(
+            job_id=job.job_id,
+            task=job.task,
+            queue=job.queue,
+            attempt=job.attempt,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            deadline=datetime.fromtimestamp(time.time() + timeout, tz=UTC),
+            scheduled_at=_utc_ms(job.tick_ms),
+            enqueued_at=_utc_ms(job.created_ms),
+            engine=self.engine,
+        )
+        args: list[Any] = [ctx, *payload.args] if task.takes_ctx else payload.args
+        scope = anyio.CancelScope()
+        self._scopes[job.job_id] = scope
+        try:
+            with scope:
+                with anyio.move_on_after(timeout) as timer:
+                    result = await self._call(task, args, payload.kwargs)
+                    return Outcome(job.queue, job.entry_id, job.job_id, "completed", _encode(result))
+                if timer.cancelled_caught:
+                    raise JobTimeout(f"timed out after {timeout:g}s")
+            return Outcome(job.queue, job.entry_id, job.job_id, "cancelled", "cancelled while running")
+        except Exception as exc:
+            return self._failure(job, task, max_attempts, exc)
+        finally:
+            del self._scopes[job.job_id]
+
+    async def _call(self, task: Task[Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+        if task.is_async:
+            return await task.fn(*args, **kwargs)
+        # A thread cannot be interrupted: on timeout the attempt is failed and the thread is
+        # left to finish on its own (its result discarded).
+        return await anyio.to_thread.run_sync(
+            functools.partial(task.fn, *args, **kwargs),
+            abandon_on_cancel=True,
+            limiter=self.thread_limiter,
+        )
+
+    def _failure(self, job: Started, task: Task[Any], max_attempts: int, exc: Exception) -> Outcome:
+        error = f"{type(exc).__name__}: {exc}"
+        tb = "".join(traceback.format_exception(exc))
+        if isinstance(exc, msgspec.EncodeError | TypeError) and "encode" in str(exc).lower():
+            error = f"ResultError: the task's return value cannot be encoded as JSON: {exc}"
+        bound = log.bind(job_id=job.job_id, task=job.task, queue=job.queue, attempt=job.attempt)
+        if isinstance(exc, UnrecoverableError) or job.attempt >= max_attempts:
+            bound.error("job failed", error=error, max_attempts=max_attempts)
+            return self._dead(job, error, tb)
+        delay = (
+            exc.delay if isinstance(exc, Retry) and exc.delay is not None else task.backoff.delay(job.attempt)
+        )
+        bound.warning("job attempt failed; retrying", error=error, retry_in_s=round(delay, 3))
+        due = int((time.time() + delay) * 1000)
+        return Outcome(job.queue, job.entry_id, job.job_id, "retry", error, tb, due)
+
+    @staticmethod
+    def _dead(job: Started, error: str, tb: str) -> Outcome:
+        return Outcome(job.queue, job.entry_id, job.job_id, "failed", error, tb)

@@ -1,0 +1,191 @@
+"""Job handles (:class:`Job`) and the pub/sub listener that wakes ``job.result()``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+import anyio
+import structlog
+from redis.exceptions import RedisError
+
+from engine.errors import JobFailed, JobNotFound
+from engine.job import FINAL_STATUSES, JobInfo, Status, json_decoder
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from engine.app import Engine
+
+R = TypeVar("R")
+log = structlog.get_logger("engine")
+
+# Pub/sub drops messages across a reconnect; a waiter re-reads the job at least this often
+# so a lost notification costs at most this much latency, never a hang.
+RECHECK_INTERVAL_S = 5.0
+
+
+class Notifier:
+    """One shared pub/sub connection; waiters get an :class:`anyio.Event` per channel."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._pubsub: Any = None
+        self._waiters: dict[str, set[anyio.Event]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = anyio.Lock()
+
+    async def subscribe(self, channel: str) -> anyio.Event:
+        event = anyio.Event()
+        async with self._lock:
+            waiters = self._waiters.setdefault(channel, set())
+            waiters.add(event)
+            if len(waiters) == 1:
+                if self._pubsub is None:
+                    self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                await self._pubsub.subscribe(channel)
+            if self._reader is None or self._reader.done():
+                self._reader = asyncio.get_running_loop().create_task(self._read())
+        return event
+
+    async def unsubscribe(self, channel: str, event: anyio.Event) -> None:
+        async with self._lock:
+            waiters = self._waiters.get(channel)
+            if waiters is None:
+                return
+            waiters.discard(event)
+            if not waiters:
+                del self._waiters[channel]
+                with contextlib.suppress(RedisError, OSError):
+                    await self._pubsub.unsubscribe(channel)
+
+    async def _read(self) -> None:
+        try:
+            while self._waiters:
+                message = await self._pubsub.get_message(timeout=1.0)
+                if message and message.get("type") == "message":
+                    for event in self._waiters.get(message["channel"], ()):
+                        event.set()
+        except (RedisError, OSError) as exc:
+            log.warning("notification listener lost its connection", error=str(exc))
+            # Wake everyone: they re-read their job and subscribe again on a new connection.
+            for waiters in self._waiters.values():
+                for event in waiters:
+                    event.set()
+            pubsub, self._pubsub = self._pubsub, None
+            self._waiters.clear()
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+        self._pubsub = None
+        self._waiters.clear()
+
+
+class Job(Generic[R]):
+    """A handle on one job: cheap to make, reads its state from Redis on demand."""
+
+    __slots__ = ("_engine", "id", "queue")
+
+    def __init__(self, engine: Engine, job_id: str, queue: str | None = None) -> None:
+        self._engine = engine
+        self.id = job_id
+        self.queue = queue
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id!r}, queue={self.queue!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    async def _queue(self) -> str | None:
+        if self.queue is None:
+            self.queue = await self._engine._gateway_or_connect().find_queue(self.id)
+        return self.queue
+
+    async def _hash(self) -> dict[str, str] | None:
+        queue = await self._queue()
+        if queue is None:
+            return None
+        return await self._engine._gateway_or_connect().job_hash(queue, self.id)
+
+    async def info(self) -> JobInfo | None:
+        """A snapshot of the job, or None when it does not exist (or its retention ran out)."""
+        h = await self._hash()
+        if h is None:
+            return None
+        assert self.queue is not None
+        return JobInfo.from_hash(self.id, self.queue, h)
+
+    async def status(self) -> Status | None:
+        h = await self._hash()
+        return None if h is None else Status(h.get("status", "waiting"))
+
+    async def result(self, timeout: float | None = None) -> R:
+        """Wait for the job to finish and return its result.
+
+        Raises :class:`JobFailed` when it failed for good or was cancelled,
+        :class:`TimeoutError` when ``timeout`` seconds pass first, :class:`JobNotFound`
+        when there is no such job.
+        """
+        gateway = self._engine._gateway_or_connect()
+        notifier = self._engine._notifier()
+        channel = gateway.keys.done_channel(self.id)
+        deadline = None if timeout is None else anyio.current_time() + timeout
+        while True:
+            event = await notifier.subscribe(channel)
+            try:
+                h = await self._hash()
+                if h is None:
+                    raise JobNotFound(f"no job with id {self.id!r}")
+                status = Status(h.get("status", "waiting"))
+                if status in FINAL_STATUSES:
+                    return self._final(status, h)
+                wait = RECHECK_INTERVAL_S
+                if deadline is not None:
+                    remaining = deadline - anyio.current_time()
+                    if remaining <= 0:
+                        raise TimeoutError(
+                            f"job {self.id} did not finish within {timeout}s (status: {status})"
+                        )
+                    wait = min(wait, remaining)
+                with anyio.move_on_after(wait):
+                    await event.wait()
+            finally:
+                await notifier.unsubscribe(channel, event)
+
+    def _final(self, status: Status, h: dict[str, str]) -> R:
+        if status == Status.COMPLETED:
+            raw = h.get("result")
+            return cast(R, json_decoder.decode(raw) if raw else None)
+        raise JobFailed(self.id, status.value, h.get("error"))
+
+    async def cancel(self) -> bool:
+        """Cancel the job if it has not finished; True when it was (or will be) cancelled.
+
+        A waiting or delayed job never runs. A running job is cancelled by its worker and
+        ends ``cancelled`` without retries.
+        """
+        queue = await self._queue()
+        if queue is None:
+            return False
+        code = await self._engine._gateway_or_connect().cancel(queue, self.id, self._engine.retention)
+        return code in (1, 2)
+
+    async def logs(self) -> list[dict[str, Any]]:
+        """The job's log lines (from ``ctx.log``), oldest first."""
+        queue = await self._queue()
+        if queue is None:
+            return []
+        return await self._engine._read_logs(queue, self.id)

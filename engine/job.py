@@ -1,0 +1,90 @@
+"""Job envelope, statuses and the read model (:class:`JobInfo`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+
+class Status(StrEnum):
+    WAITING = "waiting"
+    DELAYED = "delayed"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+
+class Payload(msgspec.Struct, frozen=True):
+    """A job's arguments as stored (JSON) in Redis and in the ``jobs.payload`` column."""
+
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+
+
+payload_decoder = msgspec.json.Decoder(Payload)
+json_encoder = msgspec.json.Encoder()
+json_decoder = msgspec.json.Decoder()
+
+
+def ms_to_datetime(value: str | bytes | None) -> datetime | None:
+    if value is None or value in ("", b""):
+        return None
+    return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+
+
+class JobInfo(msgspec.Struct, kw_only=True):
+    """A snapshot of one job, as ``job.info()`` and the dashboard see it."""
+
+    id: str
+    task: str
+    queue: str
+    status: Status
+    attempts: int
+    max_attempts: int | None = None
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    result: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    progress: float | None = None
+    created_at: datetime | None = None
+    scheduled_for: datetime | None = None
+    processed_at: datetime | None = None
+    finished_at: datetime | None = None
+    scheduled_at: datetime | None = None
+    worker: str | None = None
+
+    @classmethod
+    def from_hash(cls, job_id: str, queue: str, h: dict[str, str]) -> JobInfo:
+        """Build from the job's Redis hash (decoded strings, see ``scripts/enqueue.lua``)."""
+        payload = payload_decoder.decode(h["payload"]) if h.get("payload") else Payload()
+        result = json_decoder.decode(h["result"]) if h.get("result") else None
+        progress = float(h["progress"]) if h.get("progress") else None
+        max_attempts = int(h["max_attempts"]) if h.get("max_attempts") else None
+        return cls(
+            id=job_id,
+            task=h.get("task", ""),
+            queue=queue,
+            status=Status(h.get("status", "waiting")),
+            attempts=int(h.get("attempts") or 0),
+            max_attempts=max_attempts,
+            args=payload.args,
+            kwargs=payload.kwargs,
+            result=result,
+            error=h.get("error") or None,
+            traceback=h.get("traceback") or None,
+            progress=progress,
+            created_at=ms_to_datetime(h.get("created")),
+            scheduled_for=ms_to_datetime(h.get("due")),
+            processed_at=ms_to_datetime(h.get("processed")),
+            finished_at=ms_to_datetime(h.get("finished")),
+            scheduled_at=ms_to_datetime(h.get("tick")),
+            worker=h.get("worker") or None,
+        )

@@ -1,0 +1,102 @@
+"""The only place that builds Redis key names.
+
+Every key of one queue carries the queue name as a hash tag (``{ns}:{queue}:...`` with the
+braces around the queue), so each multi-key script touches a single Redis Cluster slot and
+queues spread over shards. Keys that span queues live under ``{ns}:`` without a tag and are
+never touched by a script together with a queue's keys.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from engine.errors import ConfigurationError
+
+# Names end up inside key names and URLs: keep them to a safe, readable alphabet, and
+# forbid braces so a queue name can never break its own hash tag.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+GROUP = "workers"
+"""The consumer group every worker of a queue reads with."""
+
+
+def check_name(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ConfigurationError(
+            f"invalid {kind} name {value!r}: use 1-100 letters, digits, '_', '.', '-' "
+            "(starting with a letter or digit)"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    namespace: str
+    queue: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.namespace}:{{{self.queue}}}:"
+
+    @property
+    def stream(self) -> str:
+        return self.prefix + "stream"
+
+    @property
+    def delayed(self) -> str:
+        return self.prefix + "delayed"
+
+    @property
+    def dlq(self) -> str:
+        return self.prefix + "dlq"
+
+    @property
+    def stats(self) -> str:
+        return self.prefix + "stats"
+
+    @property
+    def job_prefix(self) -> str:
+        return self.prefix + "job:"
+
+    def job(self, job_id: str) -> str:
+        return self.job_prefix + job_id
+
+    def logs(self, job_id: str) -> str:
+        """List of a job's log lines; ``finish.lua`` derives it as job key + ":logs"."""
+        return self.job(job_id) + ":logs"
+
+    @property
+    def idem_prefix(self) -> str:
+        return self.prefix + "idem:"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    namespace: str
+
+    def queue(self, name: str) -> QueueKeys:
+        return QueueKeys(self.namespace, name)
+
+    @property
+    def queues(self) -> str:
+        """Set of every queue name seen, for stats and id lookups."""
+        return f"{self.namespace}:queues"
+
+    @property
+    def tasks(self) -> str:
+        """Hash task name -> JSON task spec, announced by workers for code-less producers."""
+        return f"{self.namespace}:tasks"
+
+    @property
+    def workers(self) -> str:
+        """Hash worker id -> JSON heartbeat."""
+        return f"{self.namespace}:workers"
+
+    @property
+    def cancel_channel(self) -> str:
+        """Pub/sub channel on which a running job's cancellation is requested."""
+        return f"{self.namespace}:cancel"
+
+    def done_channel(self, job_id: str) -> str:
+        return f"{self.namespace}:done:{job_id}"

@@ -1,0 +1,188 @@
+"""Turning a call (task, args, options) into a validated, encoded job, before anything is sent.
+
+Everything that can be wrong with an enqueue is found here, so a refused enqueue writes
+nothing: bad arguments for the task's signature, unencodable values, an over-size payload,
+bad options.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from engine.errors import ConfigurationError, PayloadTooLarge
+from engine.job import Payload, json_encoder
+from engine.retry import Backoff
+from engine.streams import NewJob
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_job_id() -> str:
+    """A ULID: 48 bits of milliseconds then 80 random bits, so ids sort by creation time."""
+    value = ((time.time_ns() // 1_000_000) << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """What a producer needs to know of a task (a worker additionally has the function)."""
+
+    name: str
+    queue: str
+    timeout: float
+    max_attempts: int
+    backoff: Backoff
+    signature: inspect.Signature | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Per-enqueue options (``task.with_options(...)``)."""
+
+    delay: float | None = None
+    run_at: datetime | None = None
+    idempotency_key: str | None = None
+    idempotency_ttl: float | None = None
+    job_id: str | None = None
+    timeout: float | None = None
+    max_attempts: int | None = None
+    queue: str | None = None
+    scheduled_at: datetime | None = None
+
+    def merged(self, **changes: Any) -> Options:
+        unknown = set(changes) - set(self.__slots__)
+        if unknown:
+            raise TypeError(
+                f"unknown enqueue option(s) {', '.join(sorted(unknown))}; valid: {', '.join(self.__slots__)}"
+            )
+        return replace(self, **changes)
+
+
+def check_timeout(value: Any, what: str) -> float:
+    if value is None:
+        raise ConfigurationError(
+            f"{what}: timeout=None is not allowed; every task needs a finite timeout in "
+            "seconds (omit it to use the engine default)"
+        )
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(f"{what}: timeout must be a finite number of seconds > 0, not {value!r}")
+    return float(value)
+
+
+def check_attempts(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{what}: max_attempts must be an integer >= 1, not {value!r}")
+    return value
+
+
+def task_signature(fn: Callable[..., Any]) -> tuple[inspect.Signature, bool]:
+    """The signature callers must match, and whether the function takes the context first.
+
+    The first parameter is the context when it is named ``ctx``/``context`` or annotated
+    with ``JobContext``; everything after it is the caller's.
+    """
+    sig = inspect.signature(fn)
+    params = list(sig.parameters.values())
+    takes_ctx = False
+    if params and params[0].kind in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+        first = params[0]
+        annotation = (
+            first.annotation
+            if isinstance(first.annotation, str)
+            else getattr(first.annotation, "__name__", "")
+        )
+        takes_ctx = first.name in ("ctx", "context") or "JobContext" in str(annotation)
+    if takes_ctx:
+        sig = sig.replace(parameters=params[1:])
+    return sig, takes_ctx
+
+
+def encode_payload(spec: TaskSpec, args: Sequence[Any], kwargs: Mapping[str, Any], limit: int) -> bytes:
+    if spec.signature is not None:
+        try:
+            spec.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"task {spec.name!r}: {exc} (signature: {spec.name}{spec.signature})") from None
+    try:
+        data = json_encoder.encode(Payload(args=list(args), kwargs=dict(kwargs)))
+    except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+        raise TypeError(
+            f"task {spec.name!r}: arguments cannot be encoded as JSON ({exc}); pass plain data "
+            "(str, int, float, bool, None, list, dict, datetime, UUID, dataclasses, msgspec Structs)"
+        ) from None
+    if len(data) > limit:
+        raise PayloadTooLarge(
+            f"task {spec.name!r}: encoded arguments are {len(data):,} bytes, over the limit of "
+            f"{limit:,} (Engine(max_payload_bytes=...)); store large data elsewhere and pass a "
+            "reference"
+        )
+    return data
+
+
+def build_job(
+    spec: TaskSpec,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    options: Options,
+    *,
+    max_payload_bytes: int,
+    default_idempotency_ttl: float,
+    now: float | None = None,
+) -> NewJob:
+    payload = encode_payload(spec, args, kwargs, max_payload_bytes)
+    now = time.time() if now is None else now
+    due_ms = 0
+    if options.delay is not None and options.run_at is not None:
+        raise ConfigurationError("pass either delay= or run_at=, not both")
+    if options.delay is not None:
+        if (
+            isinstance(options.delay, bool)
+            or not isinstance(options.delay, int | float)
+            or not (math.isfinite(options.delay) and options.delay >= 0)
+        ):
+            raise ConfigurationError(f"delay must be a number of seconds >= 0, not {options.delay!r}")
+        if options.delay > 0:
+            due_ms = int((now + options.delay) * 1000)
+    if options.run_at is not None:
+        if not isinstance(options.run_at, datetime) or options.run_at.tzinfo is None:
+            raise ConfigurationError("run_at must be a time-zone-aware datetime")
+        due_ms = int(options.run_at.timestamp() * 1000)
+    idem_ttl = default_idempotency_ttl if options.idempotency_ttl is None else options.idempotency_ttl
+    if options.idempotency_key is not None:
+        if not isinstance(options.idempotency_key, str) or not options.idempotency_key:
+            raise ConfigurationError("idempotency_key must be a non-empty string")
+        if not (isinstance(idem_ttl, int | float) and math.isfinite(idem_ttl) and idem_ttl > 0):
+            raise ConfigurationError(f"idempotency_ttl must be a number of seconds > 0, not {idem_ttl!r}")
+    if options.job_id is not None and (not isinstance(options.job_id, str) or not options.job_id):
+        raise ConfigurationError("job_id must be a non-empty string")
+    return NewJob(
+        id=options.job_id or new_job_id(),
+        task=spec.name,
+        payload=payload,
+        due_ms=due_ms,
+        timeout=None if options.timeout is None else check_timeout(options.timeout, spec.name),
+        max_attempts=None
+        if options.max_attempts is None
+        else check_attempts(options.max_attempts, spec.name),
+        idempotency_key=options.idempotency_key,
+        idempotency_ttl_ms=int(idem_ttl * 1000),
+        tick_ms=None if options.scheduled_at is None else int(options.scheduled_at.timestamp() * 1000),
+    )

@@ -1,0 +1,20 @@
+"""Lua scripts, one per state transition, loaded once and called by SHA.
+
+Each ``.lua`` file opens with a header listing its KEYS, ARGV and return value. redis-py's
+``Script`` objects run EVALSHA and fall back to loading the script on NOSCRIPT (after a
+Redis restart or failover), in plain calls and in pipelines alike.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+NAMES = ("enqueue", "start", "finish", "promote", "cancel")
+
+
+@cache
+def source(name: str) -> str:
+    if name not in NAMES:
+        raise KeyError(f"no script named {name!r}")
+    return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")

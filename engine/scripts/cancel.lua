@@ -1,0 +1,33 @@
+--[[
+  Cancel a job that has not finished.
+
+  KEYS[1] stream  KEYS[2] delayed zset  KEYS[3] stats hash
+  ARGV[1] job key prefix  ARGV[2] job id  ARGV[3] now (ms)  ARGV[4] retention (ms, 0 = keep)
+  ARGV[5] notification channel prefix  ARGV[6] cancel-request channel
+
+  Returns 1 cancelled, 2 cancel requested (the job is running: its worker stops it),
+  0 already finished, -1 no such job.
+]]
+local jobKey = ARGV[1] .. ARGV[2]
+local status = redis.call("HGET", jobKey, "status")
+if not status then return -1 end
+if status == "completed" or status == "failed" or status == "cancelled" then return 0 end
+if status == "active" then
+  redis.call("HSET", jobKey, "status", "cancelled")
+  redis.call("PUBLISH", ARGV[6], ARGV[2])
+  return 2
+end
+if status == "delayed" then redis.call("ZREM", KEYS[2], ARGV[2]) end
+local msg = redis.call("HGET", jobKey, "msg")
+-- Deleting the entry keeps it from ever being delivered; if a worker read it already, its
+-- start script sees the status and drops it.
+if status == "waiting" and msg then redis.call("XDEL", KEYS[1], msg) end
+redis.call("HSET", jobKey, "status", "cancelled", "finished", ARGV[3])
+redis.call("HDEL", jobKey, "msg", "due")
+if tonumber(ARGV[4]) > 0 then
+  redis.call("PEXPIRE", jobKey, ARGV[4])
+  redis.call("PEXPIRE", jobKey .. ":logs", ARGV[4])
+end
+redis.call("HINCRBY", KEYS[3], "cancelled", 1)
+redis.call("PUBLISH", ARGV[5] .. ARGV[2], "cancelled")
+return 1

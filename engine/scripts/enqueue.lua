@@ -1,0 +1,54 @@
+--[[
+  Enqueue a batch of jobs into one queue: write each job's hash and either add its stream
+  entry (due now) or put it in the delayed set (due later), atomically.
+
+  KEYS[1] stream        KEYS[2] delayed zset     KEYS[3] stats hash
+  ARGV[1] job key prefix  ARGV[2] idempotency key prefix  ARGV[3] now (ms)
+  ARGV[4] number of jobs  then 9 values per job:
+          id, task, payload (JSON), due (ms, 0 = now), timeout (s or ""),
+          max_attempts (or ""), idempotency key (or ""), idempotency ttl (ms), tick (ms or "")
+
+  Returns a flat array: for each job, its id (the first job's id when the idempotency key
+  was already taken, or when a job with that id exists) and 1 if it was added, 0 if not.
+]]
+local jobPrefix, idemPrefix, now, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local out = {}
+local added = 0
+for i = 0, n - 1 do
+  local b = 5 + i * 9
+  local id, task, payload, due = ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
+  local timeout, maxAttempts = ARGV[b + 4], ARGV[b + 5]
+  local idem, idemTtl, tick = ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
+  local existing = false
+  if idem ~= "" then
+    existing = redis.call("GET", idemPrefix .. idem)
+    if not existing then
+      redis.call("SET", idemPrefix .. idem, id, "PX", idemTtl)
+    end
+  end
+  if not existing and redis.call("EXISTS", jobPrefix .. id) == 1 then
+    existing = id
+  end
+  if existing then
+    out[#out + 1] = existing
+    out[#out + 1] = 0
+  else
+    local jobKey = jobPrefix .. id
+    redis.call("HSET", jobKey, "task", task, "payload", payload, "created", now, "attempts", 0)
+    if timeout ~= "" then redis.call("HSET", jobKey, "timeout", timeout) end
+    if maxAttempts ~= "" then redis.call("HSET", jobKey, "max_attempts", maxAttempts) end
+    if tick ~= "" then redis.call("HSET", jobKey, "tick", tick) end
+    if due > tonumber(now) then
+      redis.call("HSET", jobKey, "status", "delayed", "due", due)
+      redis.call("ZADD", KEYS[2], due, id)
+    else
+      local msg = redis.call("XADD", KEYS[1], "*", "j", id)
+      redis.call("HSET", jobKey, "status", "waiting", "msg", msg)
+    end
+    out[#out + 1] = id
+    out[#out + 1] = 1
+    added = added + 1
+  end
+end
+if added > 0 then redis.call("HINCRBY", KEYS[3], "enqueued", added) end
+return out

@@ -1,0 +1,65 @@
+--[[
+  Record the outcomes of a batch of attempts and acknowledge their entries, atomically.
+  An outcome whose entry is no longer pending (another worker reclaimed and finished it)
+  changes nothing: the first recorded outcome wins.
+
+  KEYS[1] stream  KEYS[2] delayed zset  KEYS[3] dlq stream  KEYS[4] stats hash
+  ARGV[1] job key prefix  ARGV[2] group  ARGV[3] now (ms)
+  ARGV[4] completed retention (ms, 0 = keep)  ARGV[5] failed retention (ms, 0 = keep)
+  ARGV[6] notification channel prefix
+  ARGV[7..] 6 values per outcome: entry id, job id, kind, value, traceback, due (ms)
+          kind: "completed" (value = result JSON), "retry" (value = error, due = when),
+                "failed" (value = error), "cancelled" (value = reason)
+
+  Returns an array with 1 per recorded outcome and 0 per ignored one.
+]]
+local jobPrefix, group, now = ARGV[1], ARGV[2], ARGV[3]
+local keepDone, keepFailed = tonumber(ARGV[4]), tonumber(ARGV[5])
+local channel = ARGV[6]
+local out = {}
+
+-- A job's log lines live beside its hash and go when it goes.
+local function expire(jobKey, ms)
+  redis.call("PEXPIRE", jobKey, ms)
+  redis.call("PEXPIRE", jobKey .. ":logs", ms)
+end
+
+for i = 7, #ARGV, 6 do
+  local entry, id, kind, value, tb, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+    ARGV[i + 4], ARGV[i + 5]
+  local jobKey = jobPrefix .. id
+  if redis.call("XACK", KEYS[1], group, entry) == 0 then
+    out[#out + 1] = 0
+  else
+    redis.call("XDEL", KEYS[1], entry)
+    -- A cancel that arrived while the attempt ran wins over its outcome.
+    if redis.call("HGET", jobKey, "status") == "cancelled" then kind = "cancelled" end
+    redis.call("HDEL", jobKey, "worker", "msg")
+    if kind == "completed" then
+      redis.call("HSET", jobKey, "status", "completed", "result", value, "finished", now)
+      if keepDone > 0 then expire(jobKey, keepDone) end
+      redis.call("HINCRBY", KEYS[4], "completed", 1)
+      redis.call("PUBLISH", channel .. id, "completed")
+    elseif kind == "retry" then
+      redis.call("HSET", jobKey, "status", "delayed", "error", value, "traceback", tb, "due", due)
+      redis.call("ZADD", KEYS[2], due, id)
+      redis.call("HINCRBY", KEYS[4], "retried", 1)
+    elseif kind == "failed" then
+      redis.call("HSET", jobKey, "status", "failed", "error", value, "traceback", tb,
+        "finished", now)
+      local attempts = redis.call("HGET", jobKey, "attempts") or "0"
+      redis.call("XADD", KEYS[3], "*", "j", id, "error", value, "attempts", attempts, "at", now)
+      if keepFailed > 0 then expire(jobKey, keepFailed) end
+      redis.call("HINCRBY", KEYS[4], "failed", 1)
+      redis.call("PUBLISH", channel .. id, "failed")
+    else
+      redis.call("HSET", jobKey, "status", "cancelled", "finished", now)
+      if value ~= "" then redis.call("HSET", jobKey, "error", value) end
+      if keepDone > 0 then expire(jobKey, keepDone) end
+      redis.call("HINCRBY", KEYS[4], "cancelled", 1)
+      redis.call("PUBLISH", channel .. id, "cancelled")
+    end
+    out[#out + 1] = 1
+  end
+end
+return out

@@ -1,0 +1,355 @@
+"""The Redis Streams gateway: every Redis command the services send goes through here.
+
+Methods map one-to-one onto the state transitions of ``scripts/*.lua`` plus the few plain
+reads around them. Nothing here knows about tasks or Python callables.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from engine import scripts
+from engine.errors import ConfigurationError, ConnectionFailed
+from engine.keys import GROUP, Keys, QueueKeys
+
+REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced, fit for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def check_redis_url(url: str) -> str:
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError("Redis URL is empty: pass redis_url= or set ENGINE_REDIS_URL")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError on a non-numeric port
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: {exc}") from None
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ConfigurationError(
+            f"invalid Redis URL {mask_url(url)!r}: it must start with redis://, rediss:// "
+            "or unix:// (for example redis://localhost:6379/0)"
+        )
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: no host name")
+    return url
+
+
+@dataclass(slots=True)
+class NewJob:
+    """One job ready to be written by ``enqueue.lua``."""
+
+    id: str
+    task: str
+    payload: bytes
+    due_ms: int = 0
+    timeout: float | None = None
+    max_attempts: int | None = None
+    idempotency_key: str | None = None
+    idempotency_ttl_ms: int = 0
+    tick_ms: int | None = None
+
+    def argv(self) -> list[Any]:
+        return [
+            self.id,
+            self.task,
+            self.payload,
+            self.due_ms,
+            "" if self.timeout is None else repr(self.timeout),
+            "" if self.max_attempts is None else self.max_attempts,
+            self.idempotency_key or "",
+            self.idempotency_ttl_ms,
+            "" if self.tick_ms is None else self.tick_ms,
+        ]
+
+
+@dataclass(slots=True)
+class Started:
+    """An entry a worker read and ``start.lua`` marked active."""
+
+    queue: str
+    entry_id: str
+    job_id: str
+    task: str
+    payload: str
+    attempt: int
+    timeout: float | None
+    max_attempts: int | None
+    tick_ms: int | None
+    created_ms: int | None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one attempt came to, as ``finish.lua`` records it."""
+
+    queue: str
+    entry_id: str
+    job_id: str
+    kind: str  # completed | retry | failed | cancelled
+    value: str | bytes = ""
+    traceback: str = ""
+    due_ms: int = 0
+
+    def argv(self) -> list[Any]:
+        return [self.entry_id, self.job_id, self.kind, self.value, self.traceback, self.due_ms]
+
+
+@dataclass
+class Retention:
+    completed_ms: int = 24 * 3600 * 1000
+    failed_ms: int = 0  # 0 = kept until purged
+
+
+class Gateway:
+    """One Redis connection pool and the engine's scripts, for one namespace."""
+
+    def __init__(self, url: str, namespace: str, *, connect_timeout: float = 5.0) -> None:
+        self.url = check_redis_url(url)
+        self.keys = Keys(namespace)
+        # redis-py's type hints are unions of bytes/str that fight decode_responses=True;
+        # the gateway is the one place that talks to it, so it is typed loosely here only.
+        self.redis: Any = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=connect_timeout,
+            socket_keepalive=True,
+            health_check_interval=30,
+        )
+        self._scripts: dict[str, Any] = {
+            name: self.redis.register_script(scripts.source(name)) for name in scripts.NAMES
+        }
+        self._known_queues: set[str] = set()
+
+    async def ping(self) -> None:
+        """Fail fast, naming the URL, when the server cannot be reached."""
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError) as exc:
+            raise ConnectionFailed(f"cannot reach Redis at {mask_url(self.url)}: {exc}") from None
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self._scripts[name](keys=list(keys), args=list(args))
+
+    # -- producer ---------------------------------------------------------------------------
+
+    async def remember_queue(self, queue: str) -> None:
+        if queue not in self._known_queues:
+            await self.redis.sadd(self.keys.queues, queue)
+            self._known_queues.add(queue)
+
+    async def enqueue(self, queue: str, jobs: Sequence[NewJob], chunk: int = 1000) -> list[tuple[str, bool]]:
+        """Write jobs atomically per chunk; a big batch goes in one round trip (pipelined)."""
+        await self.remember_queue(queue)
+        qk = self.keys.queue(queue)
+        keys = [qk.stream, qk.delayed, qk.stats]
+        now = now_ms()
+        head = [qk.job_prefix, qk.idem_prefix, now]
+        if len(jobs) <= chunk:
+            argv = [*head, len(jobs)]
+            for job in jobs:
+                argv.extend(job.argv())
+            replies = [await self._call("enqueue", keys, argv)]
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for start in range(0, len(jobs), chunk):
+                    part = jobs[start : start + chunk]
+                    argv = [*head, len(part)]
+                    for job in part:
+                        argv.extend(job.argv())
+                    await self._scripts["enqueue"](keys=keys, args=argv, client=pipe)
+                replies = await pipe.execute()
+        out: list[tuple[str, bool]] = []
+        for reply in replies:
+            for i in range(0, len(reply), 2):
+                out.append((reply[i], reply[i + 1] == 1))
+        return out
+
+    # -- worker -----------------------------------------------------------------------------
+
+    async def ensure_group(self, queue: str) -> None:
+        await self.remember_queue(queue)
+        try:
+            # Id 0: a group created after jobs were added still delivers them.
+            await self.redis.xgroup_create(self.keys.queue(queue).stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(
+        self, queues: Sequence[str], consumer: str, count: int, block_ms: int | None
+    ) -> list[tuple[str, str, dict[str, str]]]:
+        """XREADGROUP new entries of several queues; [(queue, entry id, fields)]."""
+        streams = {self.keys.queue(q).stream: ">" for q in queues}
+        reply = await self.redis.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
+        out: list[tuple[str, str, dict[str, str]]] = []
+        if not reply:
+            return out
+        by_stream = {self.keys.queue(q).stream: q for q in queues}
+        for stream, entries in reply:
+            queue = by_stream[stream]
+            for entry_id, fields in entries:
+                out.append((queue, entry_id, fields or {}))
+        return out
+
+    async def start(
+        self, worker_id: str, entries: Iterable[tuple[str, str, dict[str, str]]]
+    ) -> list[Started]:
+        """Mark read entries active (one script per queue, all in one round trip)."""
+        per_queue: dict[str, list[str]] = {}
+        for queue, entry_id, fields in entries:
+            per_queue.setdefault(queue, []).extend((entry_id, fields.get("j", "")))
+        if not per_queue:
+            return []
+        now = now_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue, pairs in per_queue.items():
+                qk = self.keys.queue(queue)
+                await self._scripts["start"](
+                    keys=[qk.stream, qk.dlq], args=[qk.job_prefix, GROUP, now, worker_id, *pairs], client=pipe
+                )
+            replies = await pipe.execute()
+        started: list[Started] = []
+        for queue, reply in zip(per_queue, replies, strict=True):
+            for row in reply:
+                if row[2] != 1:
+                    continue
+                started.append(
+                    Started(
+                        queue=queue,
+                        entry_id=row[0],
+                        job_id=row[1],
+                        task=row[3],
+                        payload=row[4],
+                        attempt=int(row[5]),
+                        timeout=float(row[6]) if row[6] else None,
+                        max_attempts=int(row[7]) if row[7] else None,
+                        tick_ms=int(row[8]) if row[8] else None,
+                        created_ms=int(row[9]) if row[9] else None,
+                    )
+                )
+        return started
+
+    async def finish(self, outcomes: Sequence[Outcome], retention: Retention) -> int:
+        """Record outcomes and XACK their entries: one script per queue, one round trip."""
+        per_queue: dict[str, list[Any]] = {}
+        for outcome in outcomes:
+            per_queue.setdefault(outcome.queue, []).extend(outcome.argv())
+        now = now_ms()
+        channel = self.keys.done_channel("")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue, argv in per_queue.items():
+                qk = self.keys.queue(queue)
+                await self._scripts["finish"](
+                    keys=[qk.stream, qk.delayed, qk.dlq, qk.stats],
+                    args=[
+                        qk.job_prefix,
+                        GROUP,
+                        now,
+                        retention.completed_ms,
+                        retention.failed_ms,
+                        channel,
+                        *argv,
+                    ],
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        return sum(sum(cast(list[int], r)) for r in replies)
+
+    async def promote(self, queue: str, limit: int = 1000) -> tuple[int, int | None]:
+        qk = self.keys.queue(queue)
+        moved, next_due = await self._call(
+            "promote", [qk.delayed, qk.stream], [qk.job_prefix, now_ms(), limit]
+        )
+        return int(moved), (None if int(next_due) < 0 else int(next_due))
+
+    # -- reads and admin --------------------------------------------------------------------
+
+    async def cancel(self, queue: str, job_id: str, retention: Retention) -> int:
+        qk = self.keys.queue(queue)
+        return int(
+            await self._call(
+                "cancel",
+                [qk.stream, qk.delayed, qk.stats],
+                [
+                    qk.job_prefix,
+                    job_id,
+                    now_ms(),
+                    retention.completed_ms,
+                    self.keys.done_channel(""),
+                    self.keys.cancel_channel,
+                ],
+            )
+        )
+
+    async def job_hash(self, queue: str, job_id: str) -> dict[str, str] | None:
+        h = await self.redis.hgetall(self.keys.queue(queue).job(job_id))
+        return h or None
+
+    async def queues(self) -> list[str]:
+        return sorted(await self.redis.smembers(self.keys.queues))
+
+    async def find_queue(self, job_id: str) -> str | None:
+        """Which queue holds this job id (ids do not name their queue)."""
+        queues = await self.queues()
+        if not queues:
+            return None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for q in queues:
+                pipe.exists(self.keys.queue(q).job(job_id))
+            found = await pipe.execute()
+        for q, hit in zip(queues, found, strict=True):
+            if hit:
+                return q
+        return None
+
+    async def queue_stats(self, queue: str) -> dict[str, int]:
+        qk = self.keys.queue(queue)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(qk.stream)
+            pipe.xpending(qk.stream, GROUP)
+            pipe.zcard(qk.delayed)
+            pipe.xlen(qk.dlq)
+            pipe.hgetall(qk.stats)
+            length, pending, delayed, dlq, counters = await pipe.execute(raise_on_error=False)
+        active = pending["pending"] if isinstance(pending, dict) else 0
+        counts = counters if isinstance(counters, dict) else {}
+        return {
+            "waiting": max(0, int(length) - active) if isinstance(length, int) else 0,
+            "active": active,
+            "delayed": int(delayed) if isinstance(delayed, int) else 0,
+            "completed": int(counts.get("completed", 0)),
+            "failed": int(counts.get("failed", 0)),
+            "dlq": int(dlq) if isinstance(dlq, int) else 0,
+            "retried": int(counts.get("retried", 0)),
+            "cancelled": int(counts.get("cancelled", 0)),
+            "enqueued": int(counts.get("enqueued", 0)),
+        }
+
+    def queue_keys(self, queue: str) -> QueueKeys:
+        return self.keys.queue(queue)

@@ -1,0 +1,302 @@
+"""The worker: fetcher -> bounded channel -> N runners -> completer, one anyio task group.
+
+- The fetcher reads only as many entries as there are free runners (XREADGROUP with COUNT
+  and BLOCK: no polling while idle) and marks them active in one script call.
+- Runners execute jobs (``executor.py``) under their timeouts.
+- The completer records outcomes in batches: one script per queue, acknowledging each entry
+  atomically with its outcome (at-least-once: nothing is acknowledged before that).
+- Maintenance: the promoter moves due retries and delayed jobs back to their streams.
+
+Shutdown (``stop()``, SIGTERM, SIGINT): stop fetching, let running jobs finish within the
+grace period, record their outcomes, then cancel what is left; unfinished entries stay
+pending and are reclaimed by another worker.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from redis.exceptions import RedisError, ResponseError
+
+from engine.errors import ConfigurationError
+from engine.executor import Executor
+from engine.keys import check_name
+from engine.streams import Gateway, Outcome, Started
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
+log = structlog.get_logger("engine.worker")
+
+# Idle XREADGROUP blocks this long, then loops: short enough to notice a stop or a dropped
+# connection quickly, long enough that an idle worker sends one command a second.
+BLOCK_MS = 1000
+# Outcomes recorded per script call; bounds how long one call holds Redis.
+COMMIT_BATCH = 500
+# Reconnect backoff after a Redis error: grows to this cap, jittered.
+MAX_BACKOFF_S = 5.0
+
+
+def _backoff(failures: int) -> float:
+    return float(min(MAX_BACKOFF_S, 0.05 * 2.0**failures) * random.uniform(0.5, 1.0))
+
+
+class Worker:
+    """Runs jobs of some queues with at most ``concurrency`` at a time."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 100,
+        grace_period: float = 30.0,
+        handle_signals: bool = True,
+        name: str | None = None,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(f"concurrency must be an integer >= 1, not {concurrency!r}")
+        if not (isinstance(grace_period, int | float) and math.isfinite(grace_period) and grace_period >= 0):
+            raise ConfigurationError(f"grace_period must be a number of seconds >= 0, not {grace_period!r}")
+        if isinstance(queues, str):
+            queues = [q for q in queues.split(",") if q]
+        chosen = list(dict.fromkeys(queues)) if queues else sorted({t.queue for t in engine.tasks.values()})
+        if not chosen:
+            raise ConfigurationError(
+                "the worker has no queue to read: the app registers no task and no queues= were given"
+            )
+        self.engine = engine
+        self.queues = [check_name("queue", q) for q in chosen]
+        self.concurrency = concurrency
+        self.grace_period = float(grace_period)
+        self.handle_signals = handle_signals
+        self.id = name or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+        self.started = anyio.Event()
+        """Set once the worker has joined its consumer groups and is fetching."""
+        self.stopped = anyio.Event()
+        self._stopping = anyio.Event()
+        self._busy = 0
+        self._slot_freed = anyio.Event()
+        self._drained = anyio.Event()
+        self._fetch_scope: anyio.CancelScope | None = None
+        self._runners_scope: anyio.CancelScope | None = None
+        self._promote_wake = anyio.Event()
+        self._executor = Executor(engine, anyio.CapacityLimiter(concurrency))
+        self.processed = 0
+        self._log = log.bind(worker=self.id)
+
+    def stop(self) -> None:
+        """Ask the worker to shut down gracefully (returns at once; ``run()`` returns later)."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._busy == 0:
+            self._drained.set()
+        if self._fetch_scope is not None:
+            self._fetch_scope.cancel()
+
+    def kill(self) -> None:
+        """Stop now: running jobs are abandoned (their entries are reclaimed later)."""
+        self.stop()
+        if self._runners_scope is not None:
+            self._runners_scope.cancel()
+
+    async def run(self) -> None:
+        """Process jobs until ``stop()``, cancellation, SIGTERM or SIGINT."""
+        gateway = await self.engine._ready()
+        for queue in self.queues:
+            await gateway.ensure_group(queue)
+        await self.engine.announce_tasks()
+        self._log.info("worker started", queues=self.queues, concurrency=self.concurrency)
+        try:
+            async with anyio.create_task_group() as maintenance:
+                if self.handle_signals and threading.current_thread() is threading.main_thread():
+                    maintenance.start_soon(self._watch_signals)
+                maintenance.start_soon(self._promoter, gateway)
+                await self._work(gateway)
+                maintenance.cancel_scope.cancel()
+        finally:
+            self.stopped.set()
+            self._log.info("worker stopped", processed=self.processed)
+
+    async def _work(self, gateway: Gateway) -> None:
+        send_jobs, recv_jobs = anyio.create_memory_object_stream[Started](math.inf)
+        send_out, recv_out = anyio.create_memory_object_stream[Outcome](math.inf)
+        async with anyio.create_task_group() as completing:
+            completing.start_soon(self._completer, gateway, recv_out)
+            with anyio.CancelScope() as self._runners_scope:
+                async with anyio.create_task_group() as running:
+                    for _ in range(self.concurrency):
+                        running.start_soon(self._runner, recv_jobs.clone(), send_out.clone())
+                    recv_jobs.close()
+                    send_out.close()
+                    running.start_soon(self._fetch_then_drain, gateway, send_jobs, self._runners_scope)
+                    self.started.set()
+
+    async def _fetch_then_drain(
+        self, gateway: Gateway, send_jobs: MemoryObjectSendStream[Started], runners: anyio.CancelScope
+    ) -> None:
+        async with send_jobs:
+            with anyio.CancelScope() as self._fetch_scope:
+                if self._stopping.is_set():
+                    self._fetch_scope.cancel()
+                await self._fetch(gateway, send_jobs)
+        with anyio.move_on_after(self.grace_period):
+            await self._drained.wait()
+        if not self._drained.is_set():
+            self._log.warning(
+                "grace period over; abandoning running jobs to be reclaimed", running=self._busy
+            )
+            runners.cancel()
+
+    async def _fetch(self, gateway: Gateway, send_jobs: MemoryObjectSendStream[Started]) -> None:
+        failures = 0
+        per_queue_share = max(1, len(self.queues))
+        while not self._stopping.is_set():
+            while self._busy >= self.concurrency:
+                self._slot_freed = anyio.Event()
+                await self._slot_freed.wait()
+            free = self.concurrency - self._busy
+            try:
+                # COUNT applies per stream: split the free slots so the total stays near them.
+                entries = await gateway.read(self.queues, self.id, max(1, free // per_queue_share), BLOCK_MS)
+                if not entries:
+                    continue
+                started = await gateway.start(self.id, entries)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream or group vanished (FLUSHALL, a restart without persistence).
+                self._log.warning("consumer group missing; recreating it")
+                for queue in self.queues:
+                    await gateway.ensure_group(queue)
+                continue
+            except (RedisError, OSError) as exc:
+                failures += 1
+                delay = _backoff(failures)
+                self._log.warning("redis unavailable; retrying", error=str(exc), retry_in_s=round(delay, 2))
+                await anyio.sleep(delay)
+                continue
+            if failures:
+                self._log.info("redis reachable again")
+                failures = 0
+            self._busy += len(started)
+            for job in started:
+                send_jobs.send_nowait(job)
+
+    async def _runner(
+        self, recv_jobs: MemoryObjectReceiveStream[Started], send_out: MemoryObjectSendStream[Outcome]
+    ) -> None:
+        async with recv_jobs, send_out:
+            async for job in recv_jobs:
+                try:
+                    outcome = await self._executor.run(job)
+                finally:
+                    self._busy -= 1
+                    self._slot_freed.set()
+                    if self._busy == 0 and self._stopping.is_set():
+                        self._drained.set()
+                send_out.send_nowait(outcome)
+
+    async def _completer(self, gateway: Gateway, recv_out: MemoryObjectReceiveStream[Outcome]) -> None:
+        async with recv_out:
+            while True:
+                try:
+                    batch = [await recv_out.receive()]
+                except anyio.EndOfStream:
+                    return
+                while len(batch) < COMMIT_BATCH:
+                    try:
+                        batch.append(recv_out.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                await self._commit(gateway, batch)
+
+    async def _commit(self, gateway: Gateway, batch: list[Outcome]) -> None:
+        failures = 0
+        give_up_at: float | None = None
+        while True:
+            try:
+                await gateway.finish(batch, self.engine.retention)
+                break
+            except (RedisError, OSError) as exc:
+                # Safe to repeat: an outcome whose entry was already acknowledged is ignored.
+                failures += 1
+                if self._stopping.is_set():
+                    give_up_at = give_up_at or time.monotonic() + self.grace_period
+                    if time.monotonic() >= give_up_at:
+                        self._log.error(
+                            "could not record outcomes before shutdown; their jobs will be reclaimed",
+                            jobs=len(batch),
+                            error=str(exc),
+                        )
+                        return
+                await anyio.sleep(_backoff(failures))
+        self.processed += len(batch)
+        if any(o.kind == "retry" for o in batch):
+            self._promote_wake.set()
+
+    async def _promoter(self, gateway: Gateway) -> None:
+        """Move due delayed jobs back to their streams; sleep until the next one is due."""
+        failures = 0
+        while True:
+            next_due: int | None = None
+            try:
+                for queue in self.queues:
+                    moved, due = await gateway.promote(queue)
+                    while moved >= 1000:  # a backlog: keep going before sleeping
+                        moved, due = await gateway.promote(queue)
+                    if due is not None and (next_due is None or due < next_due):
+                        next_due = due
+                failures = 0
+            except (RedisError, OSError):
+                failures += 1
+                await anyio.sleep(_backoff(failures))
+                continue
+            # Without a wake-up from this worker, another process may have added an earlier
+            # job: re-check at least every second.
+            wait = 1.0 if next_due is None else min(1.0, max(0.0, next_due / 1000 - time.time()))
+            self._promote_wake = anyio.Event()
+            with anyio.move_on_after(wait):
+                await self._promote_wake.wait()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if self._stopping.is_set() and signum == signal.SIGINT:
+                    self._log.warning("second interrupt: stopping now")
+                    self.kill()
+                    return
+                self._log.info(
+                    "signal received; shutting down",
+                    signal=signal.Signals(signum).name,
+                    grace_period_s=self.grace_period,
+                )
+                self.stop()
+
+
+async def run_worker(engine: Engine, **options: Any) -> None:
+    """Connect, run a worker until it stops, close the connection."""
+    async with engine:
+        await Worker(engine, **options).run()
+
+
+def _main() -> None:
+    from engine.cli import worker_main
+
+    raise SystemExit(worker_main())
+
+
+if __name__ == "__main__":
+    _main()

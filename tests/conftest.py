@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from engine import Engine
+from engine.embedded import EmbeddedPostgres, EmbeddedRedis
+
+# --- Real servers for the whole session --------------------------------------------------
+# Point ENGINE_TEST_REDIS_URL / ENGINE_TEST_DATABASE_URL at existing servers to skip the
+# embedded ones. Sync fixtures on purpose: they must not depend on an event loop.
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("ENGINE_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    with EmbeddedRedis() as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    url = os.environ.get("ENGINE_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    with EmbeddedPostgres(fast=True) as server:
+        yield server.url
+
+
+# --- Per-test isolation ------------------------------------------------------------------
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A key prefix no other test uses, so tests can share one server (and run in parallel)."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def app(redis_url: str, namespace: str) -> AsyncIterator[Engine]:
+    engine = Engine(redis_url, namespace=namespace)
+    yield engine
+    await engine.close()

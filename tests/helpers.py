@@ -1,0 +1,55 @@
+"""Shared test helpers: waiting on conditions with a deadline (never a bare sleep)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await anyio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s: {what or check} (last: {last!r})")
+
+
+def start_worker_process(
+    app_spec: str, redis_url: str, namespace: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    full_env = {
+        **os.environ,
+        "ENGINE_REDIS_URL": redis_url,
+        "ENGINE_NAMESPACE": namespace,
+        "PYTHONPATH": str(ROOT),
+        **(env or {}),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine.worker", app_spec, *args],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout)
+from engine.embedded import free_port as free_port  # noqa: E402
