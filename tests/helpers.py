@@ -52,4 +52,6 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.wait(timeout)
+
+
 from engine.embedded import free_port as free_port  # noqa: E402

@@ -37,8 +37,14 @@ async def test_context_fields_and_kwargs(app: Engine) -> None:
 
     @app.task(queue="reports", timeout=7.5, max_attempts=4)
     async def inspect_ctx(ctx: JobContext, *, name: str) -> str:
-        seen.update(job_id=ctx.job_id, attempt=ctx.attempt, max_attempts=ctx.max_attempts,
-                    queue=ctx.queue, time_left=ctx.time_left(), scheduled_at=ctx.scheduled_at)
+        seen.update(
+            job_id=ctx.job_id,
+            attempt=ctx.attempt,
+            max_attempts=ctx.max_attempts,
+            queue=ctx.queue,
+            time_left=ctx.time_left(),
+            scheduled_at=ctx.scheduled_at,
+        )
         await ctx.log("hello from the task", level="warning")
         await ctx.progress(0.5)
         return f"hi {name}"
@@ -147,7 +153,7 @@ async def test_timeout_fails_the_job_with_a_timeout_error(app: Engine) -> None:
 
     async with worker_running(app):
         job = await sleepy.enqueue()
-        with pytest.raises(JobFailed, match="timed out after 0.2s"):
+        with pytest.raises(JobFailed, match=r"timed out after 0\.2s"):
             await job.result(timeout=10)
     info = await job.info()
     assert info is not None and info.status == Status.FAILED
@@ -303,9 +309,7 @@ async def test_sigterm_lets_running_jobs_finish_and_exits_zero(redis_url: str, n
         async with app:
             await eventually(lambda: _workers_announced(app), timeout=20, what="worker up")
             jobs = await app._enqueue(count.spec, [((i, 1.0), {}) for i in range(5)], _options())
-            await eventually(
-                lambda: _all_status(jobs, Status.ACTIVE), timeout=10, what="jobs running"
-            )
+            await eventually(lambda: _all_status(jobs, Status.ACTIVE), timeout=10, what="jobs running")
             proc.send_signal(signal.SIGTERM)
             assert await anyio.to_thread.run_sync(proc.wait, 20) == 0
             for job in jobs:
