@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -70,12 +69,11 @@ async def run(url: str, jobs: int, concurrency: int) -> dict[str, float]:
         results["enqueue_bulk_per_s"] = jobs / (time.perf_counter() - t0)
 
         env = {**os.environ, "ENGINE_REDIS_URL": url, "ENGINE_NAMESPACE": namespace, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.worker", "benchmarks.apps:app", "--concurrency", str(concurrency),
-             "--log-level", "warning"],
-            cwd=ROOT, env=env,
-        )
+        argv = [sys.executable, "-m", "engine.worker", "benchmarks.apps:app"]
+        argv += ["--concurrency", str(concurrency), "--log-level", "warning"]
+        proc = await anyio.open_process(argv, cwd=ROOT, env=env, stdout=None, stderr=None)
         try:
+
             async def started() -> bool:
                 return bool(await gateway.redis.hexists(gateway.keys.tasks, "noop"))
 
@@ -88,7 +86,7 @@ async def run(url: str, jobs: int, concurrency: int) -> dict[str, float]:
             results["drain_per_s"] = jobs / (time.perf_counter() - t0)
         finally:
             proc.terminate()
-            proc.wait(30)
+            await proc.wait()
     return results
 
 
@@ -99,7 +97,9 @@ def _options():  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=100)
     args = parser.parse_args()

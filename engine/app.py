@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import msgspec
 
+from engine.dlq import DeadLetters
 from engine.errors import ConfigurationError, UnknownTaskError
 from engine.handle import Job, Notifier
 from engine.job import json_decoder, json_encoder
@@ -397,6 +398,10 @@ class Engine:
         for queue in queues:
             out[queue] = await gateway.queue_stats(queue)
         return out
+
+    def dlq(self, queue: str = "default") -> DeadLetters:
+        """The dead-letter stream of ``queue``: list, replay, replay_all, purge."""
+        return DeadLetters(self, check_name("queue", queue))
 
     def worker(
         self,

@@ -48,16 +48,33 @@ def run_demo(jobs: int, data_dir: str) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     namespace = f"demo{int(time.time())}"
-    env = {**os.environ, "ENGINE_REDIS_URL": server.url, "ENGINE_NAMESPACE": namespace,
-           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "ENGINE_REDIS_URL": server.url,
+        "ENGINE_NAMESPACE": namespace,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
     worker = None
     try:
-        print(f"valkey at {server.url}; starting a worker: python -m engine.worker "
-              "examples.demo_app:app --concurrency 50")
+        print(
+            f"valkey at {server.url}; starting a worker: python -m engine.worker "
+            "examples.demo_app:app --concurrency 50"
+        )
         worker = subprocess.Popen(
-            [sys.executable, "-m", "engine.worker", "examples.demo_app:app", "--concurrency", "50",
-             "--log-level", "warning"],
-            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "engine.worker",
+                "examples.demo_app:app",
+                "--concurrency",
+                "50",
+                "--log-level",
+                "warning",
+            ],
+            cwd=root,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         return anyio.run(_produce_and_watch, server.url, namespace, jobs, worker, root)
     finally:
@@ -85,9 +102,7 @@ async def _produce_and_watch(
         await demo_app.send_email.enqueue_many([(f"user{i}@example.com",) for i in range(share)])
         bad_orders = max(1, share // 50)
         rest = total - 3 * share
-        await demo_app.charge_card.enqueue_many(
-            [(i, -100 if i < bad_orders else 1999) for i in range(rest)]
-        )
+        await demo_app.charge_card.enqueue_many([(i, -100 if i < bad_orders else 1999) for i in range(rest)])
         enqueued_in = time.monotonic() - started
         print(f"enqueued {total} jobs in {enqueued_in * 1000:.0f} ms; processing ...")
         while True:

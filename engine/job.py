@@ -60,12 +60,22 @@ class JobInfo(msgspec.Struct, kw_only=True):
     finished_at: datetime | None = None
     scheduled_at: datetime | None = None
     worker: str | None = None
+    raw_payload: str | None = None
+    """The stored payload as text, set only when it could not be decoded."""
 
     @classmethod
     def from_hash(cls, job_id: str, queue: str, h: dict[str, str]) -> JobInfo:
         """Build from the job's Redis hash (decoded strings, see ``scripts/enqueue.lua``)."""
-        payload = payload_decoder.decode(h["payload"]) if h.get("payload") else Payload()
-        result = json_decoder.decode(h["result"]) if h.get("result") else None
+        raw_payload = h.get("payload") or ""
+        try:
+            payload = payload_decoder.decode(raw_payload) if raw_payload else Payload()
+            raw_payload = ""
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            payload = Payload()  # garbage is shown as it is (raw_payload), never a crash
+        try:
+            result = json_decoder.decode(h["result"]) if h.get("result") else None
+        except msgspec.DecodeError:
+            result = h["result"]
         progress = float(h["progress"]) if h.get("progress") else None
         max_attempts = int(h["max_attempts"]) if h.get("max_attempts") else None
         return cls(
@@ -87,4 +97,5 @@ class JobInfo(msgspec.Struct, kw_only=True):
             finished_at=ms_to_datetime(h.get("finished")),
             scheduled_at=ms_to_datetime(h.get("tick")),
             worker=h.get("worker") or None,
+            raw_payload=raw_payload or None,
         )

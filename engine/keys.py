@@ -94,6 +94,11 @@ class Keys:
         return f"{self.namespace}:workers"
 
     @property
+    def wake_channel(self) -> str:
+        """Pub/sub channel telling promoters a delayed job was added (maybe due earlier)."""
+        return f"{self.namespace}:wake"
+
+    @property
     def cancel_channel(self) -> str:
         """Pub/sub channel on which a running job's cancellation is requested."""
         return f"{self.namespace}:cancel"

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
+import anyio
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from engine import scripts
@@ -137,7 +140,11 @@ class Gateway:
             socket_connect_timeout=connect_timeout,
             socket_keepalive=True,
             health_check_interval=30,
+            # Ride out a dropped connection or a quick restart (about 1.5 s at most), then
+            # let the caller see the error; the worker's loops add their own backoff.
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5),
         )
+        self.connect_timeout = connect_timeout
         self._scripts: dict[str, Any] = {
             name: self.redis.register_script(scripts.source(name)) for name in scripts.NAMES
         }
@@ -146,7 +153,13 @@ class Gateway:
     async def ping(self) -> None:
         """Fail fast, naming the URL, when the server cannot be reached."""
         try:
-            await self.redis.ping()
+            # A server that accepts connections but never answers must not hang the caller.
+            with anyio.fail_after(self.connect_timeout):
+                await self.redis.ping()
+        except TimeoutError:
+            raise ConnectionFailed(
+                f"cannot reach Redis at {mask_url(self.url)}: no answer within {self.connect_timeout:g}s"
+            ) from None
         except (RedisError, OSError) as exc:
             raise ConnectionFailed(f"cannot reach Redis at {mask_url(self.url)}: {exc}") from None
 
@@ -169,7 +182,7 @@ class Gateway:
         qk = self.keys.queue(queue)
         keys = [qk.stream, qk.delayed, qk.stats]
         now = now_ms()
-        head = [qk.job_prefix, qk.idem_prefix, now]
+        head = [qk.job_prefix, qk.idem_prefix, now, self.keys.wake_channel]
         if len(jobs) <= chunk:
             argv = [*head, len(jobs)]
             for job in jobs:
@@ -274,12 +287,64 @@ class Gateway:
                         retention.completed_ms,
                         retention.failed_ms,
                         channel,
+                        self.keys.wake_channel,
                         *argv,
                     ],
                     client=pipe,
                 )
             replies = await pipe.execute()
         return sum(sum(cast(list[int], r)) for r in replies)
+
+    async def renew(self, consumer: str, entries: dict[str, list[str]]) -> list[tuple[str, str]]:
+        """Renew the leases of in-flight entries per queue; returns (queue, entry) pairs lost."""
+        if not entries:
+            return []
+        queues = [q for q, ids in entries.items() if ids]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                await self._scripts["renew"](
+                    keys=[self.keys.queue(queue).stream], args=[GROUP, consumer, *entries[queue]], client=pipe
+                )
+            replies = await pipe.execute()
+        return [(queue, entry) for queue, lost in zip(queues, replies, strict=True) for entry in lost]
+
+    async def reclaim(
+        self, queue: str, consumer: str, min_idle_ms: int, count: int
+    ) -> list[tuple[str, str, dict[str, str]]]:
+        """XAUTOCLAIM entries idle past ``min_idle_ms``; same shape as :meth:`read`."""
+        qk = self.keys.queue(queue)
+        flat = await self._call("reclaim", [qk.stream, qk.stats], [GROUP, consumer, min_idle_ms, count])
+        return [(queue, flat[i], {"j": flat[i + 1]} if flat[i + 1] else {}) for i in range(0, len(flat), 2)]
+
+    async def replay(self, queue: str, job_id: str) -> int:
+        qk = self.keys.queue(queue)
+        return int(
+            await self._call("replay", [qk.stream, qk.dlq, qk.stats], [qk.job_prefix, job_id, now_ms()])
+        )
+
+    async def purge_dlq(self, queue: str, batch: int = 500) -> int:
+        qk = self.keys.queue(queue)
+        total = 0
+        while True:
+            removed = int(await self._call("purge", [qk.dlq], [qk.job_prefix, batch]))
+            total += removed
+            if removed < batch:
+                return total
+
+    async def dlq_entries(
+        self, queue: str, count: int | None = None, newest_first: bool = True
+    ) -> list[tuple[str, dict[str, str]]]:
+        key = self.keys.queue(queue).dlq
+        if newest_first:
+            return list(await self.redis.xrevrange(key, count=count))
+        return list(await self.redis.xrange(key, count=count))
+
+    async def job_hashes(self, queue: str, job_ids: Sequence[str]) -> list[dict[str, str]]:
+        qk = self.keys.queue(queue)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(qk.job(job_id))
+            return list(await pipe.execute())
 
     async def promote(self, queue: str, limit: int = 1000) -> tuple[int, int | None]:
         qk = self.keys.queue(queue)
@@ -349,6 +414,8 @@ class Gateway:
             "retried": int(counts.get("retried", 0)),
             "cancelled": int(counts.get("cancelled", 0)),
             "enqueued": int(counts.get("enqueued", 0)),
+            "reclaimed": int(counts.get("reclaimed", 0)),
+            "replayed": int(counts.get("replayed", 0)),
         }
 
     def queue_keys(self, queue: str) -> QueueKeys:

@@ -1,11 +1,13 @@
-"""The worker: fetcher -> bounded channel -> N runners -> completer, one anyio task group.
+"""The worker: fetcher -> channel -> N runners -> completer, all in one anyio task group.
 
 - The fetcher reads only as many entries as there are free runners (XREADGROUP with COUNT
-  and BLOCK: no polling while idle) and marks them active in one script call.
+  and BLOCK: no polling while idle) and marks them active in one script call; the
+  reclaimer (``maintenance.py``) feeds runners the same way with entries of dead workers.
 - Runners execute jobs (``executor.py``) under their timeouts.
 - The completer records outcomes in batches: one script per queue, acknowledging each entry
   atomically with its outcome (at-least-once: nothing is acknowledged before that).
-- Maintenance: the promoter moves due retries and delayed jobs back to their streams.
+- The lease keeper renews the leases of in-flight entries, so a long job is never taken
+  from a live worker; the promoter moves due retries and delayed jobs back to their streams.
 
 Shutdown (``stop()``, SIGTERM, SIGINT): stop fetching, let running jobs finish within the
 grace period, record their outcomes, then cancel what is left; unfinished entries stay
@@ -16,13 +18,12 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import signal
 import socket
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
@@ -32,6 +33,7 @@ from redis.exceptions import RedisError, ResponseError
 from engine.errors import ConfigurationError
 from engine.executor import Executor
 from engine.keys import check_name
+from engine.maintenance import LeaseKeeper, Listener, Promoter, Reclaimer, backoff, forever
 from engine.streams import Gateway, Outcome, Started
 
 if TYPE_CHECKING:
@@ -39,21 +41,15 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("engine.worker")
 
-# Idle XREADGROUP blocks this long, then loops: short enough to notice a stop or a dropped
-# connection quickly, long enough that an idle worker sends one command a second.
+# Idle XREADGROUP blocks this long, then loops: short enough to notice a dropped connection
+# quickly, long enough that an idle worker sends about one command a second.
 BLOCK_MS = 1000
 # Outcomes recorded per script call; bounds how long one call holds Redis.
 COMMIT_BATCH = 500
-# Reconnect backoff after a Redis error: grows to this cap, jittered.
-MAX_BACKOFF_S = 5.0
-
-
-def _backoff(failures: int) -> float:
-    return float(min(MAX_BACKOFF_S, 0.05 * 2.0**failures) * random.uniform(0.5, 1.0))
 
 
 class Worker:
-    """Runs jobs of some queues with at most ``concurrency`` at a time."""
+    """Runs jobs of some queues, at most ``concurrency`` at a time, at least once each."""
 
     def __init__(
         self,
@@ -85,16 +81,24 @@ class Worker:
         self.started = anyio.Event()
         """Set once the worker has joined its consumer groups and is fetching."""
         self.stopped = anyio.Event()
+        self.processed = 0
         self._stopping = anyio.Event()
-        self._busy = 0
+        self._busy = 0  # entries handed to runners and not yet executed
+        self._inflight: dict[str, set[str]] = {q: set() for q in self.queues}  # leases to renew
         self._slot_freed = anyio.Event()
         self._drained = anyio.Event()
         self._fetch_scope: anyio.CancelScope | None = None
         self._runners_scope: anyio.CancelScope | None = None
-        self._promote_wake = anyio.Event()
+        self._send_jobs: MemoryObjectSendStream[Started] | None = None
         self._executor = Executor(engine, anyio.CapacityLimiter(concurrency))
-        self.processed = 0
+        self._promoter: Promoter | None = None
+        self._leases: LeaseKeeper | None = None
+        self._reclaimer: Reclaimer | None = None
         self._log = log.bind(worker=self.id)
+
+    @property
+    def reclaimed(self) -> int:
+        return self._reclaimer.reclaimed if self._reclaimer else 0
 
     def stop(self) -> None:
         """Ask the worker to shut down gracefully (returns at once; ``run()`` returns later)."""
@@ -118,12 +122,20 @@ class Worker:
         for queue in self.queues:
             await gateway.ensure_group(queue)
         await self.engine.announce_tasks()
+        vt = self.engine.visibility_timeout
+        self._promoter = Promoter(gateway, self.queues)
+        # Renew three times per timeout: two renewals can fail before a lease lapses.
+        self._leases = LeaseKeeper(gateway, self.id, self._inflight, vt / 3)
+        self._reclaimer = Reclaimer(gateway, self.id, self.queues, vt, self._free_slots, self._dispatch)
+        listener = Listener(gateway, self._promoter.poke, self._executor.cancel)
         self._log.info("worker started", queues=self.queues, concurrency=self.concurrency)
         try:
             async with anyio.create_task_group() as maintenance:
                 if self.handle_signals and threading.current_thread() is threading.main_thread():
                     maintenance.start_soon(self._watch_signals)
-                maintenance.start_soon(self._promoter, gateway)
+                maintenance.start_soon(self._promoter.run, self.id)
+                maintenance.start_soon(forever, "lease keeper", self._leases.run_once, self.id)
+                maintenance.start_soon(listener.run, self.id)
                 await self._work(gateway)
                 maintenance.cancel_scope.cancel()
         finally:
@@ -133,6 +145,7 @@ class Worker:
     async def _work(self, gateway: Gateway) -> None:
         send_jobs, recv_jobs = anyio.create_memory_object_stream[Started](math.inf)
         send_out, recv_out = anyio.create_memory_object_stream[Outcome](math.inf)
+        self._send_jobs = send_jobs
         async with anyio.create_task_group() as completing:
             completing.start_soon(self._completer, gateway, recv_out)
             with anyio.CancelScope() as self._runners_scope:
@@ -141,17 +154,18 @@ class Worker:
                         running.start_soon(self._runner, recv_jobs.clone(), send_out.clone())
                     recv_jobs.close()
                     send_out.close()
-                    running.start_soon(self._fetch_then_drain, gateway, send_jobs, self._runners_scope)
+                    running.start_soon(self._fetch_then_drain, gateway, self._runners_scope)
                     self.started.set()
 
-    async def _fetch_then_drain(
-        self, gateway: Gateway, send_jobs: MemoryObjectSendStream[Started], runners: anyio.CancelScope
-    ) -> None:
-        async with send_jobs:
+    async def _fetch_then_drain(self, gateway: Gateway, runners: anyio.CancelScope) -> None:
+        assert self._send_jobs is not None and self._reclaimer is not None
+        async with self._send_jobs:
             with anyio.CancelScope() as self._fetch_scope:
                 if self._stopping.is_set():
                     self._fetch_scope.cancel()
-                await self._fetch(gateway, send_jobs)
+                async with anyio.create_task_group() as fetching:
+                    fetching.start_soon(forever, "reclaimer", self._reclaimer.run_once, self.id)
+                    await self._fetch(gateway)
         with anyio.move_on_after(self.grace_period):
             await self._drained.wait()
         if not self._drained.is_set():
@@ -160,20 +174,31 @@ class Worker:
             )
             runners.cancel()
 
-    async def _fetch(self, gateway: Gateway, send_jobs: MemoryObjectSendStream[Started]) -> None:
+    def _free_slots(self) -> int:
+        return 0 if self._stopping.is_set() else self.concurrency - self._busy
+
+    async def _dispatch(self, entries: list[tuple[str, str, dict[str, str]]]) -> None:
+        """Mark read or reclaimed entries active and hand them to runners."""
+        assert self._send_jobs is not None
+        started = await self.engine._gateway_or_connect().start(self.id, entries)
+        self._busy += len(started)
+        for job in started:
+            self._inflight[job.queue].add(job.entry_id)
+            self._send_jobs.send_nowait(job)
+
+    async def _fetch(self, gateway: Gateway) -> None:
         failures = 0
-        per_queue_share = max(1, len(self.queues))
+        streams = max(1, len(self.queues))
         while not self._stopping.is_set():
             while self._busy >= self.concurrency:
                 self._slot_freed = anyio.Event()
                 await self._slot_freed.wait()
-            free = self.concurrency - self._busy
             try:
                 # COUNT applies per stream: split the free slots so the total stays near them.
-                entries = await gateway.read(self.queues, self.id, max(1, free // per_queue_share), BLOCK_MS)
-                if not entries:
-                    continue
-                started = await gateway.start(self.id, entries)
+                count = max(1, (self.concurrency - self._busy) // streams)
+                entries = await gateway.read(self.queues, self.id, count, BLOCK_MS)
+                if entries:
+                    await self._dispatch(entries)
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
@@ -183,17 +208,16 @@ class Worker:
                     await gateway.ensure_group(queue)
                 continue
             except (RedisError, OSError) as exc:
+                # Entries read but not started stay pending under this worker's name and
+                # are reclaimed after the visibility timeout.
                 failures += 1
-                delay = _backoff(failures)
+                delay = backoff(failures)
                 self._log.warning("redis unavailable; retrying", error=str(exc), retry_in_s=round(delay, 2))
                 await anyio.sleep(delay)
                 continue
             if failures:
                 self._log.info("redis reachable again")
                 failures = 0
-            self._busy += len(started)
-            for job in started:
-                send_jobs.send_nowait(job)
 
     async def _runner(
         self, recv_jobs: MemoryObjectReceiveStream[Started], send_out: MemoryObjectSendStream[Outcome]
@@ -242,34 +266,10 @@ class Worker:
                             error=str(exc),
                         )
                         return
-                await anyio.sleep(_backoff(failures))
+                await anyio.sleep(backoff(failures))
+        for outcome in batch:
+            self._inflight[outcome.queue].discard(outcome.entry_id)
         self.processed += len(batch)
-        if any(o.kind == "retry" for o in batch):
-            self._promote_wake.set()
-
-    async def _promoter(self, gateway: Gateway) -> None:
-        """Move due delayed jobs back to their streams; sleep until the next one is due."""
-        failures = 0
-        while True:
-            next_due: int | None = None
-            try:
-                for queue in self.queues:
-                    moved, due = await gateway.promote(queue)
-                    while moved >= 1000:  # a backlog: keep going before sleeping
-                        moved, due = await gateway.promote(queue)
-                    if due is not None and (next_due is None or due < next_due):
-                        next_due = due
-                failures = 0
-            except (RedisError, OSError):
-                failures += 1
-                await anyio.sleep(_backoff(failures))
-                continue
-            # Without a wake-up from this worker, another process may have added an earlier
-            # job: re-check at least every second.
-            wait = 1.0 if next_due is None else min(1.0, max(0.0, next_due / 1000 - time.time()))
-            self._promote_wake = anyio.Event()
-            with anyio.move_on_after(wait):
-                await self._promote_wake.wait()
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -284,12 +284,6 @@ class Worker:
                     grace_period_s=self.grace_period,
                 )
                 self.stop()
-
-
-async def run_worker(engine: Engine, **options: Any) -> None:
-    """Connect, run a worker until it stops, close the connection."""
-    async with engine:
-        await Worker(engine, **options).run()
 
 
 def _main() -> None:

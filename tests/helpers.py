@@ -55,3 +55,17 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 
 from engine.embedded import free_port as free_port  # noqa: E402
+
+
+async def enqueue_by_spec(
+    app: Any, task: Any, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+) -> list[Any]:
+    """Enqueue jobs of a task defined in another app (a worker subprocess's), in one call."""
+    from engine.producer import Options
+
+    return list(await app._enqueue(task.spec, calls, Options()))
+
+
+async def task_announced(app: Any, name: str) -> bool:
+    gateway = app._gateway_or_connect()
+    return bool(await gateway.redis.hexists(gateway.keys.tasks, name))

@@ -10,7 +10,7 @@ import pytest
 
 from engine import ConfigurationError, ConnectionFailed, Engine, JobContext, JobFailed, Status
 from engine.testing import worker_running
-from tests.helpers import eventually, start_worker_process, stop_process
+from tests.helpers import enqueue_by_spec, eventually, start_worker_process, stop_process, task_announced
 
 
 async def test_one_job_result(app: Engine) -> None:
@@ -277,8 +277,21 @@ async def test_unreachable_redis_fails_fast_naming_the_url() -> None:
         await t.enqueue()
 
 
+async def test_a_server_that_never_answers_does_not_hang_the_caller() -> None:
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (backlog) but never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        app = Engine(f"redis://127.0.0.1:{port}/0", connect_timeout=1.0)
+        with anyio.fail_after(5), pytest.raises(ConnectionFailed, match="no answer within 1s"):
+            await app.connect()
+        await app.close()
+
+
 async def test_two_worker_processes_run_each_job_exactly_once(redis_url: str, namespace: str) -> None:
-    from tests.apps.counting import count
+    from tests.apps.counting import count, runs_key
 
     app = Engine(redis_url, namespace=namespace)
     procs = [
@@ -288,10 +301,9 @@ async def test_two_worker_processes_run_each_job_exactly_once(redis_url: str, na
     try:
         async with app:
             await eventually(lambda: _workers_announced(app), timeout=20, what="workers up")
-            spec = count.spec
-            jobs = await app._enqueue(spec, [((i,), {}) for i in range(2000)], _options())
+            jobs = await enqueue_by_spec(app, count, [((i,), {}) for i in range(2000)])
             await eventually(lambda: _completed(app, 2000), timeout=60, interval=0.1, what="2000 done")
-            runs = await app._gateway_or_connect().redis.hgetall(f"{namespace}:test:runs")
+            runs = await app._gateway_or_connect().redis.hgetall(runs_key(namespace))
         assert len(runs) == 2000
         assert {j.id for j in jobs} == set(runs)
         assert set(runs.values()) == {"1"}
@@ -308,7 +320,7 @@ async def test_sigterm_lets_running_jobs_finish_and_exits_zero(redis_url: str, n
     try:
         async with app:
             await eventually(lambda: _workers_announced(app), timeout=20, what="worker up")
-            jobs = await app._enqueue(count.spec, [((i, 1.0), {}) for i in range(5)], _options())
+            jobs = await enqueue_by_spec(app, count, [((i, 1.0), {}) for i in range(5)])
             await eventually(lambda: _all_status(jobs, Status.ACTIVE), timeout=10, what="jobs running")
             proc.send_signal(signal.SIGTERM)
             assert await anyio.to_thread.run_sync(proc.wait, 20) == 0
@@ -318,15 +330,8 @@ async def test_sigterm_lets_running_jobs_finish_and_exits_zero(redis_url: str, n
         stop_process(proc)
 
 
-def _options():  # type: ignore[no-untyped-def]
-    from engine.producer import Options
-
-    return Options()
-
-
 async def _workers_announced(app: Engine) -> bool:
-    gateway = app._gateway_or_connect()
-    return bool(await gateway.redis.hexists(gateway.keys.tasks, "count"))
+    return await task_announced(app, "count")
 
 
 async def _completed(app: Engine, n: int) -> bool:

@@ -4,18 +4,19 @@
 
   KEYS[1] stream        KEYS[2] delayed zset     KEYS[3] stats hash
   ARGV[1] job key prefix  ARGV[2] idempotency key prefix  ARGV[3] now (ms)
-  ARGV[4] number of jobs  then 9 values per job:
+  ARGV[4] promoter wake-up channel  ARGV[5] number of jobs  then 9 values per job:
           id, task, payload (JSON), due (ms, 0 = now), timeout (s or ""),
           max_attempts (or ""), idempotency key (or ""), idempotency ttl (ms), tick (ms or "")
 
   Returns a flat array: for each job, its id (the first job's id when the idempotency key
   was already taken, or when a job with that id exists) and 1 if it was added, 0 if not.
 ]]
-local jobPrefix, idemPrefix, now, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local jobPrefix, idemPrefix, now, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[5])
 local out = {}
 local added = 0
+local delayed = false
 for i = 0, n - 1 do
-  local b = 5 + i * 9
+  local b = 6 + i * 9
   local id, task, payload, due = ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
   local timeout, maxAttempts = ARGV[b + 4], ARGV[b + 5]
   local idem, idemTtl, tick = ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
@@ -41,6 +42,7 @@ for i = 0, n - 1 do
     if due > tonumber(now) then
       redis.call("HSET", jobKey, "status", "delayed", "due", due)
       redis.call("ZADD", KEYS[2], due, id)
+      delayed = true
     else
       local msg = redis.call("XADD", KEYS[1], "*", "j", id)
       redis.call("HSET", jobKey, "status", "waiting", "msg", msg)
@@ -51,4 +53,5 @@ for i = 0, n - 1 do
   end
 end
 if added > 0 then redis.call("HINCRBY", KEYS[3], "enqueued", added) end
+if delayed then redis.call("PUBLISH", ARGV[4], KEYS[2]) end
 return out

@@ -6,8 +6,8 @@
   KEYS[1] stream  KEYS[2] delayed zset  KEYS[3] dlq stream  KEYS[4] stats hash
   ARGV[1] job key prefix  ARGV[2] group  ARGV[3] now (ms)
   ARGV[4] completed retention (ms, 0 = keep)  ARGV[5] failed retention (ms, 0 = keep)
-  ARGV[6] notification channel prefix
-  ARGV[7..] 6 values per outcome: entry id, job id, kind, value, traceback, due (ms)
+  ARGV[6] notification channel prefix  ARGV[7] promoter wake-up channel
+  ARGV[8..] 6 values per outcome: entry id, job id, kind, value, traceback, due (ms)
           kind: "completed" (value = result JSON), "retry" (value = error, due = when),
                 "failed" (value = error), "cancelled" (value = reason)
 
@@ -17,6 +17,7 @@ local jobPrefix, group, now = ARGV[1], ARGV[2], ARGV[3]
 local keepDone, keepFailed = tonumber(ARGV[4]), tonumber(ARGV[5])
 local channel = ARGV[6]
 local out = {}
+local retried = false
 
 -- A job's log lines live beside its hash and go when it goes.
 local function expire(jobKey, ms)
@@ -24,7 +25,7 @@ local function expire(jobKey, ms)
   redis.call("PEXPIRE", jobKey .. ":logs", ms)
 end
 
-for i = 7, #ARGV, 6 do
+for i = 8, #ARGV, 6 do
   local entry, id, kind, value, tb, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
     ARGV[i + 4], ARGV[i + 5]
   local jobKey = jobPrefix .. id
@@ -44,11 +45,14 @@ for i = 7, #ARGV, 6 do
       redis.call("HSET", jobKey, "status", "delayed", "error", value, "traceback", tb, "due", due)
       redis.call("ZADD", KEYS[2], due, id)
       redis.call("HINCRBY", KEYS[4], "retried", 1)
+      retried = true
     elseif kind == "failed" then
       redis.call("HSET", jobKey, "status", "failed", "error", value, "traceback", tb,
         "finished", now)
       local attempts = redis.call("HGET", jobKey, "attempts") or "0"
-      redis.call("XADD", KEYS[3], "*", "j", id, "error", value, "attempts", attempts, "at", now)
+      local dead = redis.call("XADD", KEYS[3], "*", "j", id, "error", value, "attempts", attempts,
+        "at", now)
+      redis.call("HSET", jobKey, "dlq", dead)
       if keepFailed > 0 then expire(jobKey, keepFailed) end
       redis.call("HINCRBY", KEYS[4], "failed", 1)
       redis.call("PUBLISH", channel .. id, "failed")
@@ -62,4 +66,6 @@ for i = 7, #ARGV, 6 do
     out[#out + 1] = 1
   end
 end
+-- Promoters sleep until the next due time; tell them an earlier one may exist now.
+if retried then redis.call("PUBLISH", ARGV[7], KEYS[2]) end
 return out

@@ -1,7 +1,7 @@
 """A worker app for subprocess tests: every run of a job is counted in Redis.
 
 Configured from the environment so the test that starts the process decides where it
-points: ENGINE_REDIS_URL and ENGINE_NAMESPACE.
+points: ENGINE_REDIS_URL, ENGINE_NAMESPACE and TEST_VISIBILITY_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import redis.asyncio as aioredis
 
 from engine import Engine, JobContext
 
-app = Engine()
+app = Engine(visibility_timeout=float(os.environ.get("TEST_VISIBILITY_TIMEOUT", "30")))
 _counter: aioredis.Redis | None = None
 
 
-def runs_key() -> str:
-    return f"{app.namespace}:test:runs"
+def runs_key(namespace: str) -> str:
+    return f"{namespace}:test:runs"
 
 
 async def _redis() -> aioredis.Redis:
@@ -32,5 +32,12 @@ async def _redis() -> aioredis.Redis:
 async def count(ctx: JobContext, n: int, sleep_s: float = 0.0) -> int:
     if sleep_s:
         await anyio.sleep(sleep_s)
-    await (await _redis()).hincrby(runs_key(), ctx.job_id, 1)
+    await (await _redis()).hincrby(runs_key(app.namespace), ctx.job_id, 1)
     return n
+
+
+@app.task(timeout=30, max_attempts=2)
+async def crash(ctx: JobContext) -> None:
+    """Kills its own worker process, every time: a poison job."""
+    await (await _redis()).hincrby(runs_key(app.namespace), ctx.job_id, 1)
+    os._exit(137)

@@ -1,0 +1,93 @@
+"""The dead-letter stream of a queue: list, replay and purge failed jobs.
+
+A job lands here when it failed ``max_attempts`` times, raised ``UnrecoverableError``,
+named an unknown task, could not be decoded, or kept killing its worker. Nothing here
+deletes a failed job except :meth:`DeadLetters.purge` (or a ``failed_ttl`` the user set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from engine.errors import JobNotFound
+from engine.job import JobInfo, Status, ms_to_datetime
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
+
+class DeadLetters:
+    def __init__(self, engine: Engine, queue: str) -> None:
+        self.engine = engine
+        self.queue = queue
+
+    def __repr__(self) -> str:
+        return f"<DeadLetters queue={self.queue!r}>"
+
+    async def count(self) -> int:
+        gateway = await self.engine._ready()
+        return int(await gateway.redis.xlen(gateway.keys.queue(self.queue).dlq))
+
+    async def list(self, limit: int = 50, *, task: str | None = None) -> list[JobInfo]:
+        """Dead-lettered jobs, newest first (``task=`` keeps only that task's)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be an integer >= 1, not {limit!r}")
+        gateway = await self.engine._ready()
+        out: list[JobInfo] = []
+        # Filtering by task happens after reading; read more than needed when filtering.
+        entries = await gateway.dlq_entries(self.queue, count=None if task else limit)
+        ids = [fields.get("j", "") for _, fields in entries]
+        hashes = await gateway.job_hashes(self.queue, [i or "-" for i in ids])
+        for (entry_id, fields), job_id, h in zip(entries, ids, hashes, strict=True):
+            if h:
+                info = JobInfo.from_hash(job_id, self.queue, h)
+            else:
+                # A poison entry (no job data): report what the entry itself recorded.
+                info = JobInfo(
+                    id=job_id or entry_id,
+                    task="",
+                    queue=self.queue,
+                    status=Status.FAILED,
+                    attempts=int(fields.get("attempts") or 0),
+                    error=fields.get("error"),
+                    finished_at=ms_to_datetime(fields.get("at")),
+                )
+            if task is None or info.task == task:
+                out.append(info)
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def replay(self, job_id: str) -> bool:
+        """Run a failed job again (attempts reset, same id). False if it is not failed.
+
+        Raises :class:`JobNotFound` when its data is gone (purged, expired, or a poison
+        entry that never had any).
+        """
+        gateway = await self.engine._ready()
+        code = await gateway.replay(self.queue, job_id)
+        if code < 0:
+            raise JobNotFound(f"cannot replay job {job_id!r} of queue {self.queue!r}: its data is gone")
+        return code == 1
+
+    async def replay_all(
+        self, filter: Callable[[JobInfo], bool] | None = None, *, task: str | None = None
+    ) -> int:
+        """Replay every dead letter matching ``filter`` (a predicate) and ``task``."""
+        gateway = await self.engine._ready()
+        total = await gateway.redis.xlen(gateway.keys.queue(self.queue).dlq)
+        replayed = 0
+        for info in await self.list(limit=max(1, total), task=task):
+            if (
+                info.task
+                and (filter is None or filter(info))
+                and await gateway.replay(self.queue, info.id) == 1
+            ):
+                replayed += 1
+        return replayed
+
+    async def purge(self) -> int:
+        """Delete every dead letter and its failed job's data; returns how many."""
+        gateway = await self.engine._ready()
+        return await gateway.purge_dlq(self.queue)

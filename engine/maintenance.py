@@ -1,0 +1,204 @@
+"""Background duties of a worker, one small class each, every one with ``run_once()``.
+
+- :class:`Promoter` moves due delayed jobs (retries, ``delay=``) back to their streams.
+- :class:`LeaseKeeper` renews the leases of this worker's in-flight entries.
+- :class:`Reclaimer` takes over entries whose lease lapsed (their worker died).
+- :class:`Listener` turns pub/sub messages into wake-ups and cancel requests.
+
+Each survives Redis errors: it logs, backs off and tries again; none of them ever stops the
+worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+import structlog
+from redis.exceptions import RedisError
+
+from engine.streams import Gateway
+
+log = structlog.get_logger("engine.worker")
+
+MAX_BACKOFF_S = 5.0
+# Pub/sub can drop a message across a reconnect; the promoter re-checks at least this often
+# so a missed wake-up delays a job by at most this much.
+PROMOTE_SAFETY_S = 10.0
+PROMOTE_BATCH = 1000
+
+
+def backoff(failures: int) -> float:
+    """Reconnect delay after ``failures`` consecutive errors: 50 ms doubling to 5 s, jittered."""
+    return float(min(MAX_BACKOFF_S, 0.05 * 2.0**failures) * random.uniform(0.5, 1.0))
+
+
+async def forever(name: str, step: Callable[[], Awaitable[float]], worker_id: str) -> None:
+    """Run ``step`` (returns seconds to wait) in a loop, backing off on Redis errors."""
+    failures = 0
+    while True:
+        try:
+            wait = await step()
+            if failures:
+                log.info(f"{name}: redis reachable again", worker=worker_id)
+            failures = 0
+        except (RedisError, OSError) as exc:
+            failures += 1
+            wait = backoff(failures)
+            log.warning(
+                f"{name}: redis unavailable; retrying",
+                worker=worker_id,
+                error=str(exc),
+                retry_in_s=round(wait, 2),
+            )
+        await anyio.sleep(wait)
+
+
+class Promoter:
+    def __init__(self, gateway: Gateway, queues: Sequence[str]) -> None:
+        self.gateway = gateway
+        self.queues = list(queues)
+        self.wake = anyio.Event()
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    async def run_once(self) -> int | None:
+        """Promote everything due; returns the next due time (ms since the epoch) or None."""
+        next_due: int | None = None
+        for queue in self.queues:
+            moved, due = await self.gateway.promote(queue, PROMOTE_BATCH)
+            while moved >= PROMOTE_BATCH:  # a backlog: drain it before sleeping
+                moved, due = await self.gateway.promote(queue, PROMOTE_BATCH)
+            if due is not None and (next_due is None or due < next_due):
+                next_due = due
+        return next_due
+
+    async def run(self, worker_id: str) -> None:
+        failures = 0
+        while True:
+            self.wake = anyio.Event()
+            try:
+                next_due = await self.run_once()
+                failures = 0
+            except (RedisError, OSError) as exc:
+                failures += 1
+                log.warning("promoter: redis unavailable; retrying", worker=worker_id, error=str(exc))
+                await anyio.sleep(backoff(failures))
+                continue
+            wait = PROMOTE_SAFETY_S
+            if next_due is not None:
+                wait = min(wait, max(0.0, next_due / 1000 - time.time()))
+            with anyio.move_on_after(wait):
+                await self.wake.wait()
+
+
+class LeaseKeeper:
+    """Keeps a live worker's jobs from being reclaimed, however long they run."""
+
+    def __init__(
+        self, gateway: Gateway, worker_id: str, inflight: dict[str, set[str]], interval: float
+    ) -> None:
+        self.gateway = gateway
+        self.worker_id = worker_id
+        self.inflight = inflight
+        self.interval = interval
+        self.lost = 0
+
+    async def run_once(self) -> float:
+        snapshot = {queue: sorted(ids) for queue, ids in self.inflight.items() if ids}
+        for queue, entry in await self.gateway.renew(self.worker_id, snapshot):
+            # Another worker took it over (this one stalled past the visibility timeout):
+            # both may finish it, and the first outcome recorded wins.
+            self.lost += 1
+            self.inflight.get(queue, set()).discard(entry)
+            log.warning(
+                "lease lost; another worker reclaimed the job",
+                worker=self.worker_id,
+                queue=queue,
+                entry=entry,
+            )
+        return self.interval
+
+
+class Reclaimer:
+    """Takes over entries of dead workers, never more than this worker can start."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        worker_id: str,
+        queues: Sequence[str],
+        visibility_timeout: float,
+        free_slots: Callable[[], int],
+        dispatch: Callable[[list[tuple[str, str, dict[str, str]]]], Awaitable[None]],
+    ) -> None:
+        self.gateway = gateway
+        self.worker_id = worker_id
+        self.queues = list(queues)
+        self.min_idle_ms = int(visibility_timeout * 1000)
+        # Scanning four times per timeout brings a dead worker's jobs back within about
+        # 1.25 visibility timeouts of its last lease renewal.
+        self.interval = visibility_timeout / 4
+        self.free_slots = free_slots
+        self.dispatch = dispatch
+        self.reclaimed = 0
+
+    async def run_once(self) -> float:
+        for queue in self.queues:
+            free = self.free_slots()
+            if free <= 0:
+                break
+            entries = await self.gateway.reclaim(queue, self.worker_id, self.min_idle_ms, free)
+            if entries:
+                self.reclaimed += len(entries)
+                log.info(
+                    "reclaimed jobs of a dead or stalled worker",
+                    worker=self.worker_id,
+                    queue=queue,
+                    count=len(entries),
+                )
+                await self.dispatch(entries)
+        return self.interval
+
+
+class Listener:
+    """One pub/sub connection: promoter wake-ups and cancel requests for running jobs."""
+
+    def __init__(
+        self, gateway: Gateway, on_wake: Callable[[], None], on_cancel: Callable[[str], Any]
+    ) -> None:
+        self.gateway = gateway
+        self.on_wake = on_wake
+        self.on_cancel = on_cancel
+
+    async def run(self, worker_id: str) -> None:
+        keys = self.gateway.keys
+        failures = 0
+        while True:
+            pubsub = self.gateway.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.wake_channel, keys.cancel_channel)
+                # Messages sent while disconnected are lost: catch up on due jobs now.
+                self.on_wake()
+                failures = 0
+                while True:
+                    message = await pubsub.get_message(timeout=30.0)
+                    if message is None:
+                        continue
+                    if message["channel"] == keys.cancel_channel:
+                        self.on_cancel(message["data"])
+                    else:
+                        self.on_wake()
+            except (RedisError, OSError) as exc:
+                failures += 1
+                log.warning("listener: redis unavailable; retrying", worker=worker_id, error=str(exc))
+                await anyio.sleep(backoff(failures))
+            finally:
+                with anyio.CancelScope(shield=True):
+                    with contextlib.suppress(RedisError, OSError):
+                        await pubsub.aclose()

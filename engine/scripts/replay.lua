@@ -1,0 +1,20 @@
+--[[
+  Replay a dead-lettered (failed) job: a fresh run with its attempts reset, same id.
+
+  KEYS[1] stream  KEYS[2] dlq stream  KEYS[3] stats hash
+  ARGV[1] job key prefix  ARGV[2] job id  ARGV[3] now (ms)
+
+  Returns 1 replayed, 0 not failed (nothing done), -1 no such job (its data is gone).
+]]
+local jobKey = ARGV[1] .. ARGV[2]
+local status = redis.call("HGET", jobKey, "status")
+if not status then return -1 end
+if status ~= "failed" then return 0 end
+local dlqEntry = redis.call("HGET", jobKey, "dlq")
+if dlqEntry then redis.call("XDEL", KEYS[2], dlqEntry) end
+local msg = redis.call("XADD", KEYS[1], "*", "j", ARGV[2])
+redis.call("PERSIST", jobKey)
+redis.call("HSET", jobKey, "status", "waiting", "attempts", 0, "msg", msg, "replayed", ARGV[3])
+redis.call("HDEL", jobKey, "dlq", "finished", "result")
+redis.call("HINCRBY", KEYS[3], "replayed", 1)
+return 1

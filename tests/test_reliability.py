@@ -1,0 +1,404 @@
+"""Reliability on real servers: retries, dead letters, reclaim, poison, idempotency,
+cancellation, bounded memory and Redis outages."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from engine import Backoff, Engine, JobContext, JobFailed, Retry, Status, UnrecoverableError
+from engine.embedded import EmbeddedRedis
+from engine.testing import worker_running
+from tests.helpers import enqueue_by_spec, eventually, start_worker_process, stop_process, task_announced
+
+NO_JITTER = Backoff(initial=0.1, factor=4.0, max=10.0, jitter=0.0)
+
+
+async def test_fails_twice_then_succeeds_with_growing_gaps(app: Engine) -> None:
+    starts: list[float] = []
+
+    @app.task(timeout=5, max_attempts=5, backoff=NO_JITTER)
+    async def flaky(ctx: JobContext) -> str:
+        starts.append(time.monotonic())
+        if ctx.attempt < 3:
+            raise RuntimeError(f"boom {ctx.attempt}")
+        return "ok"
+
+    async with worker_running(app):
+        job = await flaky.enqueue()
+        assert await job.result(timeout=20) == "ok"
+    info = await job.info()
+    assert info is not None and info.status == Status.COMPLETED and info.attempts == 3
+    assert info.error == "RuntimeError: boom 2"  # the last failure stays visible
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert gaps[0] >= 0.1 and gaps[1] >= 0.4  # initial * factor ** (attempt - 1)
+
+
+def test_backoff_is_a_pure_function_of_the_attempt() -> None:
+    import random
+
+    b = Backoff(initial=1.0, factor=2.0, max=600.0, jitter=0.0)
+    assert [b.delay(n) for n in range(1, 6)] == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert b.delay(50) == 600.0 and b.delay(10_000) == 600.0  # capped, no overflow
+    jittered = Backoff(initial=10.0, factor=2.0, max=600.0, jitter=0.2)
+    rng = random.Random(7)
+    values = [jittered.delay(2, rng) for _ in range(200)]
+    assert all(16.0 <= v <= 24.0 for v in values) and len(set(values)) > 100
+
+
+async def test_always_failing_job_goes_to_the_dlq_and_replays(app: Engine) -> None:
+    attempts: list[int] = []
+    heal = False
+
+    @app.task(timeout=5, max_attempts=3, backoff=NO_JITTER)
+    async def broken(ctx: JobContext, order: int) -> str:
+        attempts.append(ctx.attempt)
+        await ctx.log(f"try {ctx.attempt}")
+        if not heal:
+            raise ValueError(f"order {order} is broken")
+        return "fixed"
+
+    async with worker_running(app):
+        job = await broken.enqueue(7)
+        with pytest.raises(JobFailed, match="order 7 is broken"):
+            await job.result(timeout=20)
+        assert attempts == [1, 2, 3]
+        dead = await app.dlq("default").list()
+        assert [d.id for d in dead] == [job.id]
+        assert dead[0].status == Status.FAILED and dead[0].attempts == 3 and dead[0].args == [7]
+        assert dead[0].traceback is not None and "ValueError: order 7 is broken" in dead[0].traceback
+        assert "test_reliability.py" in dead[0].traceback
+        assert (await app.stats())["default"]["dlq"] == 1
+
+        heal = True
+        assert await app.dlq("default").replay(job.id) is True
+        assert await job.result(timeout=10) == "fixed"
+        assert await app.dlq("default").list() == []
+        assert await app.dlq("default").replay(job.id) is False  # not failed any more
+
+
+async def test_unrecoverable_error_skips_retries(app: Engine) -> None:
+    attempts: list[int] = []
+
+    @app.task(timeout=5, max_attempts=5)
+    async def hopeless(ctx: JobContext) -> None:
+        attempts.append(ctx.attempt)
+        raise UnrecoverableError("bad input")
+
+    async with worker_running(app):
+        job = await hopeless.enqueue()
+        with pytest.raises(JobFailed, match="bad input"):
+            await job.result(timeout=10)
+    assert attempts == [1]
+    assert [d.id for d in await app.dlq().list()] == [job.id]
+
+
+async def test_retry_exception_sets_the_delay(app: Engine) -> None:
+    starts: list[float] = []
+
+    @app.task(timeout=5, max_attempts=3, backoff=Backoff(initial=60, jitter=0))
+    async def later(ctx: JobContext) -> int:
+        starts.append(time.monotonic())
+        if ctx.attempt == 1:
+            raise Retry(delay=0.3)
+        return ctx.attempt
+
+    async with worker_running(app):
+        assert await (await later.enqueue()).result(timeout=10) == 2
+    assert starts[1] - starts[0] >= 0.3  # not the 60 s backoff
+
+
+async def test_delay_and_run_at(app: Engine) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    ran: dict[str, float] = {}
+
+    @app.task(timeout=5)
+    async def mark(ctx: JobContext, name: str) -> None:
+        ran[name] = time.time()
+
+    async with worker_running(app):
+        t0 = time.time()
+        delayed = await mark.with_options(delay=0.5).enqueue("delay")
+        at = await mark.with_options(run_at=datetime.now(UTC) + timedelta(seconds=0.3)).enqueue("at")
+        assert await delayed.status() == Status.DELAYED
+        await delayed.result(timeout=10)
+        await at.result(timeout=10)
+    assert ran["delay"] - t0 >= 0.5 and ran["at"] - t0 >= 0.3
+
+
+async def test_cancel_delayed_and_running_jobs(app: Engine) -> None:
+    started = anyio.Event()
+    runs: list[int] = []
+
+    @app.task(timeout=30, max_attempts=5)
+    async def long_job(ctx: JobContext, n: int) -> None:
+        runs.append(n)
+        started.set()
+        await anyio.sleep(30)
+
+    async with worker_running(app):
+        delayed = await long_job.with_options(delay=60).enqueue(1)
+        assert await delayed.cancel() is True
+        assert await delayed.status() == Status.CANCELLED
+        running = await long_job.enqueue(2)
+        await started.wait()
+        assert await running.cancel() is True
+        with pytest.raises(JobFailed, match="cancelled"):
+            await running.result(timeout=10)
+    info = await running.info()
+    assert info is not None and info.status == Status.CANCELLED and info.attempts == 1
+    assert runs == [2]  # cancelled, not retried
+    assert (await app.stats())["default"]["delayed"] == 0
+
+
+async def test_poison_entries_go_to_the_dlq_and_normal_jobs_flow(app: Engine) -> None:
+    from engine.producer import Options, TaskSpec
+
+    @app.task(timeout=5)
+    async def fine(ctx: JobContext, n: int) -> int:
+        return n
+
+    gateway = app._gateway_or_connect()
+    qk = gateway.keys.queue("default")
+    async with app:
+        # raw garbage written straight into the stream, as a buggy producer might
+        await gateway.ensure_group("default")
+        await gateway.redis.xadd(qk.stream, {"garbage": "\x00\xff not a job"})
+        await gateway.redis.xadd(qk.stream, {"j": "no-such-job"})
+        # a job hash whose payload cannot be decoded
+        await gateway.redis.hset(
+            qk.job("bad-payload"), mapping={"task": "fine", "payload": "{nope", "status": "waiting"}
+        )
+        await gateway.redis.xadd(qk.stream, {"j": "bad-payload"})
+        # a job naming a task no worker knows
+        ghost = TaskSpec(name="ghost", queue="default", timeout=5, max_attempts=3, backoff=Backoff())
+        (unknown,) = await app._enqueue(ghost, [((), {})], Options())
+        good = await fine.enqueue_many([(i,) for i in range(50)])
+    async with worker_running(app):
+        assert [await j.result(timeout=10) for j in good] == list(range(50))
+        await eventually(lambda: _dlq_len(app, 4), what="4 dead letters")
+        with pytest.raises(JobFailed, match="no task named 'ghost'"):
+            await unknown.result(timeout=5)
+    errors = sorted(d.error or "" for d in await app.dlq().list())
+    assert any("no job id" in e for e in errors)
+    assert any("job data missing" in e for e in errors)
+    assert any("PayloadError" in e for e in errors)
+    assert any("UnknownTaskError" in e for e in errors)
+    assert (await app.stats())["default"]["waiting"] == 0
+    assert await app.dlq().purge() == 4
+    assert await app.dlq().list() == [] and await app.job(unknown.id).info() is None
+
+
+async def _dlq_len(app: Engine, n: int) -> bool:
+    return await app.dlq().count() >= n
+
+
+async def test_idempotency_key_under_concurrent_producers(app: Engine, redis_url: str) -> None:
+    runs: list[str] = []
+
+    @app.task(timeout=5)
+    async def charge(ctx: JobContext, amount: int) -> None:
+        runs.append(ctx.job_id)
+
+    other = Engine(redis_url, namespace=app.namespace)
+    other.task(name="charge", timeout=5)(charge.fn)
+    ids: list[str] = []
+    async with app, other:
+
+        async def enqueue(producer: Engine) -> None:
+            task = producer.tasks["charge"]
+            job = await task.with_options(idempotency_key="order-1").enqueue(100)
+            ids.append(job.id)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(100):
+                tg.start_soon(enqueue, app)
+                tg.start_soon(enqueue, other)
+        assert len(ids) == 200 and len(set(ids)) == 1
+        async with worker_running(app):
+            await app.job(ids[0]).result(timeout=10)
+        # after completion the key still answers with the first job
+        again = await charge.with_options(idempotency_key="order-1").enqueue(100)
+        assert again.id == ids[0]
+        assert (await app.stats())["default"]["enqueued"] == 1
+    assert runs == [ids[0]]
+
+
+async def test_long_job_on_a_live_worker_is_not_stolen(redis_url: str, namespace: str) -> None:
+    runs: list[str] = []
+
+    def make() -> Engine:
+        engine = Engine(redis_url, namespace=namespace, visibility_timeout=1.0)
+
+        @engine.task(name="long", timeout=10)
+        async def long(ctx: JobContext) -> None:
+            runs.append(ctx.job_id)
+            await anyio.sleep(3.0)  # three visibility timeouts
+
+        return engine
+
+    a, b = make(), make()
+    async with a, b, worker_running(a, concurrency=1), worker_running(b, concurrency=1) as wb:
+        job = await a.tasks["long"].enqueue()
+        await job.result(timeout=15)
+        assert wb.reclaimed == 0
+    assert runs == [job.id]
+
+
+async def test_sigkill_a_worker_mid_run_loses_nothing(redis_url: str, namespace: str) -> None:
+    from tests.apps.counting import count, runs_key
+
+    env = {"TEST_VISIBILITY_TIMEOUT": "2"}
+    app = Engine(redis_url, namespace=namespace)
+    args = ("--concurrency", "20")
+    procs = [
+        start_worker_process("tests.apps.counting:app", redis_url, namespace, *args, env=env)
+        for _ in range(2)
+    ]
+    try:
+        async with app:
+            await eventually(lambda: task_announced(app, "count"), timeout=20, what="workers up")
+            jobs = await enqueue_by_spec(app, count, [((i, 0.05), {}) for i in range(1000)])
+            await eventually(lambda: _completed_at_least(app, 200), timeout=30, what="200 done")
+            procs[0].send_signal(signal.SIGKILL)
+            procs[0].wait(10)
+            procs.append(
+                start_worker_process("tests.apps.counting:app", redis_url, namespace, *args, env=env)
+            )
+            await eventually(
+                lambda: _completed_at_least(app, 1000), timeout=60, interval=0.1, what="all done"
+            )
+            runs = await app._gateway_or_connect().redis.hgetall(runs_key(namespace))
+            assert {j.id for j in jobs} == set(runs)
+            for job in jobs[::50]:
+                assert await job.status() == Status.COMPLETED
+            twice = sum(1 for v in runs.values() if int(v) > 1)
+            reclaimed = (await app.stats())["default"]["reclaimed"]
+            print(f"\n[sigkill] 1000 jobs completed; {reclaimed} reclaimed, {twice} ran twice")
+            assert reclaimed > 0  # the kill really interrupted jobs
+            assert twice <= 20  # at most what the killed worker had in flight
+    finally:
+        for proc in procs:
+            stop_process(proc)
+
+
+async def _completed_at_least(app: Engine, n: int) -> bool:
+    from redis.exceptions import ConnectionError
+
+    try:
+        return (await app.stats())["default"]["completed"] >= n
+    except ConnectionError:  # the check itself may hit the restart window
+        return False
+
+
+async def test_job_that_keeps_killing_its_worker_becomes_poison(redis_url: str, namespace: str) -> None:
+    from tests.apps.counting import crash, runs_key
+
+    env = {"TEST_VISIBILITY_TIMEOUT": "0.5"}
+    app = Engine(redis_url, namespace=namespace)
+    async with app:
+        (job,) = await enqueue_by_spec(app, crash, [((), {})])
+        procs = []
+        try:
+            for _ in range(6):  # each delivery kills the worker; a supervisor restarts it
+                proc = start_worker_process("tests.apps.counting:app", redis_url, namespace, env=env)
+                procs.append(proc)
+
+                async def crashed_or_dead(proc: Any = proc) -> bool:
+                    return proc.poll() is not None or await job.status() == Status.FAILED
+
+                await eventually(crashed_or_dead, timeout=30, what="worker crash or dead letter")
+                if await job.status() == Status.FAILED:
+                    break
+            else:
+                pytest.fail("the crashing job was never dead-lettered")
+        finally:
+            for proc in procs:
+                stop_process(proc)
+        info = await job.info()
+        assert info is not None and info.error is not None and "PoisonJob" in info.error
+        runs = await app._gateway_or_connect().redis.hget(runs_key(namespace), job.id)
+        assert int(runs) == 2  # max_attempts deliveries, then no more
+        assert [d.id for d in await app.dlq().list()] == [job.id]
+
+
+async def test_worker_survives_a_redis_restart_without_losing_jobs(tmp_path: Any, namespace: str) -> None:
+    server = EmbeddedRedis(tmp_path / "redis", appendonly=True)
+    server.start()
+    try:
+        app = Engine(server.url, namespace=namespace, visibility_timeout=2.0)
+        runs: dict[int, int] = {}
+
+        @app.task(timeout=5)
+        async def work(ctx: JobContext, n: int) -> None:
+            await anyio.sleep(0.01)
+            runs[n] = runs.get(n, 0) + 1
+
+        async with app, worker_running(app, concurrency=10) as worker:
+            jobs = await work.enqueue_many([(i,) for i in range(300)])
+            await eventually(lambda: _anyio_true(len(runs) >= 60), what="some progress")
+            await anyio.to_thread.run_sync(server.restart)
+            await eventually(lambda: _anyio_true(len(runs) == 300), timeout=60, interval=0.1, what="all ran")
+            await eventually(lambda: _completed_at_least(app, 300), timeout=30, what="all recorded")
+            assert not worker.stopped.is_set()
+            statuses = {await j.status() for j in jobs}
+        assert statuses == {Status.COMPLETED}
+        print(f"\n[redis restart] 300 jobs completed; {sum(v > 1 for v in runs.values())} ran twice")
+    finally:
+        server.stop()
+
+
+async def _anyio_true(value: bool) -> bool:
+    return value
+
+
+async def test_memory_returns_to_baseline_after_a_drain(tmp_path: Any, namespace: str) -> None:
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    try:
+        app = Engine(server.url, namespace=namespace, result_ttl=0.5)
+
+        @app.task(timeout=5)
+        async def noop(ctx: JobContext, n: int) -> None:
+            return None
+
+        async with app:
+            redis = app._gateway_or_connect().redis
+
+            async def drain(n: int, total: int) -> None:
+                await noop.enqueue_many([(i,) for i in range(n)])
+                async with worker_running(app, concurrency=50):
+                    await eventually(lambda: _completed_at_least(app, total), timeout=60, what="drained")
+                # finished jobs expire after result_ttl: only the queue's fixed keys remain
+                await eventually(lambda: _keys_at_most(redis, namespace, 4), timeout=20, what="keys expired")
+
+            # A first small round warms up what Redis keeps once (compiled scripts, tables).
+            await drain(200, 200)
+            baseline = (await redis.info("memory"))["used_memory"]
+            await noop.enqueue_many([(i,) for i in range(5000)])
+            loaded = (await redis.info("memory"))["used_memory"]
+            async with worker_running(app, concurrency=50):
+                await eventually(lambda: _completed_at_least(app, 5200), timeout=60, what="drained")
+            await eventually(lambda: _keys_at_most(redis, namespace, 4), timeout=20, what="keys expired")
+
+            async def settled() -> int | None:
+                # Redis shrinks its key table incrementally after mass expiry: give it time.
+                used = int((await redis.info("memory"))["used_memory"])
+                return used if used - baseline < 50_000 else None  # < 10 B per drained job
+
+            after = await eventually(settled, timeout=30, interval=0.2, what="memory back to baseline")
+        per_job = (loaded - baseline) / 5000
+        print(f"\n[memory] {per_job:.0f} B per waiting job; after drain {after - baseline:+,} B vs baseline")
+    finally:
+        server.stop()
+
+
+async def _keys_at_most(redis: Any, namespace: str, n: int) -> bool:
+    keys = [k async for k in redis.scan_iter(match=f"{namespace}:*", count=1000)]
+    return len(keys) <= n
