@@ -37,11 +37,34 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
 class TaskAnnouncement(msgspec.Struct):
-    """What a worker publishes of each task so producers without its code can enqueue it."""
+    """What a worker publishes of each task so producers without its code can enqueue it
+    (and have their arguments checked against its signature)."""
 
     queue: str
     timeout: float
     max_attempts: int
+    params: list[tuple[str, int, bool]] | None = None  # (name, inspect kind, has default)
+
+    @classmethod
+    def of(cls, task: Task[Any]) -> TaskAnnouncement:
+        params = None
+        if task.spec.signature is not None:
+            params = [
+                (p.name, int(p.kind), p.default is not p.empty)
+                for p in task.spec.signature.parameters.values()
+            ]
+        return cls(queue=task.queue, timeout=task.timeout, max_attempts=task.max_attempts, params=params)
+
+    def signature(self) -> inspect.Signature | None:
+        if self.params is None:
+            return None
+        kinds = {int(k): k for k in inspect._ParameterKind}  # the enum behind Parameter.kind
+        return inspect.Signature(
+            [
+                inspect.Parameter(name, kinds[kind], default=None if has_default else inspect.Parameter.empty)
+                for name, kind, has_default in self.params
+            ]
+        )
 
 
 class TaskCall(Generic[R]):
@@ -348,6 +371,7 @@ class Engine:
             timeout=ann.timeout,
             max_attempts=ann.max_attempts,
             backoff=self.default_backoff,
+            signature=ann.signature(),
         )
 
     def job(self, job_id: str, queue: str | None = None) -> Job[Any]:
@@ -361,10 +385,7 @@ class Engine:
     async def announce_tasks(self) -> None:
         gateway = await self._ready()
         mapping = {
-            name: json_encoder.encode(
-                TaskAnnouncement(queue=t.queue, timeout=t.timeout, max_attempts=t.max_attempts)
-            ).decode()
-            for name, t in self.tasks.items()
+            name: json_encoder.encode(TaskAnnouncement.of(t)).decode() for name, t in self.tasks.items()
         }
         if mapping:
             await gateway.redis.hset(gateway.keys.tasks, mapping=mapping)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -46,7 +47,12 @@ def load_app(spec: str) -> Engine:
         if not hasattr(obj, part):
             raise UsageError(f"module {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
-    if callable(obj) and not isinstance(obj, Engine):
+    if callable(obj) and not isinstance(obj, Engine) and not isinstance(obj, type):
+        # An app factory (def create_app() -> Engine) is welcome; other callables are not.
+        try:
+            inspect.signature(obj).bind()
+        except (TypeError, ValueError):
+            raise UsageError(f"{spec!r} is a function that needs arguments, not an engine.Engine") from None
         obj = obj()
     if not isinstance(obj, Engine):
         raise UsageError(f"{spec!r} is a {type(obj).__name__}, not an engine.Engine")
@@ -56,7 +62,7 @@ def load_app(spec: str) -> Engine:
 def _run(main: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
     try:
         return int(anyio.run(main) or 0)
-    except (UsageError, EngineError) as exc:
+    except (UsageError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
     except KeyboardInterrupt:
@@ -109,7 +115,44 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     return _run(main)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _confirm(question: str, assume_yes: bool) -> bool:
+    if assume_yes:
+        return True
+    if not sys.stdin or not sys.stdin.isatty():
+        raise UsageError(f"{question} Refusing without a terminal to confirm; pass --yes")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
+def _print_job_table(jobs: Sequence[Any]) -> None:
+    if not jobs:
+        print("no dead letters")
+        return
+    print(f"{'job id':28} {'task':20} {'attempts':>8}  {'failed at':20} error")
+    for job in jobs:
+        when = job.finished_at.strftime("%Y-%m-%d %H:%M:%S") if job.finished_at else "-"
+        error = (job.error or "").splitlines()[0][:80] if job.error else ""
+        print(f"{job.id:28} {job.task or '?':20} {job.attempts:>8}  {when:20} {error}")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--app",
+        metavar="MODULE:APP",
+        default=None,
+        help="use this app (default: Engine() from ENGINE_REDIS_URL / ENGINE_NAMESPACE)",
+    )
+    parser.add_argument("--redis-url", default=None, help="overrides ENGINE_REDIS_URL")
+    parser.add_argument("--namespace", default=None, help="overrides ENGINE_NAMESPACE")
+
+
+def _engine_from(args: argparse.Namespace) -> Engine:
+    if args.app:
+        return load_app(args.app)
+    return Engine(args.redis_url, namespace=args.namespace)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description="Engine command line.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -117,20 +160,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--jobs", type=int, default=500, help="jobs to enqueue (default 500)")
     demo.add_argument("--data-dir", default=".engine-demo", help="where the embedded server keeps data")
 
-    stats = sub.add_parser("stats", help="per-queue counts")
-    stats.add_argument("--app", metavar="MODULE:APP", default=None)
+    stats = sub.add_parser("stats", help="per-queue counts as JSON")
+    _add_common(stats)
 
-    enqueue = sub.add_parser("enqueue", help="enqueue a job by task name")
+    enqueue = sub.add_parser("enqueue", help="enqueue a job by task name; prints its id")
     enqueue.add_argument("task")
     enqueue.add_argument("--args", default="[]", help="JSON list of positional arguments")
     enqueue.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
-    enqueue.add_argument(
-        "--app",
-        metavar="MODULE:APP",
-        default=None,
-        help="check arguments against this app's task (default: trust the worker's announcement)",
-    )
+    _add_common(enqueue)
 
+    dlq = sub.add_parser("dlq", help="inspect, replay or purge a queue's dead letters")
+    dlq_sub = dlq.add_subparsers(dest="action", required=True)
+    dlq_list = dlq_sub.add_parser("list", help="newest dead letters first")
+    dlq_list.add_argument("--limit", type=int, default=50)
+    dlq_list.add_argument("--task", default=None, help="only this task's")
+    dlq_list.add_argument("--json", action="store_true", help="print JSON")
+    dlq_replay = dlq_sub.add_parser("replay", help="run dead-lettered jobs again")
+    dlq_replay.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+    dlq_replay.add_argument("--all", action="store_true", help="replay every dead letter (asks first)")
+    dlq_replay.add_argument("--task", default=None, help="with --all: only this task's")
+    dlq_purge = dlq_sub.add_parser("purge", help="delete every dead letter and its job data (asks first)")
+    for p in (dlq_list, dlq_replay, dlq_purge):
+        p.add_argument("--queue", default="default")
+        _add_common(p)
+    for p in (dlq_replay, dlq_purge):
+        p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
         from engine.demo import run_demo
@@ -138,38 +197,74 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.jobs < 1:
             parser.error("--jobs must be >= 1")
         return int(run_demo(args.jobs, args.data_dir))
-
     try:
-        app = load_app(args.app) if getattr(args, "app", None) else Engine()
+        app = _engine_from(args)
     except (UsageError, EngineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    handler = {"stats": _stats, "enqueue": _enqueue, "dlq": _dlq}[args.command]
+    return _run(lambda: handler(app, args))
 
-    if args.command == "stats":
 
-        async def show_stats() -> None:
-            async with app:
-                print(json.dumps(await app.stats(), indent=2))
+async def _stats(app: Engine, args: argparse.Namespace) -> int:
+    async with app:
+        print(json.dumps(await app.stats(), indent=2))
+    return 0
 
-        return _run(show_stats)
 
+async def _enqueue(app: Engine, args: argparse.Namespace) -> int:
     try:
         call_args = json.loads(args.args)
         call_kwargs = json.loads(args.kwargs)
     except json.JSONDecodeError as exc:
-        print(f"error: --args/--kwargs must be JSON: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--args/--kwargs must be JSON: {exc}") from None
     if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
-        print("error: --args must be a JSON list and --kwargs a JSON object", file=sys.stderr)
-        return 2
-
-    async def do_enqueue() -> None:
-        async with app:
+        raise UsageError("--args must be a JSON list and --kwargs a JSON object")
+    async with app:
+        try:
             job = await app.enqueue(args.task, *call_args, **call_kwargs)
-            print(job.id)
+        except TypeError as exc:
+            raise UsageError(str(exc)) from None
+        print(job.id)
+    return 0
 
-    try:
-        return _run(do_enqueue)
-    except TypeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+async def _dlq(app: Engine, args: argparse.Namespace) -> int:
+    if args.action == "list" and args.limit < 1:
+        raise UsageError("--limit must be >= 1")
+    async with app:
+        dead = app.dlq(args.queue)
+        if args.action == "list":
+            jobs = await dead.list(limit=args.limit, task=args.task)
+            if args.json:
+                import msgspec
+
+                print(msgspec.json.format(msgspec.json.encode(jobs)).decode())
+            else:
+                _print_job_table(jobs)
+            return 0
+        if args.action == "replay":
+            if args.all == bool(args.job_ids):
+                raise UsageError("give JOB_IDs to replay, or --all (not both)")
+            if args.job_ids:
+                for job_id in args.job_ids:
+                    done = await dead.replay(job_id)
+                    print(f"{job_id}: {'replayed' if done else 'not failed; left alone'}")
+                return 0
+            count = len(await dead.list(limit=max(1, await dead.count()), task=args.task))
+            what = f"{count} dead letter(s) of queue {args.queue!r}" + (
+                f" (task {args.task})" if args.task else ""
+            )
+            if count == 0 or not _confirm(f"Replay {what}?", args.yes):
+                print("nothing replayed")
+                return 0
+            print(f"replayed {await dead.replay_all(task=args.task)} job(s)")
+            return 0
+        count = await dead.count()
+        if count == 0 or not _confirm(
+            f"Delete {count} dead letter(s) of queue {args.queue!r} and their job data?", args.yes
+        ):
+            print("nothing purged")
+            return 0
+        print(f"purged {await dead.purge()} dead letter(s)")
+        return 0

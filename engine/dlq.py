@@ -43,14 +43,16 @@ class DeadLetters:
             if h:
                 info = JobInfo.from_hash(job_id, self.queue, h)
             else:
-                # A poison entry (no job data): report what the entry itself recorded.
+                # The job's data is gone (a poison entry, or failed_ttl expired it):
+                # report what the dead letter itself recorded.
                 info = JobInfo(
                     id=job_id or entry_id,
-                    task="",
+                    task=fields.get("task", ""),
                     queue=self.queue,
                     status=Status.FAILED,
                     attempts=int(fields.get("attempts") or 0),
                     error=fields.get("error"),
+                    traceback=fields.get("traceback") or None,
                     finished_at=ms_to_datetime(fields.get("at")),
                 )
             if task is None or info.task == task:

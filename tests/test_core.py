@@ -242,6 +242,8 @@ async def test_producer_without_the_code_enqueues_by_name(app: Engine, redis_url
     async with worker_running(app), producer:
         job = await producer.enqueue("export", 42)
         assert job.queue == "exports"
+        with pytest.raises(TypeError, match="export"):  # the announced signature is checked
+            await producer.enqueue("export", 1, 2)
         assert await job.result(timeout=10) == "exports/42.csv"
 
 

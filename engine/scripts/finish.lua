@@ -49,9 +49,11 @@ for i = 8, #ARGV, 6 do
     elseif kind == "failed" then
       redis.call("HSET", jobKey, "status", "failed", "error", value, "traceback", tb,
         "finished", now)
-      local attempts = redis.call("HGET", jobKey, "attempts") or "0"
-      local dead = redis.call("XADD", KEYS[3], "*", "j", id, "error", value, "attempts", attempts,
-        "at", now)
+      -- The dead letter is self-contained: it outlives the job's hash if a retention
+      -- policy expires that.
+      local job = redis.call("HMGET", jobKey, "attempts", "task")
+      local dead = redis.call("XADD", KEYS[3], "*", "j", id, "task", job[2] or "", "error", value,
+        "traceback", tb, "attempts", job[1] or "0", "at", now)
       redis.call("HSET", jobKey, "dlq", dead)
       if keepFailed > 0 then expire(jobKey, keepFailed) end
       redis.call("HINCRBY", KEYS[4], "failed", 1)
