@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 from engine import Engine, JobContext
 
-app = Engine()
+# The memory scenario wants finished jobs gone quickly to see the drained footprint.
+app = Engine(result_ttl=float(os.environ.get("BENCH_RESULT_TTL", "3600")))
 
 
 @app.task(timeout=30)

@@ -90,6 +90,72 @@ async def run(url: str, jobs: int, concurrency: int) -> dict[str, float]:
     return results
 
 
+async def memory(url: str, jobs: int, concurrency: int) -> dict[str, float]:
+    """Redis memory per waiting job, and what is left after a full drain."""
+    from benchmarks import apps
+    from engine.job import Payload, json_encoder
+
+    namespace = f"mem{int(time.time() * 1000)}"
+    app = Engine(url, namespace=namespace)
+    spec = apps.noop.spec
+    env = {
+        **os.environ,
+        "ENGINE_REDIS_URL": url,
+        "ENGINE_NAMESPACE": namespace,
+        "PYTHONPATH": str(ROOT),
+        "BENCH_RESULT_TTL": "1",
+    }
+    async with app:
+        redis = app._gateway_or_connect().redis
+
+        async def used() -> int:
+            return int((await redis.info("memory"))["used_memory"])
+
+        async def settled() -> int:
+            """used_memory once Redis has finished shrinking its tables (stable for 2 s)."""
+            last, stable_since = await used(), time.monotonic()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and time.monotonic() - stable_since < 2:
+                await anyio.sleep(0.25)
+                now = await used()
+                if abs(now - last) > 1024:
+                    last, stable_since = now, time.monotonic()
+            return last
+
+        async def drain(total: int) -> None:
+            argv = [sys.executable, "-m", "engine.worker", "benchmarks.apps:app"]
+            argv += ["--concurrency", str(concurrency), "--log-level", "warning"]
+            proc = await anyio.open_process(argv, cwd=ROOT, env=env, stdout=None, stderr=None)
+            try:
+
+                async def drained() -> bool:
+                    return (await app.stats())["default"]["completed"] >= total
+
+                await _wait(drained, 600, 0.05)
+            finally:
+                proc.terminate()
+                await proc.wait()
+
+            async def expired() -> bool:
+                return len([k async for k in redis.scan_iter(match=f"{namespace}:*", count=5000)]) <= 4
+
+            await _wait(expired, 120, 0.2)
+
+        await app._enqueue(spec, [((i,), {}) for i in range(1000)], _options())
+        await drain(1000)  # warm-up: scripts compiled, tables sized
+        baseline = await settled()
+        await app._enqueue(spec, [((i,), {}) for i in range(jobs)], _options())
+        loaded = await used()
+        payload = len(json_encoder.encode(Payload(args=[jobs // 2], kwargs={})))
+        await drain(1000 + jobs)
+        after = await settled()
+    return {
+        "bytes_per_waiting_job": (loaded - baseline) / jobs,
+        "payload_bytes_per_job": payload,
+        "bytes_left_after_drain": after - baseline,
+    }
+
+
 def _options():  # type: ignore[no-untyped-def]
     from engine.producer import Options
 
@@ -102,6 +168,7 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--memory-jobs", type=int, default=0, help="also measure memory with this many jobs")
     args = parser.parse_args()
     url = os.environ.get("ENGINE_BENCH_REDIS_URL")
     server = None
@@ -111,12 +178,18 @@ def main() -> None:
         url = server.url
     try:
         results = anyio.run(run, url, args.jobs, args.concurrency)
+        if args.memory_jobs:
+            mem = anyio.run(memory, url, args.memory_jobs, args.concurrency)
     finally:
         if server is not None:
             server.stop()
     print(f"jobs={args.jobs} concurrency={args.concurrency} (one worker process, no-op jobs)")
     for name, value in results.items():
         print(f"  {name:28} {value:>12,.0f} jobs/s")
+    if args.memory_jobs:
+        print(f"memory with {args.memory_jobs:,} waiting jobs:")
+        for name, value in mem.items():
+            print(f"  {name:28} {value:>12,.0f}")
 
 
 if __name__ == "__main__":
