@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import msgspec
 
+from engine.context import MAX_LOG_LINES
 from engine.dlq import DeadLetters
 from engine.errors import ConfigurationError, UnknownTaskError
 from engine.handle import Job, Notifier
@@ -25,7 +26,7 @@ from engine.producer import (
     task_signature,
 )
 from engine.retry import Backoff
-from engine.streams import Gateway, Retention, check_redis_url, now_ms
+from engine.streams import Gateway, Retention, check_redis_url
 
 if TYPE_CHECKING:
     from engine.worker import Worker
@@ -391,13 +392,7 @@ class Engine:
             await gateway.redis.hset(gateway.keys.tasks, mapping=mapping)
 
     async def _append_log(self, queue: str, job_id: str, level: str, message: str) -> None:
-        gateway = self._gateway_or_connect()
-        key = gateway.keys.queue(queue).logs(job_id)
-        line = json_encoder.encode({"at": now_ms(), "level": level, "message": message})
-        async with gateway.redis.pipeline(transaction=False) as pipe:
-            pipe.rpush(key, line)
-            pipe.ltrim(key, -1000, -1)
-            await pipe.execute()
+        await self._gateway_or_connect().append_log(queue, job_id, level, message, MAX_LOG_LINES)
 
     async def _read_logs(self, queue: str, job_id: str) -> list[dict[str, Any]]:
         gateway = self._gateway_or_connect()

@@ -62,6 +62,17 @@ class QueueKeys:
     def job(self, job_id: str) -> str:
         return self.job_prefix + job_id
 
+    @property
+    def outbox(self) -> str:
+        """Stream of job-log events, drained into PostgreSQL by the shipper."""
+        return self.prefix + "outbox"
+
+    @property
+    def joblog_flag(self) -> str:
+        """Exists while a shipper drains this queue's outbox; scripts write events only then,
+        so the outbox never grows without a reader."""
+        return self.prefix + "joblog"
+
     def logs(self, job_id: str) -> str:
         """List of a job's log lines; ``finish.lua`` derives it as job key + ":logs"."""
         return self.job(job_id) + ":logs"

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from engine import scripts
 from engine.errors import ConfigurationError, ConnectionFailed
+from engine.job import json_encoder
 from engine.keys import GROUP, Keys, QueueKeys
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
@@ -180,9 +181,9 @@ class Gateway:
         """Write jobs atomically per chunk; a big batch goes in one round trip (pipelined)."""
         await self.remember_queue(queue)
         qk = self.keys.queue(queue)
-        keys = [qk.stream, qk.delayed, qk.stats]
+        keys = [qk.stream, qk.delayed, qk.stats, qk.outbox, qk.joblog_flag]
         now = now_ms()
-        head = [qk.job_prefix, qk.idem_prefix, now, self.keys.wake_channel]
+        head = [qk.job_prefix, qk.idem_prefix, now, self.keys.wake_channel, queue]
         if len(jobs) <= chunk:
             argv = [*head, len(jobs)]
             for job in jobs:
@@ -279,7 +280,7 @@ class Gateway:
             for queue, argv in per_queue.items():
                 qk = self.keys.queue(queue)
                 await self._scripts["finish"](
-                    keys=[qk.stream, qk.delayed, qk.dlq, qk.stats],
+                    keys=[qk.stream, qk.delayed, qk.dlq, qk.stats, qk.outbox, qk.joblog_flag],
                     args=[
                         qk.job_prefix,
                         GROUP,
@@ -288,6 +289,7 @@ class Gateway:
                         retention.failed_ms,
                         channel,
                         self.keys.wake_channel,
+                        queue,
                         *argv,
                     ],
                     client=pipe,
@@ -318,9 +320,8 @@ class Gateway:
 
     async def replay(self, queue: str, job_id: str) -> int:
         qk = self.keys.queue(queue)
-        return int(
-            await self._call("replay", [qk.stream, qk.dlq, qk.stats], [qk.job_prefix, job_id, now_ms()])
-        )
+        keys = [qk.stream, qk.dlq, qk.stats, qk.outbox, qk.joblog_flag]
+        return int(await self._call("replay", keys, [qk.job_prefix, job_id, now_ms(), queue]))
 
     async def purge_dlq(self, queue: str, batch: int = 500) -> int:
         qk = self.keys.queue(queue)
@@ -360,7 +361,7 @@ class Gateway:
         return int(
             await self._call(
                 "cancel",
-                [qk.stream, qk.delayed, qk.stats],
+                [qk.stream, qk.delayed, qk.stats, qk.outbox, qk.joblog_flag],
                 [
                     qk.job_prefix,
                     job_id,
@@ -368,8 +369,19 @@ class Gateway:
                     retention.completed_ms,
                     self.keys.done_channel(""),
                     self.keys.cancel_channel,
+                    queue,
                 ],
             )
+        )
+
+    async def append_log(self, queue: str, job_id: str, level: str, message: str, keep: int) -> None:
+        qk = self.keys.queue(queue)
+        now = now_ms()
+        line = json_encoder.encode({"at": now, "level": level, "message": message})
+        await self._call(
+            "log",
+            [qk.logs(job_id), qk.outbox, qk.joblog_flag],
+            [job_id, queue, now, level, message, keep, line],
         )
 
     async def job_hash(self, queue: str, job_id: str) -> dict[str, str] | None:

@@ -96,7 +96,7 @@ async def test_enqueue_stats_and_dlq_commands(redis_url: str, namespace: str) ->
         refused = run("-m", "engine", "dlq", "replay", "--all", *common)
         assert_one_line_error(refused, 2, "--yes")
         replayed = run("-m", "engine", "dlq", "replay", "--all", "--yes", *common)
-        assert replayed.returncode == 0 and "replayed 1 job" in replayed.stdout
+        assert replayed.returncode == 0 and "replayed 1 job" in replayed.stdout, replayed.stderr
         with pytest.raises(Exception, match="bad amount -5"):
             await job.result(timeout=10)
         purged = run("-m", "engine", "dlq", "purge", "--yes", *common)

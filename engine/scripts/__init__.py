@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-NAMES = ("enqueue", "start", "finish", "promote", "cancel", "renew", "reclaim", "replay", "purge")
+NAMES = ("enqueue", "start", "finish", "promote", "cancel", "renew", "reclaim", "replay", "purge", "log")
 
 
 @cache

@@ -1,9 +1,11 @@
 --[[
   Cancel a job that has not finished.
 
-  KEYS[1] stream  KEYS[2] delayed zset  KEYS[3] stats hash
+  KEYS[1] stream  KEYS[2] delayed zset  KEYS[3] stats hash  KEYS[4] outbox stream
+  KEYS[5] job-log flag
   ARGV[1] job key prefix  ARGV[2] job id  ARGV[3] now (ms)  ARGV[4] retention (ms, 0 = keep)
   ARGV[5] notification channel prefix  ARGV[6] cancel-request channel
+  ARGV[7] queue name
 
   Returns 1 cancelled, 2 cancel requested (the job is running: its worker stops it),
   0 already finished, -1 no such job.
@@ -29,5 +31,11 @@ if tonumber(ARGV[4]) > 0 then
   redis.call("PEXPIRE", jobKey .. ":logs", ARGV[4])
 end
 redis.call("HINCRBY", KEYS[3], "cancelled", 1)
+if redis.call("EXISTS", KEYS[5]) == 1 then
+  local job = redis.call("HMGET", jobKey, "task", "attempts")
+  local v = redis.call("HINCRBY", jobKey, "v", 1)
+  redis.call("XADD", KEYS[4], "*", "e", "cancelled", "j", ARGV[2], "q", ARGV[7], "task", job[1] or "",
+    "t", ARGV[3], "v", v, "attempts", job[2] or "0", "error", "", "finished", ARGV[3])
+end
 redis.call("PUBLISH", ARGV[5] .. ARGV[2], "cancelled")
 return 1

@@ -2,21 +2,24 @@
   Enqueue a batch of jobs into one queue: write each job's hash and either add its stream
   entry (due now) or put it in the delayed set (due later), atomically.
 
-  KEYS[1] stream        KEYS[2] delayed zset     KEYS[3] stats hash
+  KEYS[1] stream        KEYS[2] delayed zset     KEYS[3] stats hash     KEYS[4] outbox stream
+  KEYS[5] job-log flag (exists while a shipper drains the outbox)
   ARGV[1] job key prefix  ARGV[2] idempotency key prefix  ARGV[3] now (ms)
-  ARGV[4] promoter wake-up channel  ARGV[5] number of jobs  then 9 values per job:
+  ARGV[4] promoter wake-up channel  ARGV[5] queue name  ARGV[6] number of jobs
+  then 9 values per job:
           id, task, payload (JSON), due (ms, 0 = now), timeout (s or ""),
           max_attempts (or ""), idempotency key (or ""), idempotency ttl (ms), tick (ms or "")
 
   Returns a flat array: for each job, its id (the first job's id when the idempotency key
   was already taken, or when a job with that id exists) and 1 if it was added, 0 if not.
 ]]
-local jobPrefix, idemPrefix, now, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[5])
+local jobPrefix, idemPrefix, now, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[6])
+local queue, outbox = ARGV[5], redis.call("EXISTS", KEYS[5]) == 1
 local out = {}
 local added = 0
 local delayed = false
 for i = 0, n - 1 do
-  local b = 6 + i * 9
+  local b = 7 + i * 9
   local id, task, payload, due = ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
   local timeout, maxAttempts = ARGV[b + 4], ARGV[b + 5]
   local idem, idemTtl, tick = ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
@@ -39,13 +42,20 @@ for i = 0, n - 1 do
     if timeout ~= "" then redis.call("HSET", jobKey, "timeout", timeout) end
     if maxAttempts ~= "" then redis.call("HSET", jobKey, "max_attempts", maxAttempts) end
     if tick ~= "" then redis.call("HSET", jobKey, "tick", tick) end
+    local status = "waiting"
     if due > tonumber(now) then
+      status = "delayed"
       redis.call("HSET", jobKey, "status", "delayed", "due", due)
       redis.call("ZADD", KEYS[2], due, id)
       delayed = true
     else
       local msg = redis.call("XADD", KEYS[1], "*", "j", id)
       redis.call("HSET", jobKey, "status", "waiting", "msg", msg)
+    end
+    if outbox then
+      local v = redis.call("HINCRBY", jobKey, "v", 1)
+      redis.call("XADD", KEYS[4], "*", "e", "enqueued", "j", id, "q", queue, "task", task, "t", now,
+        "v", v, "payload", payload, "status", status, "created", now)
     end
     out[#out + 1] = id
     out[#out + 1] = 1

@@ -4,10 +4,12 @@
   changes nothing: the first recorded outcome wins.
 
   KEYS[1] stream  KEYS[2] delayed zset  KEYS[3] dlq stream  KEYS[4] stats hash
+  KEYS[5] outbox stream  KEYS[6] job-log flag (exists while a shipper drains the outbox)
   ARGV[1] job key prefix  ARGV[2] group  ARGV[3] now (ms)
   ARGV[4] completed retention (ms, 0 = keep)  ARGV[5] failed retention (ms, 0 = keep)
   ARGV[6] notification channel prefix  ARGV[7] promoter wake-up channel
-  ARGV[8..] 6 values per outcome: entry id, job id, kind, value, traceback, due (ms)
+  ARGV[8] queue name
+  ARGV[9..] 6 values per outcome: entry id, job id, kind, value, traceback, due (ms)
           kind: "completed" (value = result JSON), "retry" (value = error, due = when),
                 "failed" (value = error), "cancelled" (value = reason)
 
@@ -18,6 +20,16 @@ local keepDone, keepFailed = tonumber(ARGV[4]), tonumber(ARGV[5])
 local channel = ARGV[6]
 local out = {}
 local retried = false
+local queue, outbox = ARGV[8], redis.call("EXISTS", KEYS[6]) == 1
+
+-- The job-log event of an outcome, in the same atomic step (see engine/shipper.py).
+local function event(jobKey, id, kind, ...)
+  if not outbox then return end
+  local job = redis.call("HMGET", jobKey, "task", "attempts", "processed")
+  local v = redis.call("HINCRBY", jobKey, "v", 1)
+  redis.call("XADD", KEYS[5], "*", "e", kind, "j", id, "q", queue, "task", job[1] or "",
+    "t", now, "v", v, "attempts", job[2] or "0", "processed", job[3] or "", ...)
+end
 
 -- A job's log lines live beside its hash and go when it goes.
 local function expire(jobKey, ms)
@@ -25,7 +37,7 @@ local function expire(jobKey, ms)
   redis.call("PEXPIRE", jobKey .. ":logs", ms)
 end
 
-for i = 8, #ARGV, 6 do
+for i = 9, #ARGV, 6 do
   local entry, id, kind, value, tb, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
     ARGV[i + 4], ARGV[i + 5]
   local jobKey = jobPrefix .. id
@@ -38,12 +50,14 @@ for i = 8, #ARGV, 6 do
     redis.call("HDEL", jobKey, "worker", "msg")
     if kind == "completed" then
       redis.call("HSET", jobKey, "status", "completed", "result", value, "finished", now)
+      event(jobKey, id, "completed", "result", value, "finished", now)
       if keepDone > 0 then expire(jobKey, keepDone) end
       redis.call("HINCRBY", KEYS[4], "completed", 1)
       redis.call("PUBLISH", channel .. id, "completed")
     elseif kind == "retry" then
       redis.call("HSET", jobKey, "status", "delayed", "error", value, "traceback", tb, "due", due)
       redis.call("ZADD", KEYS[2], due, id)
+      event(jobKey, id, "retry", "error", value, "traceback", tb, "due", due)
       redis.call("HINCRBY", KEYS[4], "retried", 1)
       retried = true
     elseif kind == "failed" then
@@ -55,12 +69,14 @@ for i = 8, #ARGV, 6 do
       local dead = redis.call("XADD", KEYS[3], "*", "j", id, "task", job[2] or "", "error", value,
         "traceback", tb, "attempts", job[1] or "0", "at", now)
       redis.call("HSET", jobKey, "dlq", dead)
+      event(jobKey, id, "failed", "error", value, "traceback", tb, "finished", now)
       if keepFailed > 0 then expire(jobKey, keepFailed) end
       redis.call("HINCRBY", KEYS[4], "failed", 1)
       redis.call("PUBLISH", channel .. id, "failed")
     else
       redis.call("HSET", jobKey, "status", "cancelled", "finished", now)
       if value ~= "" then redis.call("HSET", jobKey, "error", value) end
+      event(jobKey, id, "cancelled", "error", value, "finished", now)
       if keepDone > 0 then expire(jobKey, keepDone) end
       redis.call("HINCRBY", KEYS[4], "cancelled", 1)
       redis.call("PUBLISH", channel .. id, "cancelled")

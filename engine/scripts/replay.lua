@@ -1,8 +1,9 @@
 --[[
   Replay a dead-lettered (failed) job: a fresh run with its attempts reset, same id.
 
-  KEYS[1] stream  KEYS[2] dlq stream  KEYS[3] stats hash
-  ARGV[1] job key prefix  ARGV[2] job id  ARGV[3] now (ms)
+  KEYS[1] stream  KEYS[2] dlq stream  KEYS[3] stats hash  KEYS[4] outbox stream
+  KEYS[5] job-log flag
+  ARGV[1] job key prefix  ARGV[2] job id  ARGV[3] now (ms)  ARGV[4] queue name
 
   Returns 1 replayed, 0 not failed (nothing done), -1 no such job (its data is gone).
 ]]
@@ -17,4 +18,10 @@ redis.call("PERSIST", jobKey)
 redis.call("HSET", jobKey, "status", "waiting", "attempts", 0, "msg", msg, "replayed", ARGV[3])
 redis.call("HDEL", jobKey, "dlq", "finished", "result")
 redis.call("HINCRBY", KEYS[3], "replayed", 1)
+if redis.call("EXISTS", KEYS[5]) == 1 then
+  local task = redis.call("HGET", jobKey, "task") or ""
+  local v = redis.call("HINCRBY", jobKey, "v", 1)
+  redis.call("XADD", KEYS[4], "*", "e", "replayed", "j", ARGV[2], "q", ARGV[4], "task", task,
+    "t", ARGV[3], "v", v)
+end
 return 1

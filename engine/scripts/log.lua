@@ -1,0 +1,15 @@
+--[[
+  Append a log line to a job (ctx.log): kept beside the job in Redis (the newest
+  ARGV[6] lines) and, while a shipper drains the outbox, sent on to job_logs.
+
+  KEYS[1] the job's log list  KEYS[2] outbox stream  KEYS[3] job-log flag
+  ARGV[1] job id  ARGV[2] queue name  ARGV[3] now (ms)  ARGV[4] level  ARGV[5] message
+  ARGV[6] lines kept in Redis  ARGV[7] the line as JSON (for the Redis list)
+]]
+redis.call("RPUSH", KEYS[1], ARGV[7])
+redis.call("LTRIM", KEYS[1], -tonumber(ARGV[6]), -1)
+if redis.call("EXISTS", KEYS[3]) == 1 then
+  redis.call("XADD", KEYS[2], "*", "e", "log", "j", ARGV[1], "q", ARGV[2], "t", ARGV[3],
+    "level", ARGV[4], "message", ARGV[5])
+end
+return 1
