@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 import msgspec
 
 from engine.context import MAX_LOG_LINES
+from engine.cron import Schedule, check_expression, check_zone, make_schedule
 from engine.dlq import DeadLetters
 from engine.errors import ConfigurationError, UnknownTaskError
 from engine.handle import Job, Notifier
@@ -186,6 +187,7 @@ class Engine:
         idempotency_ttl: float = 24 * 3600.0,
         max_payload_bytes: int = 1024 * 1024,
         connect_timeout: float = 5.0,
+        cron_lease: float = 10.0,
     ) -> None:
         self.redis_url = check_redis_url(redis_url or os.environ.get("ENGINE_REDIS_URL") or DEFAULT_REDIS_URL)
         self.database_url = database_url or os.environ.get("ENGINE_DATABASE_URL") or None
@@ -196,6 +198,7 @@ class Engine:
         self.visibility_timeout = _positive("visibility_timeout", visibility_timeout)
         self.idempotency_ttl = _positive("idempotency_ttl", idempotency_ttl)
         self.connect_timeout = _positive("connect_timeout", connect_timeout)
+        self.cron_lease = _positive("cron_lease", cron_lease)
         if (
             isinstance(max_payload_bytes, bool)
             or not isinstance(max_payload_bytes, int)
@@ -208,6 +211,7 @@ class Engine:
             failed_ms=0 if failed_ttl is None else int(_positive("failed_ttl", failed_ttl) * 1000),
         )
         self.tasks: dict[str, Task[Any]] = {}
+        self.schedules: dict[str, Schedule] = {}
         self._gateway: Gateway | None = None
         self._notify: Notifier | None = None
         self._checked = False
@@ -277,6 +281,44 @@ class Engine:
 
         if fn is not None:
             return register(fn)
+        return register
+
+    def cron(
+        self,
+        expr: str,
+        *,
+        tz: str = "UTC",
+        name: str | None = None,
+        queue: str = "default",
+        timeout: float = _UNSET,
+        max_attempts: int | None = None,
+        backoff: Backoff | None = None,
+        misfire: str = "latest",
+        catch_up: float = 3600.0,
+    ) -> Callable[[Callable[..., Any]], Task[Any]]:
+        """Run a task on a cron schedule, exactly once per tick however many workers run.
+
+        ``expr`` has 5 fields, or 6 with seconds last; ``tz`` is an IANA zone. The job is an
+        ordinary job (timeout, retries, dead letters apply) whose ``ctx.scheduled_at`` is
+        the tick. ``misfire`` says what happens to ticks missed while no scheduler ran:
+        "latest" (fire the latest once), "skip", or "all" (within ``catch_up`` seconds).
+        Bad expressions and unknown time zones raise here, at import time.
+        """
+        label = f"cron {name or '(unnamed)'}"
+        check_expression(expr, label)
+        check_zone(tz, label)
+
+        def register(func: Callable[..., Any]) -> Task[Any]:
+            task = self.task(
+                name=name, queue=queue, timeout=timeout, max_attempts=max_attempts, backoff=backoff
+            )(func)
+            try:
+                self.schedules[task.name] = make_schedule(self, task, expr, tz, misfire, catch_up)
+            except ConfigurationError:
+                del self.tasks[task.name]  # refused whole: no task without its schedule
+                raise
+            return task
+
         return register
 
     # -- connection -------------------------------------------------------------------------

@@ -93,11 +93,14 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         help="seconds running jobs get to finish on shutdown (default 30)",
     )
     parser.add_argument("--no-cron", action="store_true", help="do not run the cron scheduler")
+    parser.add_argument("--cron-only", action="store_true", help="run only the cron scheduler, no jobs")
     parser.add_argument("--log-level", default=os.environ.get("ENGINE_LOG_LEVEL", "info"))
     parser.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency must be >= 1")
+    if args.no_cron and args.cron_only:
+        parser.error("--no-cron and --cron-only exclude each other")
     try:
         logsetup.configure(args.log_level, args.log_json)
         app = load_app(args.app)
@@ -108,7 +111,11 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     async def main() -> None:
         async with app:
             worker = app.worker(
-                queues=args.queues, concurrency=args.concurrency, grace_period=args.grace_period
+                queues=args.queues,
+                concurrency=args.concurrency,
+                grace_period=args.grace_period,
+                cron=not args.no_cron,
+                jobs=not args.cron_only,
             )
             await worker.run()
 

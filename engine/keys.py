@@ -73,6 +73,16 @@ class QueueKeys:
         so the outbox never grows without a reader."""
         return self.prefix + "joblog"
 
+    @property
+    def cron_leader(self) -> str:
+        """The scheduler lock of this queue's schedules: a random token, with a lease."""
+        return self.prefix + "cron:leader"
+
+    @property
+    def cron_last(self) -> str:
+        """Zset schedule name -> last fired tick (ms); only ever moves forward."""
+        return self.prefix + "cron:last"
+
     def logs(self, job_id: str) -> str:
         """List of a job's log lines; ``finish.lua`` derives it as job key + ":logs"."""
         return self.job(job_id) + ":logs"
@@ -98,6 +108,11 @@ class Keys:
     def tasks(self) -> str:
         """Hash task name -> JSON task spec, announced by workers for code-less producers."""
         return f"{self.namespace}:tasks"
+
+    @property
+    def schedules(self) -> str:
+        """Hash schedule name -> JSON (expression, time zone, queue), announced by schedulers."""
+        return f"{self.namespace}:schedules"
 
     @property
     def workers(self) -> str:

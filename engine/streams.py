@@ -89,6 +89,23 @@ class NewJob:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A cron enqueue's guard: the leader's lock token and the tick being fired."""
+
+    token: str
+    schedule: str
+    tick_ms: int
+
+
+class FenceRejected(Exception):
+    """A fenced enqueue was refused: ``reason`` is "fenced" (lock lost) or "fired" (done)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
 @dataclass(slots=True)
 class Started:
     """An entry a worker read and ``start.lua`` marked active."""
@@ -177,13 +194,20 @@ class Gateway:
             await self.redis.sadd(self.keys.queues, queue)
             self._known_queues.add(queue)
 
-    async def enqueue(self, queue: str, jobs: Sequence[NewJob], chunk: int = 1000) -> list[tuple[str, bool]]:
-        """Write jobs atomically per chunk; a big batch goes in one round trip (pipelined)."""
+    async def enqueue(
+        self, queue: str, jobs: Sequence[NewJob], chunk: int = 1000, fence: Fence | None = None
+    ) -> list[tuple[str, bool]]:
+        """Write jobs atomically per chunk; a big batch goes in one round trip (pipelined).
+
+        With ``fence`` (cron), the write happens only while the caller holds the leader lock
+        and only for a tick newer than the schedule's last one; otherwise FenceRejected.
+        """
         await self.remember_queue(queue)
         qk = self.keys.queue(queue)
-        keys = [qk.stream, qk.delayed, qk.stats, qk.outbox, qk.joblog_flag]
+        keys = [qk.stream, qk.delayed, qk.stats, qk.outbox, qk.joblog_flag, qk.cron_leader, qk.cron_last]
         now = now_ms()
-        head = [qk.job_prefix, qk.idem_prefix, now, self.keys.wake_channel, queue]
+        guard = [fence.token, fence.schedule, fence.tick_ms] if fence else ["", "", 0]
+        head = [qk.job_prefix, qk.idem_prefix, now, self.keys.wake_channel, queue, *guard]
         if len(jobs) <= chunk:
             argv = [*head, len(jobs)]
             for job in jobs:
@@ -198,6 +222,8 @@ class Gateway:
                         argv.extend(job.argv())
                     await self._scripts["enqueue"](keys=keys, args=argv, client=pipe)
                 replies = await pipe.execute()
+        if fence is not None and replies and replies[0] and str(replies[0][0]).startswith("!"):
+            raise FenceRejected(str(replies[0][0])[1:])
         out: list[tuple[str, bool]] = []
         for reply in replies:
             for i in range(0, len(reply), 2):
@@ -383,6 +409,13 @@ class Gateway:
             [qk.logs(job_id), qk.outbox, qk.joblog_flag],
             [job_id, queue, now, level, message, keep, line],
         )
+
+    async def acquire_lock(self, key: str, token: str, lease_ms: int) -> bool:
+        return bool(await self.redis.set(key, token, nx=True, px=lease_ms))
+
+    async def renew_lock(self, key: str, token: str, lease_ms: int) -> bool:
+        """Extend the lease if ``token`` still holds the lock; lease_ms=0 releases it."""
+        return int(await self._call("lease", [key], [token, lease_ms])) == 1
 
     async def job_hash(self, queue: str, job_id: str) -> dict[str, str] | None:
         h = await self.redis.hgetall(self.keys.queue(queue).job(job_id))

@@ -30,6 +30,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.exceptions import RedisError, ResponseError
 
+from engine.cron import Scheduler
 from engine.errors import ConfigurationError
 from engine.executor import Executor
 from engine.keys import check_name
@@ -49,7 +50,11 @@ COMMIT_BATCH = 500
 
 
 class Worker:
-    """Runs jobs of some queues, at most ``concurrency`` at a time, at least once each."""
+    """Runs jobs of some queues, at most ``concurrency`` at a time, at least once each.
+
+    With ``cron=True`` (the default) it also runs the scheduler of the app's schedules; one
+    worker at a time leads and fires each tick exactly once. ``jobs=False`` runs only that.
+    """
 
     def __init__(
         self,
@@ -60,6 +65,8 @@ class Worker:
         grace_period: float = 30.0,
         handle_signals: bool = True,
         name: str | None = None,
+        cron: bool = True,
+        jobs: bool = True,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an integer >= 1, not {concurrency!r}")
@@ -78,6 +85,10 @@ class Worker:
         self.grace_period = float(grace_period)
         self.handle_signals = handle_signals
         self.id = name or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+        self.process_jobs = jobs
+        self.scheduler = Scheduler(engine, self.id, engine.cron_lease) if cron and engine.schedules else None
+        if not jobs and self.scheduler is None:
+            raise ConfigurationError("a cron-only worker needs an app with @app.cron schedules")
         self.started = anyio.Event()
         """Set once the worker has joined its consumer groups and is fetching."""
         self.stopped = anyio.Event()
@@ -133,10 +144,16 @@ class Worker:
             async with anyio.create_task_group() as maintenance:
                 if self.handle_signals and threading.current_thread() is threading.main_thread():
                     maintenance.start_soon(self._watch_signals)
-                maintenance.start_soon(self._promoter.run, self.id)
-                maintenance.start_soon(forever, "lease keeper", self._leases.run_once, self.id)
-                maintenance.start_soon(listener.run, self.id)
-                await self._work(gateway)
+                if self.scheduler is not None:
+                    maintenance.start_soon(self.scheduler.run)
+                if self.process_jobs:
+                    maintenance.start_soon(self._promoter.run, self.id)
+                    maintenance.start_soon(forever, "lease keeper", self._leases.run_once, self.id)
+                    maintenance.start_soon(listener.run, self.id)
+                    await self._work(gateway)
+                else:
+                    self.started.set()
+                    await self._stopping.wait()
                 maintenance.cancel_scope.cancel()
         finally:
             self.stopped.set()

@@ -10,7 +10,19 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-NAMES = ("enqueue", "start", "finish", "promote", "cancel", "renew", "reclaim", "replay", "purge", "log")
+NAMES = (
+    "enqueue",
+    "start",
+    "finish",
+    "promote",
+    "cancel",
+    "renew",
+    "reclaim",
+    "replay",
+    "purge",
+    "log",
+    "lease",
+)
 
 
 @cache

@@ -4,22 +4,33 @@
 
   KEYS[1] stream        KEYS[2] delayed zset     KEYS[3] stats hash     KEYS[4] outbox stream
   KEYS[5] job-log flag (exists while a shipper drains the outbox)
+  KEYS[6] cron leader lock  KEYS[7] cron last-fired zset (both used only by a fenced call)
   ARGV[1] job key prefix  ARGV[2] idempotency key prefix  ARGV[3] now (ms)
-  ARGV[4] promoter wake-up channel  ARGV[5] queue name  ARGV[6] number of jobs
-  then 9 values per job:
+  ARGV[4] promoter wake-up channel  ARGV[5] queue name
+  ARGV[6] fencing token ("" = none)  ARGV[7] schedule name  ARGV[8] tick (ms)
+  ARGV[9] number of jobs  then 9 values per job:
           id, task, payload (JSON), due (ms, 0 = now), timeout (s or ""),
           max_attempts (or ""), idempotency key (or ""), idempotency ttl (ms), tick (ms or "")
 
   Returns a flat array: for each job, its id (the first job's id when the idempotency key
   was already taken, or when a job with that id exists) and 1 if it was added, 0 if not.
+
+  A fenced call (cron) first checks that the caller still holds the leader lock and that
+  the tick is newer than the schedule's last fired one (ZADD GT CH): it returns {"!fenced"}
+  or {"!fired"} and writes nothing otherwise. So a deposed leader cannot enqueue, and no
+  tick fires twice whoever leads.
 ]]
-local jobPrefix, idemPrefix, now, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[6])
+if ARGV[6] ~= "" then
+  if redis.call("GET", KEYS[6]) ~= ARGV[6] then return {"!fenced"} end
+  if redis.call("ZADD", KEYS[7], "GT", "CH", ARGV[8], ARGV[7]) == 0 then return {"!fired"} end
+end
+local jobPrefix, idemPrefix, now, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[9])
 local queue, outbox = ARGV[5], redis.call("EXISTS", KEYS[5]) == 1
 local out = {}
 local added = 0
 local delayed = false
 for i = 0, n - 1 do
-  local b = 7 + i * 9
+  local b = 10 + i * 9
   local id, task, payload, due = ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
   local timeout, maxAttempts = ARGV[b + 4], ARGV[b + 5]
   local idem, idemTtl, tick = ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
