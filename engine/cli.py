@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
     _add_common(enqueue)
 
+    cron = sub.add_parser("cron", help="cron schedules")
+    cron_sub = cron.add_subparsers(dest="action", required=True)
+    cron_list = cron_sub.add_parser("list", help="schedules with next and last run and the leader")
+    cron_list.add_argument("--json", action="store_true", help="print JSON")
+    _add_common(cron_list)
+
     dlq = sub.add_parser("dlq", help="inspect, replay or purge a queue's dead letters")
     dlq_sub = dlq.add_subparsers(dest="action", required=True)
     dlq_list = dlq_sub.add_parser("list", help="newest dead letters first")
@@ -209,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, EngineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    handler = {"stats": _stats, "enqueue": _enqueue, "dlq": _dlq}[args.command]
+    handler = {"stats": _stats, "enqueue": _enqueue, "dlq": _dlq, "cron": _cron}[args.command]
     return _run(lambda: handler(app, args))
 
 
@@ -234,6 +240,31 @@ async def _enqueue(app: Engine, args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         print(job.id)
     return 0
+
+
+async def _cron(app: Engine, args: argparse.Namespace) -> int:
+    from engine.inspect import cron_schedules
+
+    async with app:
+        rows = await cron_schedules(app)
+    if args.json:
+        print(json.dumps([row.as_dict() for row in rows], indent=2))
+        return 0
+    if not rows:
+        print("no schedules announced yet (a worker announces its app's schedules when it starts)")
+        return 0
+    header = ("schedule", "expression", "time zone", "next run (UTC)", "last run (UTC)")
+    print("{:24} {:16} {:18} {:20} {:20} leader".format(*header))
+    for row in rows:
+        print(
+            f"{row.name:24} {row.expr:16} {row.tz:18} {_when(row.next_run):20} {_when(row.last_run):20} "
+            f"{row.leader or '-'}"
+        )
+    return 0
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
 async def _dlq(app: Engine, args: argparse.Namespace) -> int:

@@ -289,3 +289,25 @@ async def test_sigstopped_leader_cannot_enqueue_after_resuming(redis_url: str, n
 async def _leader_changed(redis: object, key: str, old: str) -> bool:
     value = await redis.get(key)  # type: ignore[attr-defined]
     return value is not None and value != old
+
+
+async def test_cron_list_command(redis_url: str, namespace: str) -> None:
+    import json
+
+    from tests.test_cli import run
+
+    app = Engine(redis_url, namespace=namespace, cron_lease=2.0)
+
+    @app.cron("0 0 1 * *", tz="Asia/Jakarta", name="monthly_report", timeout=60)
+    async def monthly_report(ctx: JobContext) -> None: ...
+
+    async with app, worker_running(app) as worker:
+        await eventually(lambda: _true(bool(worker.scheduler and worker.scheduler.leading)), what="leading")
+        result = run(
+            "-m", "engine", "cron", "list", "--json", "--redis-url", redis_url, "--namespace", namespace
+        )
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert row["name"] == "monthly_report" and row["expr"] == "0 0 1 * *" and row["tz"] == "Asia/Jakarta"
+    assert row["next_run"].endswith("17:00:00+00:00")  # midnight in Jakarta
+    assert row["leader"] == worker.id and row["last_run"] is None
