@@ -31,6 +31,10 @@ class JobNotFound(EngineError, LookupError):
     """No job with that id exists (never existed, or its retention expired)."""
 
 
+class JobRunning(EngineError):
+    """The operation needs a job that is not running (e.g. delete): cancel it first."""
+
+
 class JobFailed(EngineError):
     """Raised by ``job.result()`` when the job ended ``failed`` or ``cancelled``."""
 

@@ -40,6 +40,10 @@ class Executor:
         self.thread_limiter = thread_limiter
         self._scopes: dict[str, anyio.CancelScope] = {}
 
+    def running(self) -> list[str]:
+        """Ids of the jobs running here now."""
+        return list(self._scopes)
+
     def cancel(self, job_id: str) -> bool:
         """Cancel a running attempt (a user's cancel request); True if it runs here."""
         scope = self._scopes.get(job_id)
@@ -49,6 +53,12 @@ class Executor:
         return True
 
     async def run(self, job: Started) -> Outcome:
+        started = time.perf_counter()
+        outcome = await self._run(job)
+        outcome.ran_ms = int((time.perf_counter() - started) * 1000)
+        return outcome
+
+    async def _run(self, job: Started) -> Outcome:
         task = self.engine.tasks.get(job.task)
         if task is None:
             return self._dead(

@@ -10,7 +10,7 @@ import anyio
 import structlog
 from redis.exceptions import RedisError
 
-from engine.errors import JobFailed, JobNotFound
+from engine.errors import JobFailed, JobNotFound, JobRunning
 from engine.job import FINAL_STATUSES, JobInfo, Status, json_decoder
 
 if TYPE_CHECKING:
@@ -182,6 +182,17 @@ class Job(Generic[R]):
             return False
         code = await self._engine._gateway_or_connect().cancel(queue, self.id, self._engine.retention)
         return code in (1, 2)
+
+    async def delete(self) -> bool:
+        """Delete the job and everything kept about it in Redis; False if there is no such
+        job. A running job is refused (:class:`JobRunning`): cancel it first."""
+        queue = await self._queue()
+        if queue is None:
+            return False
+        code = await self._engine._gateway_or_connect().delete(queue, self.id)
+        if code == 0:
+            raise JobRunning(f"job {self.id} is running; cancel it before deleting it")
+        return code == 1
 
     async def logs(self) -> list[dict[str, Any]]:
         """The job's log lines (from ``ctx.log``), oldest first."""

@@ -73,6 +73,10 @@ class QueueKeys:
         so the outbox never grows without a reader."""
         return self.prefix + "joblog"
 
+    def throughput(self, minute: int) -> str:
+        """Completed/failed counts of one minute (minutes since the epoch), kept two hours."""
+        return f"{self.prefix}tput:{minute}"
+
     @property
     def cron_leader(self) -> str:
         """The scheduler lock of this queue's schedules: a random token, with a lease."""

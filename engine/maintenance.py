@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
+import msgspec
 import structlog
 from redis.exceptions import RedisError
 
@@ -164,6 +165,56 @@ class Reclaimer:
                 )
                 await self.dispatch(entries)
         return self.interval
+
+
+class WorkerBeat(msgspec.Struct):
+    """What a worker publishes about itself every few seconds (dashboard: workers page)."""
+
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    started_at: float
+    seen_at: float
+    busy: int
+    processed: int
+    running: list[str]
+
+
+class Heartbeat:
+    """Publishes this worker's :class:`WorkerBeat`; forgets workers silent for long."""
+
+    INTERVAL_S = 5.0
+    # A worker unseen for this long is gone (SIGKILLed, machine lost): drop its entry.
+    FORGET_AFTER_S = 600.0
+
+    def __init__(self, gateway: Gateway, describe: Callable[[], WorkerBeat]) -> None:
+        self.gateway = gateway
+        self.describe = describe
+
+    async def run_once(self) -> float:
+        beat = self.describe()
+        key = self.gateway.keys.workers
+        await self.gateway.redis.hset(key, beat.id, msgspec.json.encode(beat))
+        stale = [
+            worker_id
+            for worker_id, raw in (await self.gateway.redis.hgetall(key)).items()
+            if _seen_at(raw) < time.time() - self.FORGET_AFTER_S
+        ]
+        if stale:
+            await self.gateway.redis.hdel(key, *stale)
+        return self.INTERVAL_S
+
+    async def forget(self, worker_id: str) -> None:
+        await self.gateway.redis.hdel(self.gateway.keys.workers, worker_id)
+
+
+def _seen_at(raw: str) -> float:
+    try:
+        return msgspec.json.decode(raw, type=WorkerBeat).seen_at
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return 0.0
 
 
 class Listener:

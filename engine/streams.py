@@ -133,9 +133,10 @@ class Outcome:
     value: str | bytes = ""
     traceback: str = ""
     due_ms: int = 0
+    ran_ms: int = 0
 
     def argv(self) -> list[Any]:
-        return [self.entry_id, self.job_id, self.kind, self.value, self.traceback, self.due_ms]
+        return [self.entry_id, self.job_id, self.kind, self.value, self.traceback, self.due_ms, self.ran_ms]
 
 
 @dataclass
@@ -306,7 +307,15 @@ class Gateway:
             for queue, argv in per_queue.items():
                 qk = self.keys.queue(queue)
                 await self._scripts["finish"](
-                    keys=[qk.stream, qk.delayed, qk.dlq, qk.stats, qk.outbox, qk.joblog_flag],
+                    keys=[
+                        qk.stream,
+                        qk.delayed,
+                        qk.dlq,
+                        qk.stats,
+                        qk.outbox,
+                        qk.joblog_flag,
+                        qk.throughput(now // 60_000),
+                    ],
                     args=[
                         qk.job_prefix,
                         GROUP,
@@ -409,6 +418,10 @@ class Gateway:
             [qk.logs(job_id), qk.outbox, qk.joblog_flag],
             [job_id, queue, now, level, message, keep, line],
         )
+
+    async def delete(self, queue: str, job_id: str) -> int:
+        qk = self.keys.queue(queue)
+        return int(await self._call("delete", [qk.stream, qk.delayed, qk.dlq], [qk.job_prefix, job_id]))
 
     async def acquire_lock(self, key: str, token: str, lease_ms: int) -> bool:
         return bool(await self.redis.set(key, token, nx=True, px=lease_ms))

@@ -16,6 +16,7 @@ pending and are reclaimed by another worker.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -34,7 +35,16 @@ from engine.cron import Scheduler
 from engine.errors import ConfigurationError
 from engine.executor import Executor
 from engine.keys import check_name
-from engine.maintenance import LeaseKeeper, Listener, Promoter, Reclaimer, backoff, forever
+from engine.maintenance import (
+    Heartbeat,
+    LeaseKeeper,
+    Listener,
+    Promoter,
+    Reclaimer,
+    WorkerBeat,
+    backoff,
+    forever,
+)
 from engine.streams import Gateway, Outcome, Started
 
 if TYPE_CHECKING:
@@ -93,6 +103,7 @@ class Worker:
         """Set once the worker has joined its consumer groups and is fetching."""
         self.stopped = anyio.Event()
         self.processed = 0
+        self._started_at = time.time()
         self._stopping = anyio.Event()
         self._busy = 0  # entries handed to runners and not yet executed
         self._inflight: dict[str, set[str]] = {q: set() for q in self.queues}  # leases to renew
@@ -139,6 +150,8 @@ class Worker:
         self._leases = LeaseKeeper(gateway, self.id, self._inflight, vt / 3)
         self._reclaimer = Reclaimer(gateway, self.id, self.queues, vt, self._free_slots, self._dispatch)
         listener = Listener(gateway, self._promoter.poke, self._executor.cancel)
+        heartbeat = Heartbeat(gateway, self._describe)
+        self._started_at = time.time()
         self._log.info("worker started", queues=self.queues, concurrency=self.concurrency)
         try:
             async with anyio.create_task_group() as maintenance:
@@ -150,12 +163,15 @@ class Worker:
                     maintenance.start_soon(self._promoter.run, self.id)
                     maintenance.start_soon(forever, "lease keeper", self._leases.run_once, self.id)
                     maintenance.start_soon(listener.run, self.id)
+                    maintenance.start_soon(forever, "heartbeat", heartbeat.run_once, self.id)
                     await self._work(gateway)
                 else:
                     self.started.set()
                     await self._stopping.wait()
                 maintenance.cancel_scope.cancel()
         finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(RedisError, OSError):
+                await heartbeat.forget(self.id)
             self.stopped.set()
             self._log.info("worker stopped", processed=self.processed)
 
@@ -190,6 +206,20 @@ class Worker:
                 "grace period over; abandoning running jobs to be reclaimed", running=self._busy
             )
             runners.cancel()
+
+    def _describe(self) -> WorkerBeat:
+        return WorkerBeat(
+            id=self.id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=self.queues,
+            concurrency=self.concurrency,
+            started_at=self._started_at,
+            seen_at=time.time(),
+            busy=self._busy,
+            processed=self.processed,
+            running=self._executor.running()[:100],
+        )
 
     def _free_slots(self) -> int:
         return 0 if self._stopping.is_set() else self.concurrency - self._busy

@@ -10,18 +10,10 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-NAMES = (
-    "enqueue",
-    "start",
-    "finish",
-    "promote",
-    "cancel",
-    "renew",
-    "reclaim",
-    "replay",
-    "purge",
-    "log",
-    "lease",
+NAMES = tuple(
+    sorted(
+        f.name.removesuffix(".lua") for f in resources.files(__package__).iterdir() if f.name.endswith(".lua")
+    )
 )
 
 

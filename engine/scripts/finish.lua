@@ -5,11 +5,13 @@
 
   KEYS[1] stream  KEYS[2] delayed zset  KEYS[3] dlq stream  KEYS[4] stats hash
   KEYS[5] outbox stream  KEYS[6] job-log flag (exists while a shipper drains the outbox)
+  KEYS[7] this minute's throughput hash (completed/failed counts, kept two hours)
   ARGV[1] job key prefix  ARGV[2] group  ARGV[3] now (ms)
   ARGV[4] completed retention (ms, 0 = keep)  ARGV[5] failed retention (ms, 0 = keep)
   ARGV[6] notification channel prefix  ARGV[7] promoter wake-up channel
   ARGV[8] queue name
-  ARGV[9..] 6 values per outcome: entry id, job id, kind, value, traceback, due (ms)
+  ARGV[9..] 7 values per outcome: entry id, job id, kind, value, traceback, due (ms),
+          run time of the attempt (ms, for the duration histogram)
           kind: "completed" (value = result JSON), "retry" (value = error, due = when),
                 "failed" (value = error), "cancelled" (value = reason)
 
@@ -20,6 +22,25 @@ local keepDone, keepFailed = tonumber(ARGV[4]), tonumber(ARGV[5])
 local channel = ARGV[6]
 local out = {}
 local retried = false
+-- Counters are summed over the batch and written once: HINCRBY per job is what costs.
+local counts = {completed = 0, failed = 0, retried = 0, cancelled = 0}
+local buckets = {}
+local durationSum = 0
+-- Upper bounds (seconds) of the job duration histogram; the last catches the rest.
+local BOUNDS = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
+
+local function observe(ms)
+  local seconds = ms / 1000
+  local label = "+Inf"
+  for _, bound in ipairs(BOUNDS) do
+    if seconds <= bound then
+      label = tostring(bound)
+      break
+    end
+  end
+  buckets[label] = (buckets[label] or 0) + 1
+  durationSum = durationSum + ms
+end
 local queue, outbox = ARGV[8], redis.call("EXISTS", KEYS[6]) == 1
 
 -- The job-log event of an outcome, in the same atomic step (see engine/shipper.py).
@@ -37,9 +58,10 @@ local function expire(jobKey, ms)
   redis.call("PEXPIRE", jobKey .. ":logs", ms)
 end
 
-for i = 9, #ARGV, 6 do
+for i = 9, #ARGV, 7 do
   local entry, id, kind, value, tb, due = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
     ARGV[i + 4], ARGV[i + 5]
+  local ran = tonumber(ARGV[i + 6])
   local jobKey = jobPrefix .. id
   if redis.call("XACK", KEYS[1], group, entry) == 0 then
     out[#out + 1] = 0
@@ -48,17 +70,18 @@ for i = 9, #ARGV, 6 do
     -- A cancel that arrived while the attempt ran wins over its outcome.
     if redis.call("HGET", jobKey, "status") == "cancelled" then kind = "cancelled" end
     redis.call("HDEL", jobKey, "worker", "msg")
+    observe(ran)
     if kind == "completed" then
       redis.call("HSET", jobKey, "status", "completed", "result", value, "finished", now)
       event(jobKey, id, "completed", "result", value, "finished", now)
       if keepDone > 0 then expire(jobKey, keepDone) end
-      redis.call("HINCRBY", KEYS[4], "completed", 1)
+      counts.completed = counts.completed + 1
       redis.call("PUBLISH", channel .. id, "completed")
     elseif kind == "retry" then
       redis.call("HSET", jobKey, "status", "delayed", "error", value, "traceback", tb, "due", due)
       redis.call("ZADD", KEYS[2], due, id)
       event(jobKey, id, "retry", "error", value, "traceback", tb, "due", due)
-      redis.call("HINCRBY", KEYS[4], "retried", 1)
+      counts.retried = counts.retried + 1
       retried = true
     elseif kind == "failed" then
       redis.call("HSET", jobKey, "status", "failed", "error", value, "traceback", tb,
@@ -71,18 +94,28 @@ for i = 9, #ARGV, 6 do
       redis.call("HSET", jobKey, "dlq", dead)
       event(jobKey, id, "failed", "error", value, "traceback", tb, "finished", now)
       if keepFailed > 0 then expire(jobKey, keepFailed) end
-      redis.call("HINCRBY", KEYS[4], "failed", 1)
+      counts.failed = counts.failed + 1
       redis.call("PUBLISH", channel .. id, "failed")
     else
       redis.call("HSET", jobKey, "status", "cancelled", "finished", now)
       if value ~= "" then redis.call("HSET", jobKey, "error", value) end
       event(jobKey, id, "cancelled", "error", value, "finished", now)
       if keepDone > 0 then expire(jobKey, keepDone) end
-      redis.call("HINCRBY", KEYS[4], "cancelled", 1)
+      counts.cancelled = counts.cancelled + 1
       redis.call("PUBLISH", channel .. id, "cancelled")
     end
     out[#out + 1] = 1
   end
+end
+for name, n in pairs(counts) do
+  if n > 0 then redis.call("HINCRBY", KEYS[4], name, n) end
+end
+for label, n in pairs(buckets) do redis.call("HINCRBY", KEYS[4], "d:" .. label, n) end
+if durationSum > 0 then redis.call("HINCRBY", KEYS[4], "d:sum_ms", durationSum) end
+if counts.completed + counts.failed > 0 then
+  redis.call("HINCRBY", KEYS[7], "completed", counts.completed)
+  redis.call("HINCRBY", KEYS[7], "failed", counts.failed)
+  redis.call("EXPIRE", KEYS[7], 7200)
 end
 -- Promoters sleep until the next due time; tell them an earlier one may exist now.
 if retried then redis.call("PUBLISH", ARGV[7], KEYS[2]) end
