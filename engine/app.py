@@ -7,6 +7,7 @@ import inspect
 import math
 import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import msgspec
@@ -17,6 +18,7 @@ from engine.dlq import DeadLetters
 from engine.errors import ConfigurationError, UnknownTaskError
 from engine.handle import Job, Notifier
 from engine.job import json_decoder, json_encoder
+from engine.joblog import HistoryPage, JobLog, LogLine
 from engine.keys import check_name
 from engine.producer import (
     Options,
@@ -188,6 +190,8 @@ class Engine:
         max_payload_bytes: int = 1024 * 1024,
         connect_timeout: float = 5.0,
         cron_lease: float = 10.0,
+        history_retention: float = 30 * 24 * 3600.0,
+        failed_history_retention: float | None = None,
     ) -> None:
         self.redis_url = check_redis_url(redis_url or os.environ.get("ENGINE_REDIS_URL") or DEFAULT_REDIS_URL)
         self.database_url = database_url or os.environ.get("ENGINE_DATABASE_URL") or None
@@ -210,8 +214,15 @@ class Engine:
             completed_ms=int(_positive("result_ttl", result_ttl) * 1000),
             failed_ms=0 if failed_ttl is None else int(_positive("failed_ttl", failed_ttl) * 1000),
         )
+        self.history_retention = _positive("history_retention", history_retention)
+        self.failed_history_retention = (
+            None
+            if failed_history_retention is None
+            else _positive("failed_history_retention", failed_history_retention)
+        )
         self.tasks: dict[str, Task[Any]] = {}
         self.schedules: dict[str, Schedule] = {}
+        self._joblog: JobLog | None = None
         self._gateway: Gateway | None = None
         self._notify: Notifier | None = None
         self._checked = False
@@ -338,7 +349,74 @@ class Engine:
         await self._gateway_or_connect().ping()
         self._checked = True
 
+    def job_log(self) -> JobLog:
+        """The PostgreSQL job log (needs ``database_url`` or ENGINE_DATABASE_URL)."""
+        if self.database_url is None:
+            raise ConfigurationError(
+                "the job log needs a PostgreSQL URL: pass Engine(database_url=...) or set ENGINE_DATABASE_URL"
+            )
+        if self._joblog is None:
+            self._joblog = JobLog(self.database_url, connect_timeout=self.connect_timeout)
+        return self._joblog
+
+    async def _job_log_ready(self) -> JobLog:
+        joblog = self.job_log()
+        if not joblog.connected:
+            await joblog.connect()
+        return joblog
+
+    async def migrate(self) -> int:
+        """Create or upgrade the job-log tables (idempotent); returns the schema version."""
+        return await (await self._job_log_ready()).migrate()
+
+    async def history(
+        self,
+        *,
+        queue: str | None = None,
+        status: str | None = None,
+        task: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        search: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> HistoryPage:
+        """Jobs from the PostgreSQL history, newest first, filtered; page on with ``cursor``."""
+        joblog = await self._job_log_ready()
+        return await joblog.history(
+            queue=queue,
+            status=status,
+            task=task,
+            since=since,
+            until=until,
+            search=search,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    async def job_logs(self, job_id: str) -> list[LogLine]:
+        """A job's log rows from PostgreSQL (``ctx.log`` lines and failed attempts), oldest first."""
+        return await (await self._job_log_ready()).logs(job_id)
+
+    async def prune(
+        self, *, completed_older_than: timedelta | None = None, failed_older_than: timedelta | None = None
+    ) -> int:
+        """Delete old history rows in batches: completed and cancelled jobs older than
+        ``completed_older_than`` (default: ``history_retention``); failed jobs only when
+        ``failed_older_than`` (or ``failed_history_retention``) is set."""
+        if completed_older_than is None:
+            completed_older_than = timedelta(seconds=self.history_retention)
+        if failed_older_than is None and self.failed_history_retention is not None:
+            failed_older_than = timedelta(seconds=self.failed_history_retention)
+        joblog = await self._job_log_ready()
+        return await joblog.prune(
+            completed_older_than=completed_older_than, failed_older_than=failed_older_than
+        )
+
     async def close(self) -> None:
+        if self._joblog is not None:
+            await self._joblog.close()
+            self._joblog = None
         if self._notify is not None:
             await self._notify.close()
             self._notify = None

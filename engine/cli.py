@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -94,13 +95,19 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-cron", action="store_true", help="do not run the cron scheduler")
     parser.add_argument("--cron-only", action="store_true", help="run only the cron scheduler, no jobs")
+    parser.add_argument("--no-shipper", action="store_true", help="do not ship the job log to PostgreSQL")
+    parser.add_argument(
+        "--shipper-only", action="store_true", help="only ship the job log to PostgreSQL (no jobs, no cron)"
+    )
     parser.add_argument("--log-level", default=os.environ.get("ENGINE_LOG_LEVEL", "info"))
     parser.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency must be >= 1")
-    if args.no_cron and args.cron_only:
-        parser.error("--no-cron and --cron-only exclude each other")
+    if sum((args.no_cron and args.cron_only, args.cron_only and args.shipper_only)):
+        parser.error("--cron-only excludes --no-cron and --shipper-only")
+    if args.no_shipper and args.shipper_only:
+        parser.error("--no-shipper and --shipper-only exclude each other")
     try:
         logsetup.configure(args.log_level, args.log_json)
         app = load_app(args.app)
@@ -114,8 +121,9 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
                 queues=args.queues,
                 concurrency=args.concurrency,
                 grace_period=args.grace_period,
-                cron=not args.no_cron,
-                jobs=not args.cron_only,
+                cron=not args.no_cron and not args.shipper_only,
+                jobs=not args.cron_only and not args.shipper_only,
+                shipper=not args.no_shipper and not args.cron_only,
             )
             await worker.run()
 
@@ -176,6 +184,28 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
     _add_common(enqueue)
 
+    migrate = sub.add_parser("migrate", help="create or upgrade the job-log tables in PostgreSQL")
+    migrate.add_argument("--database-url", default=None, help="overrides ENGINE_DATABASE_URL")
+    _add_common(migrate)
+
+    prune = sub.add_parser("prune", help="delete old job history from PostgreSQL (in small batches)")
+    prune.add_argument(
+        "--completed-older-than",
+        type=float,
+        default=None,
+        metavar="DAYS",
+        help="completed and cancelled jobs older than this (default: the app's history_retention)",
+    )
+    prune.add_argument(
+        "--failed-older-than",
+        type=float,
+        default=None,
+        metavar="DAYS",
+        help="also failed jobs older than this (default: failed jobs are kept)",
+    )
+    prune.add_argument("--database-url", default=None, help="overrides ENGINE_DATABASE_URL")
+    _add_common(prune)
+
     cron = sub.add_parser("cron", help="cron schedules")
     cron_sub = cron.add_subparsers(dest="action", required=True)
     cron_list = cron_sub.add_parser("list", help="schedules with next and last run and the leader")
@@ -215,7 +245,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, EngineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    handler = {"stats": _stats, "enqueue": _enqueue, "dlq": _dlq, "cron": _cron}[args.command]
+    if getattr(args, "database_url", None):
+        app.database_url = args.database_url
+    handlers = {
+        "stats": _stats,
+        "enqueue": _enqueue,
+        "dlq": _dlq,
+        "cron": _cron,
+        "migrate": _migrate,
+        "prune": _prune,
+    }
+    handler = handlers[args.command]
     return _run(lambda: handler(app, args))
 
 
@@ -239,6 +279,34 @@ async def _enqueue(app: Engine, args: argparse.Namespace) -> int:
         except TypeError as exc:
             raise UsageError(str(exc)) from None
         print(job.id)
+    return 0
+
+
+async def _migrate(app: Engine, args: argparse.Namespace) -> int:
+    try:
+        version = await app.migrate()
+    finally:
+        await app.close()
+    print(f"job-log schema is at version {version}")
+    return 0
+
+
+async def _prune(app: Engine, args: argparse.Namespace) -> int:
+    def days(value: float | None, flag: str) -> timedelta | None:
+        if value is None:
+            return None
+        if not value >= 0:
+            raise UsageError(f"{flag} must be a number of days >= 0")
+        return timedelta(days=value)
+
+    try:
+        deleted = await app.prune(
+            completed_older_than=days(args.completed_older_than, "--completed-older-than"),
+            failed_older_than=days(args.failed_older_than, "--failed-older-than"),
+        )
+    finally:
+        await app.close()
+    print(f"deleted {deleted} job(s) from the history")
     return 0
 
 

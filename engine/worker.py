@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import anyio
@@ -32,19 +33,22 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from redis.exceptions import RedisError, ResponseError
 
 from engine.cron import Scheduler
-from engine.errors import ConfigurationError
+from engine.errors import ConfigurationError, ConnectionFailed
 from engine.executor import Executor
+from engine.joblog import JobLog
 from engine.keys import check_name
 from engine.maintenance import (
     Heartbeat,
     LeaseKeeper,
     Listener,
     Promoter,
+    Pruner,
     Reclaimer,
     WorkerBeat,
     backoff,
     forever,
 )
+from engine.shipper import Shipper
 from engine.streams import Gateway, Outcome, Started
 
 if TYPE_CHECKING:
@@ -77,6 +81,7 @@ class Worker:
         name: str | None = None,
         cron: bool = True,
         jobs: bool = True,
+        shipper: bool = True,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an integer >= 1, not {concurrency!r}")
@@ -97,8 +102,20 @@ class Worker:
         self.id = name or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.process_jobs = jobs
         self.scheduler = Scheduler(engine, self.id, engine.cron_lease) if cron and engine.schedules else None
-        if not jobs and self.scheduler is None:
-            raise ConfigurationError("a cron-only worker needs an app with @app.cron schedules")
+        self.shipper: Shipper | None = None
+        self._joblog: JobLog | None = None
+        if shipper and engine.database_url:
+            self._joblog = JobLog(
+                engine.database_url, connect_timeout=engine.connect_timeout, migrate_on_connect=True
+            )
+            self.shipper = Shipper(
+                engine._gateway_or_connect().redis, self._joblog, self._outboxes, consumer=self.id
+            )
+        if not jobs and self.scheduler is None and self.shipper is None:
+            raise ConfigurationError(
+                "this worker would do nothing: it runs no jobs, the app has no @app.cron schedule "
+                "and there is no job log to ship (database_url)"
+            )
         self.started = anyio.Event()
         """Set once the worker has joined its consumer groups and is fetching."""
         self.stopped = anyio.Event()
@@ -144,6 +161,12 @@ class Worker:
         for queue in self.queues:
             await gateway.ensure_group(queue)
         await self.engine.announce_tasks()
+        if self.shipper is not None and self._joblog is not None:
+            await self._outboxes()  # switch the job log on before the first job is processed
+            try:
+                await self._joblog.connect()  # creates the tables too; else the shipper retries
+            except (ConnectionFailed, OSError) as exc:
+                self._log.warning("job log unavailable; shipping will catch up", error=str(exc))
         vt = self.engine.visibility_timeout
         self._promoter = Promoter(gateway, self.queues)
         # Renew three times per timeout: two renewals can fail before a lease lapses.
@@ -159,6 +182,17 @@ class Worker:
                     maintenance.start_soon(self._watch_signals)
                 if self.scheduler is not None:
                     maintenance.start_soon(self.scheduler.run)
+                if self.shipper is not None and self._joblog is not None:
+                    maintenance.start_soon(self.shipper.run)
+                    pruner = Pruner(
+                        gateway,
+                        self._joblog,
+                        timedelta(seconds=self.engine.history_retention),
+                        None
+                        if self.engine.failed_history_retention is None
+                        else timedelta(seconds=self.engine.failed_history_retention),
+                    )
+                    maintenance.start_soon(forever, "pruner", pruner.run_once, self.id)
                 if self.process_jobs:
                     maintenance.start_soon(self._promoter.run, self.id)
                     maintenance.start_soon(forever, "lease keeper", self._leases.run_once, self.id)
@@ -170,8 +204,11 @@ class Worker:
                     await self._stopping.wait()
                 maintenance.cancel_scope.cancel()
         finally:
-            with anyio.CancelScope(shield=True), contextlib.suppress(RedisError, OSError):
-                await heartbeat.forget(self.id)
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(RedisError, OSError):
+                    await heartbeat.forget(self.id)
+                if self._joblog is not None:
+                    await self._joblog.close()
             self.stopped.set()
             self._log.info("worker stopped", processed=self.processed)
 
@@ -206,6 +243,17 @@ class Worker:
                 "grace period over; abandoning running jobs to be reclaimed", running=self._busy
             )
             runners.cancel()
+
+    async def _outboxes(self) -> list[str]:
+        """Every queue's outbox, switching its job log on: scripts write events only while the
+        queue's flag exists, so an outbox never fills up with nobody to drain it."""
+        gateway = self.engine._gateway_or_connect()
+        queues = sorted(set(await gateway.queues()) | set(self.queues))
+        async with gateway.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.set(gateway.keys.queue(queue).joblog_flag, "1")
+            await pipe.execute()
+        return [gateway.keys.queue(queue).outbox for queue in queues]
 
     def _describe(self) -> WorkerBeat:
         return WorkerBeat(

@@ -1,0 +1,448 @@
+"""Ship job-log events from the Redis outbox streams into PostgreSQL.
+
+Every state change of a job appends an event to its queue's outbox stream in the same Lua
+call (see ``engine/scripts/*.lua``). A :class:`Shipper` reads the outboxes with the consumer
+group ``shipper``, writes each batch through :meth:`engine.joblog.JobLog.write` in one
+transaction, and only after the commit acknowledges and deletes the entries (XDEL, then
+XACK: an entry deleted but not yet acknowledged is found again in the pending list and
+acknowledged then). So a PostgreSQL outage delays the log and loses nothing: the batch in
+hand is retried as it is, later events wait in Redis, and the backlog is watched.
+
+Several shippers may run side by side (one per worker process, say): the group spreads the
+entries over them, writes are idempotent and order-insensitive, and entries a dead shipper
+had read are reclaimed (XAUTOCLAIM) after a minute.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import ResponseError
+
+from engine.joblog import Event, JobLog, is_data_error, parse_event
+from engine.keys import Keys
+
+__all__ = ["GROUP", "Shipper", "outbox_key", "queue_outboxes"]
+
+log = structlog.get_logger("engine.shipper")
+
+GROUP = "shipper"
+"""The consumer group every shipper reads the outboxes with."""
+
+ALARM_INTERVAL = 30.0
+RECLAIM_INTERVAL = 30.0
+MAX_BACKOFF = 5.0
+
+Outboxes = Callable[[], Awaitable[Sequence[str]]] | Sequence[str]
+
+
+def outbox_key(namespace: str, queue: str) -> str:
+    """The outbox stream of a queue: ``{ns}:{queue}:outbox`` (the queue is the hash tag)."""
+    return Keys(namespace).queue(queue).outbox
+
+
+def queue_outboxes(redis: aioredis.Redis, namespace: str) -> Callable[[], Awaitable[list[str]]]:
+    """An ``outboxes`` callable for :class:`Shipper`: the outbox of every queue the app knows."""
+    keys = Keys(namespace)
+    client: Any = redis
+
+    async def outboxes() -> list[str]:
+        names = await client.smembers(keys.queues)
+        return sorted(outbox_key(namespace, n.decode() if isinstance(n, bytes) else n) for n in names)
+
+    return outboxes
+
+
+@dataclass
+class _Batch:
+    """Entries read and not yet acknowledged: retried as they are until they are."""
+
+    ids: dict[str, list[str]]  # stream -> entry ids
+    events: list[Event]
+    count: int
+    committed: bool = False
+    skipped: int = 0
+    rejected: list[str] = field(default_factory=list)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _entries(reply: Any) -> list[tuple[str, list[tuple[str, dict[str, str] | None]]]]:
+    """XREADGROUP's reply as [(stream, [(entry id, fields or None)])], RESP2 or RESP3, str or bytes."""
+    if not reply:
+        return []
+    items = reply.items() if isinstance(reply, dict) else reply
+    out: list[tuple[str, list[tuple[str, dict[str, str] | None]]]] = []
+    for stream, entries in items:
+        if isinstance(entries, list) and len(entries) == 1 and isinstance(entries[0], list):
+            entries = entries[0]  # RESP3 shape: {stream: [[entries]]}
+        rows: list[tuple[str, dict[str, str] | None]] = []
+        for entry_id, fields in entries or ():
+            if isinstance(entry_id, bytes):
+                entry_id = entry_id.decode()
+                if fields:
+                    fields = {_text(k): _text(v) for k, v in fields.items()}
+            rows.append((entry_id, fields))
+        out.append((_text(stream), rows))
+    return out
+
+
+class Shipper:
+    """Consumer group 'shipper' on each queue's outbox; acknowledges (XACK + XDEL) only after the
+    PostgreSQL commit.
+
+    ``outboxes`` is a list of stream keys or an async callable returning them (refreshed every
+    ``refresh_interval`` seconds, so new queues are picked up). ``consumer`` names this shipper
+    in the group; give each live shipper its own name. Metrics: ``shipped`` (events written),
+    ``skipped`` (garbage entries acknowledged without a row), ``failures`` (failed attempts),
+    ``backlog`` (total length of the outboxes when last seen: events not yet shipped).
+
+    The JobLog may be left unconnected: the shipper connects it when it first has something
+    to write (and keeps trying, in :meth:`run`, while PostgreSQL cannot be reached).
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        joblog: JobLog,
+        outboxes: Outboxes,
+        consumer: str,
+        *,
+        batch: int = 2000,
+        block_ms: int = 1000,
+        alarm_length: int = 100_000,
+        reclaim_idle_ms: int = 60_000,
+        refresh_interval: float = 5.0,
+    ) -> None:
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be a positive integer, not {batch!r}")
+        if block_ms < 0 or reclaim_idle_ms < 0 or alarm_length < 0:
+            raise ValueError("block_ms, reclaim_idle_ms and alarm_length must be >= 0")
+        if not consumer:
+            raise ValueError("consumer must be a non-empty name")
+        # redis-py's hints are unions of bytes/str that fight decode_responses; typed loosely.
+        self.redis: Any = redis
+        self.joblog = joblog
+        self.consumer = consumer
+        self.batch = batch
+        self.block_ms = block_ms
+        self.alarm_length = alarm_length
+        self.reclaim_idle_ms = reclaim_idle_ms
+        self.refresh_interval = refresh_interval
+        self.shipped = 0
+        self.skipped = 0
+        self.failures = 0
+        self.backlog = 0
+        self._source = outboxes
+        self._static: list[str] | None = None
+        if not callable(outboxes):
+            if isinstance(outboxes, str):
+                raise TypeError("outboxes must be a list of stream keys (or a callable), not a string")
+            self._static = list(outboxes)
+        self._keys: list[str] = []
+        self._keys_at = float("-inf")
+        self._ready: set[str] = set()  # outboxes whose group exists
+        self._inflight: _Batch | None = None  # read, not yet acknowledged: retried as it is
+        self._next: _Batch | None = None  # read ahead while PostgreSQL commits the one in flight
+        self._check_pending = True  # our own pending entries (a crash, a truncated read) first
+        self._rotation = 0
+        self._last_alarm = float("-inf")
+        self._next_reclaim = float("-inf")
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Ship forever (until cancelled), riding out PostgreSQL and Redis outages."""
+        attempt = 0
+        while True:
+            try:
+                idle = self._inflight is None and self._next is None
+                if idle and time.monotonic() >= self._next_reclaim:
+                    await self.reclaim()
+                    self._next_reclaim = time.monotonic() + RECLAIM_INTERVAL
+                await self.run_once(block=True)
+                if attempt:
+                    log.info("job-log shipping resumed", failed_attempts=attempt, backlog=self.backlog)
+                attempt = 0
+            except Exception as exc:
+                self.failures += 1
+                attempt += 1
+                # A failed read may have left entries in our pending list: look there next.
+                self._check_pending = True
+                delay = min(MAX_BACKOFF, 0.05 * 2 ** min(attempt, 10)) * random.uniform(0.5, 1.0)
+                waiting = self._inflight.count if self._inflight is not None else 0
+                log.warning(
+                    "job-log shipping failed, retrying",
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in=round(delay, 3),
+                    batch=waiting,
+                    committed=self._inflight.committed if self._inflight is not None else None,
+                    failures=self.failures,
+                )
+                await anyio.sleep(delay)
+
+    async def run_once(self, block: bool = False) -> int:
+        """Ship one batch: the one that failed last time if any, else up to ``batch`` entries
+        (this consumer's own pending ones first); the number of entries handled."""
+        if self._inflight is None:
+            if self._next is not None:
+                self._inflight, self._next = self._next, None
+            else:
+                keys = await self._outboxes()
+                if not keys:
+                    if block:
+                        await anyio.sleep(self.block_ms / 1000)
+                    return 0
+                await self._ensure_groups(keys)
+                batch = await self._read(keys, block)
+                if batch is None:
+                    await self._measure(keys)
+                    return 0
+                self._inflight = batch
+        batch = self._inflight
+        if not batch.committed:
+            if not self.joblog.connected:
+                await self.joblog.connect()  # PostgreSQL was down when the shipper started
+            if self._next is None and not self._check_pending and batch.count >= self.batch:
+                # A full batch: more is likely waiting. Read and parse it while PostgreSQL
+                # commits this one (the read-ahead is held, and retried, like this batch).
+                error: Exception | None = None
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._read_ahead)
+                    try:
+                        await self._write(batch)
+                    except Exception as exc:  # let the read-ahead finish, then report
+                        error = exc
+                if error is not None:
+                    raise error
+            else:
+                await self._write(batch)
+            batch.committed = True
+        await self._ack(batch)
+        self._inflight = None
+        self.shipped += len(batch.events) - len(batch.rejected)
+        self.skipped += batch.skipped + len(batch.rejected)
+        return batch.count
+
+    async def reclaim(self) -> int:
+        """Take over entries another (dead) shipper read but never acknowledged; how many."""
+        keys = await self._outboxes()
+        if not keys:
+            return 0
+        await self._ensure_groups(keys)
+        total = 0
+        for key in keys:
+            try:
+                reply = await self.redis.xautoclaim(
+                    key, GROUP, self.consumer, self.reclaim_idle_ms, "0-0", count=self.batch, justid=True
+                )
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    self._ready.discard(key)
+                    continue
+                raise
+            # With JUSTID redis-py returns just the claimed ids (the cursor is dropped).
+            total += len(reply)
+        if total:
+            self._check_pending = True
+            log.info("reclaimed job-log events from an idle shipper", entries=total)
+        return total
+
+    # -- steps ------------------------------------------------------------------------------
+
+    async def _read_ahead(self) -> None:
+        done = False
+        try:
+            keys = await self._outboxes()
+            if keys:
+                self._next = await self._read(keys, block=False, lenient=False)
+            done = True
+        except Exception as exc:
+            # Whatever it was, the next regular read meets it again.
+            log.debug("job-log read-ahead failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            if not done:
+                # Failed or cancelled: entries it may have been handed are in our pending
+                # list; read that first next time.
+                self._check_pending = True
+
+    async def _outboxes(self) -> list[str]:
+        if self._static is not None:
+            return self._static
+        now = time.monotonic()
+        if now - self._keys_at >= self.refresh_interval:
+            source = self._source
+            assert callable(source)
+            found = source()
+            keys = await found if inspect.isawaitable(found) else found
+            self._keys = [_text(k) for k in keys]
+            self._keys_at = now
+        return self._keys
+
+    async def _ensure_groups(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            if key in self._ready:
+                continue
+            try:
+                # Id 0: events written before the first shipper started are shipped too.
+                await self.redis.xgroup_create(key, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._ready.add(key)
+
+    async def _read(self, keys: list[str], block: bool, lenient: bool = True) -> _Batch | None:
+        """Read a batch: this consumer's pending entries if it may have some, else new ones.
+
+        The pending read must only happen while no batch is held (held entries are pending
+        too); ``lenient=False`` (the read-ahead) never falls back to it.
+        """
+        self._rotation = (self._rotation + 1) % len(keys)
+        order = keys[self._rotation :] + keys[: self._rotation]  # no outbox starves the others
+        if self._check_pending:
+            if not lenient:
+                return None
+            streams = await self._xreadgroup(order, "0", None)
+            if any(rows for _, rows in streams):
+                return self._take(streams)
+            self._check_pending = False
+        block_ms = self.block_ms if block and self.block_ms > 0 else None
+        streams = await self._xreadgroup(order, ">", block_ms, lenient)
+        if not any(rows for _, rows in streams):
+            return None
+        return self._take(streams)
+
+    async def _xreadgroup(
+        self, keys: list[str], start: str, block_ms: int | None, lenient: bool = True
+    ) -> list[tuple[str, list[tuple[str, dict[str, str] | None]]]]:
+        streams = dict.fromkeys(keys, start)
+        for attempt in range(2):
+            try:
+                try:
+                    reply = await self.redis.xreadgroup(
+                        GROUP, self.consumer, streams, count=self.batch, block=block_ms
+                    )
+                except UnicodeDecodeError:
+                    if not lenient:
+                        raise
+                    # Bytes that are not UTF-8 in some entry: the entries are in our pending
+                    # list by now; read them again undecoded and decode leniently.
+                    log.warning("job-log events with invalid UTF-8, reading them leniently")
+                    self._check_pending = True
+                    args: list[Any] = ["XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", self.batch]
+                    args += ["STREAMS", *keys, *(["0"] * len(keys))]
+                    reply = await self.redis.execute_command(*args, NEVER_DECODE=True)
+                return _entries(reply)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc) or attempt:
+                    raise
+                # The outbox was deleted (and its group with it): create it again.
+                log.warning("job-log outbox lost its consumer group, creating it again", error=str(exc))
+                self._ready.difference_update(keys)
+                await self._ensure_groups(keys)
+        raise AssertionError("unreachable")
+
+    def _take(self, streams: list[tuple[str, list[tuple[str, dict[str, str] | None]]]]) -> _Batch:
+        """Parse up to ``batch`` entries; any beyond stay pending and are read next time."""
+        ids: dict[str, list[str]] = {}
+        events: list[Event] = []
+        skipped = 0
+        room = self.batch
+        for stream, rows in streams:
+            if not rows:
+                continue
+            if len(rows) > room:
+                rows = rows[:room]
+                self._check_pending = True
+            room -= len(rows)
+            ids[stream] = [entry_id for entry_id, _ in rows]
+            for entry_id, fields in rows:
+                event = parse_event(entry_id, fields) if fields else None
+                if event is None:
+                    if not fields:
+                        log.warning("job-log entry without data (deleted), acknowledging it", entry=entry_id)
+                    skipped += 1
+                else:
+                    events.append(event)
+            if room <= 0:
+                self._check_pending = True
+                break
+        count = sum(len(v) for v in ids.values())
+        return _Batch(ids=ids, events=events, count=count, skipped=skipped)
+
+    async def _write(self, batch: _Batch) -> None:
+        try:
+            await self.joblog.write(batch.events)
+        except Exception as exc:
+            if not is_data_error(exc):
+                raise
+            # PostgreSQL refuses something in the batch itself: retrying would fail forever.
+            # Write it in halves to set only the offending events aside.
+            log.error("PostgreSQL refused a job-log batch, isolating the bad events", error=str(exc))
+            await self._write_bisect(batch, batch.events)
+
+    async def _write_bisect(self, batch: _Batch, events: list[Event]) -> None:
+        try:
+            await self.joblog.write(events)
+        except Exception as exc:
+            if not is_data_error(exc):
+                raise
+            if len(events) == 1:
+                event = events[0]
+                batch.rejected.append(event.entry_id)
+                log.error(
+                    "skipping a job-log event PostgreSQL refuses",
+                    entry=event.entry_id,
+                    event_type=event.type,
+                    job_id=event.job_id,
+                    error=str(exc),
+                )
+                return
+            middle = len(events) // 2
+            await self._write_bisect(batch, events[:middle])
+            await self._write_bisect(batch, events[middle:])
+
+    async def _ack(self, batch: _Batch) -> None:
+        keys = await self._outboxes()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, ids in batch.ids.items():
+                # XDEL first: should the XACK be lost, the entry is still pending, comes back
+                # without data on the next pending read and is acknowledged then.
+                pipe.xdel(stream, *ids)
+                pipe.xack(stream, GROUP, *ids)
+            for key in keys:
+                pipe.xlen(key)
+            replies = await pipe.execute()
+        if keys:
+            self._observe(sum(int(n) for n in replies[-len(keys) :]))
+
+    async def _measure(self, keys: list[str]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.xlen(key)
+            replies = await pipe.execute()
+        self._observe(sum(int(n) for n in replies))
+
+    def _observe(self, backlog: int) -> None:
+        self.backlog = backlog
+        if backlog > self.alarm_length:
+            now = time.monotonic()
+            if now - self._last_alarm >= ALARM_INTERVAL:
+                self._last_alarm = now
+                log.error(
+                    "job-log outbox backlog over the alarm threshold: is PostgreSQL or the shipper down?",
+                    backlog=backlog,
+                    alarm_length=self.alarm_length,
+                )

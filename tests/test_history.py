@@ -1,0 +1,202 @@
+"""The PostgreSQL job history, end to end through real workers: rows, error rows, log
+lines, an outage of PostgreSQL mid-run, queries and pruning."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+
+from engine import Backoff, Engine, JobContext, JobFailed
+from engine.embedded import EmbeddedPostgres
+from engine.testing import worker_running
+from tests.helpers import eventually
+
+FAST = Backoff(initial=0.05, factor=2.0, max=1.0, jitter=0.0)
+
+
+async def fresh_database(server_url: str) -> str:
+    """A new empty database on the server; returns its URL."""
+    name = f"t{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base, _, _ = server_url.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture
+async def logged_app(redis_url: str, database_url: str, namespace: str) -> AsyncIterator[Engine]:
+    engine = Engine(redis_url, database_url=await fresh_database(database_url), namespace=namespace)
+    yield engine
+    await engine.close()
+
+
+async def rows(app: Engine, sql: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(app.database_url)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def test_a_run_lands_in_jobs_and_job_logs(logged_app: Engine) -> None:
+    app = logged_app
+
+    @app.task(timeout=5, max_attempts=3, backoff=FAST)
+    async def flaky(ctx: JobContext, order: int) -> str:
+        await ctx.log(f"attempt {ctx.attempt} for order {order}")
+        if ctx.attempt < 3:
+            raise RuntimeError(f"gateway timeout {ctx.attempt}")
+        await ctx.log("charged", level="warning")
+        return "ok"
+
+    @app.task(timeout=5, max_attempts=2, backoff=FAST)
+    async def doomed(ctx: JobContext) -> None:
+        raise ValueError("never works")
+
+    @app.task(timeout=5)
+    async def fine(ctx: JobContext, n: int) -> int:
+        return n * 2
+
+    async with app, worker_running(app):
+        a = await flaky.enqueue(7)
+        b = await doomed.enqueue()
+        many = await fine.enqueue_many([(i,) for i in range(20)])
+        assert await a.result(timeout=20) == "ok"
+        with pytest.raises(JobFailed):
+            await b.result(timeout=20)
+        await many[-1].result(timeout=20)
+        ids = [a.id, b.id, *(j.id for j in many)]
+        await eventually(lambda: _rows_final(app, ids), timeout=30, what="history rows")
+
+    jobs = {r["id"]: r for r in await rows(app, "SELECT * FROM jobs")}
+    assert len(jobs) == 22
+    assert jobs[a.id]["status"] == "completed" and jobs[a.id]["attempts"] == 3
+    assert jobs[a.id]["task_name"] == "flaky" and jobs[a.id]["queue_name"] == "default"
+    assert '"args": [7]' in jobs[a.id]["payload"] and jobs[a.id]["result"] == '"ok"'
+    assert jobs[b.id]["status"] == "failed" and jobs[b.id]["attempts"] == 2
+    assert jobs[b.id]["error"] == "ValueError: never works"
+    assert all(jobs[j.id]["status"] == "completed" for j in many)
+    assert jobs[a.id]["created_at"] <= jobs[a.id]["processed_at"] <= jobs[a.id]["finished_at"]
+
+    logs = await app.job_logs(a.id)
+    assert [(line.level, line.content.splitlines()[0]) for line in logs] == [
+        ("info", "attempt 1 for order 7"),
+        ("error", "RuntimeError: gateway timeout 1"),
+        ("info", "attempt 2 for order 7"),
+        ("error", "RuntimeError: gateway timeout 2"),
+        ("info", "attempt 3 for order 7"),
+        ("warning", "charged"),
+    ]
+    assert "Traceback (most recent call last)" in logs[1].content
+    failed_logs = await app.job_logs(b.id)
+    assert [line.level for line in failed_logs] == ["error", "error"]  # one per failed attempt
+
+    page = await app.history(status="failed")
+    assert [j.id for j in page.jobs] == [b.id]
+    assert [j.id for j in (await app.history(search="never works")).jobs] == [b.id]  # error text
+    assert [j.id for j in (await app.history(search=a.id)).jobs] == [a.id]
+    found = await app.history(task="fine", limit=15)
+    assert len(found.jobs) == 15 and found.next_cursor
+    rest = await app.history(task="fine", limit=15, cursor=found.next_cursor)
+    assert len(rest.jobs) == 5 and {j.id for j in found.jobs} | {j.id for j in rest.jobs} == {
+        j.id for j in many
+    }
+
+
+async def _rows_final(app: Engine, ids: list[str]) -> bool:
+    found = await rows(app, "SELECT status FROM jobs WHERE id = ANY($1)", ids)
+    return len(found) == len(ids) and all(r["status"] in ("completed", "failed") for r in found)
+
+
+async def test_postgres_outage_mid_run_loses_no_row(tmp_path: Any, redis_url: str, namespace: str) -> None:
+    server = EmbeddedPostgres(tmp_path / "pg", fast=True)
+    server.start()
+    try:
+        app = Engine(redis_url, database_url=server.url, namespace=namespace)
+
+        @app.task(timeout=5, max_attempts=2, backoff=FAST)
+        async def work(ctx: JobContext, n: int) -> int:
+            await anyio.sleep(0.005)
+            if n % 50 == 0:
+                raise ValueError(f"bad {n}")
+            return n
+
+        async with app, worker_running(app, concurrency=20) as worker:
+            first = await work.enqueue_many([(i,) for i in range(1, 251)])
+            await eventually(lambda: _completed_at_least(app, 100), timeout=30, what="some done")
+            await anyio.to_thread.run_sync(server.stop)
+            second = await work.enqueue_many([(i,) for i in range(251, 501)])
+            await eventually(
+                lambda: _completed_at_least(app, 480), timeout=60, what="jobs done while PG is down"
+            )
+            await anyio.sleep(5)  # keep PostgreSQL down for 5 s while the outbox grows
+            assert worker.shipper is not None and worker.shipper.failures > 0
+            await anyio.to_thread.run_sync(server.start)
+            ids = [j.id for j in first + second]
+            await eventually(lambda: _history_complete(app, ids), timeout=30, interval=0.2, what="every row")
+        found = {r["id"]: r["status"] for r in await rows(app, "SELECT id, status FROM jobs")}
+        assert len(found) == 500
+        expected = {j.id for n, j in enumerate(first + second, start=1) if n % 50 == 0}
+        assert {i for i, status in found.items() if status == "failed"} == expected
+        await app.close()
+    finally:
+        server.stop()
+
+
+async def _completed_at_least(app: Engine, n: int) -> bool:
+    s = (await app.stats())["default"]
+    return s["completed"] + s["failed"] >= n
+
+
+async def _history_complete(app: Engine, ids: list[str]) -> bool:
+    try:
+        found = await rows(app, "SELECT status FROM jobs WHERE id = ANY($1)", ids)
+    except (OSError, asyncpg.PostgresError):
+        return False
+    return len(found) == len(ids) and all(r["status"] in ("completed", "failed") for r in found)
+
+
+async def test_prune_keeps_failed_jobs(logged_app: Engine) -> None:
+    app = logged_app
+
+    @app.task(timeout=5, max_attempts=1)
+    async def maybe(ctx: JobContext, ok: bool) -> None:
+        if not ok:
+            raise ValueError("no")
+
+    async with app, worker_running(app):
+        jobs = await maybe.enqueue_many([(True,), (True,), (False,)])
+        await eventually(lambda: _rows_final(app, [j.id for j in jobs]), timeout=30, what="rows")
+    assert await app.prune(completed_older_than=timedelta(0)) == 2
+    left = await rows(app, "SELECT status FROM jobs")
+    assert [r["status"] for r in left] == ["failed"]
+    assert await app.prune(completed_older_than=timedelta(0), failed_older_than=timedelta(0)) == 1
+
+
+def test_history_needs_a_database_url(app: Engine) -> None:
+    from engine import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="ENGINE_DATABASE_URL"):
+        app.job_log()
+
+
+async def test_migrate_command(database_url: str) -> None:
+    from tests.test_cli import run
+
+    url = await fresh_database(database_url)
+    for _ in range(2):  # idempotent
+        result = run("-m", "engine", "migrate", "--database-url", url)
+        assert result.returncode == 0 and "version 1" in result.stdout, result.stderr
+    tables = {r["tablename"] for r in await rows(Engine(database_url=url), "SELECT tablename FROM pg_tables")}
+    assert {"jobs", "job_logs"} <= tables
+    bad = run("-m", "engine", "migrate", "--database-url", "postgresql://nobody:secret@127.0.0.1:1/x")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and "secret" not in bad.stderr
