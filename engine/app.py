@@ -223,6 +223,7 @@ class Engine:
         self.tasks: dict[str, Task[Any]] = {}
         self.schedules: dict[str, Schedule] = {}
         self._joblog: JobLog | None = None
+        self._logged_queues: set[str] = set()
         self._gateway: Gateway | None = None
         self._notify: Notifier | None = None
         self._checked = False
@@ -463,6 +464,11 @@ class Engine:
         if not jobs:
             return []
         gateway = await self._ready()
+        if self.database_url is not None and queue not in self._logged_queues:
+            # This app keeps a job log: make sure events are written from its first job on,
+            # even before a worker (which switches it on too) has started.
+            await gateway.redis.set(gateway.keys.queue(queue).joblog_flag, "1")
+            self._logged_queues.add(queue)
         written = await gateway.enqueue(queue, jobs)
         return [Job(self, job_id, queue) for job_id, _added in written]
 

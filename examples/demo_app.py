@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from datetime import timedelta
 
 import anyio
 
@@ -49,3 +50,20 @@ async def charge_card(ctx: JobContext, order_id: int, amount_cents: int) -> str:
         await ctx.log(f"refusing to charge {amount_cents} cents", level="error")
         raise UnrecoverableError(f"order {order_id}: amount must be positive, got {amount_cents}")
     return f"charged order {order_id}"
+
+
+# The monthly report of examples/monthly_report.py on a fast schedule, so the demo shows a
+# cron job fire (exactly once per tick, whichever worker leads) within seconds.
+@app.cron("* * * * * */3", name="monthly_report_preview", queue="reports", timeout=60)
+async def monthly_report_preview(ctx: JobContext) -> dict[str, object]:
+    from examples.monthly_report import aggregate
+
+    if app.database_url is None:
+        await ctx.log("no ENGINE_DATABASE_URL: nothing to aggregate", level="warning")
+        return {"skipped": True}
+    tick = ctx.scheduled_at
+    assert tick is not None
+    # The "month before" a tick on the 1st of next month is this month: aggregate it so far.
+    first_of_next = (tick.replace(day=1) + timedelta(days=32)).replace(day=1)
+    month, regions = await aggregate(app.database_url, first_of_next, ctx.job_id)
+    return {"month": month.isoformat(), "regions": regions}
