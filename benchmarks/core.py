@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import anyio
 
 from engine import Engine
-from engine.embedded import EmbeddedRedis
+from engine.embedded import EmbeddedPostgres, EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,6 +89,87 @@ async def run(url: str, jobs: int, concurrency: int) -> dict[str, float]:
             proc.terminate()
             await proc.wait()
     return results
+
+
+async def drain_once(url: str, jobs: int, concurrency: int, database_url: str | None) -> tuple[float, float]:
+    """One drain of ``jobs`` no-op jobs by one worker process: (jobs/s, seconds until the
+    PostgreSQL history held every job, 0 without a job log)."""
+    from benchmarks import apps
+
+    namespace = f"drain{int(time.time() * 1000)}"
+    app = Engine(url, namespace=namespace, database_url=database_url)
+    env = {**os.environ, "ENGINE_REDIS_URL": url, "ENGINE_NAMESPACE": namespace, "PYTHONPATH": str(ROOT)}
+    env.pop("ENGINE_DATABASE_URL", None)
+    if database_url:
+        env["ENGINE_DATABASE_URL"] = database_url
+    async with app:
+        gateway = app._gateway_or_connect()
+        await app._enqueue(apps.noop.spec, [((i,), {}) for i in range(jobs)], _options())
+        argv = [sys.executable, "-m", "engine.worker", "benchmarks.apps:app"]
+        argv += ["--concurrency", str(concurrency), "--log-level", "warning"]
+        proc = await anyio.open_process(argv, cwd=ROOT, env=env, stdout=None, stderr=None)
+        try:
+
+            async def started() -> bool:
+                return bool(await gateway.redis.hexists(gateway.keys.tasks, "noop"))
+
+            async def drained() -> bool:
+                return (await app.stats())["default"]["completed"] >= jobs
+
+            async def shipped() -> bool:
+                return await _history_count(app) >= jobs
+
+            await _wait(started, 30)
+            t0 = time.perf_counter()
+            await _wait(drained, 600, 0.01)
+            rate = jobs / (time.perf_counter() - t0)
+            caught_up = 0.0
+            if database_url:
+                await _wait(shipped, 600, 0.05)
+                caught_up = time.perf_counter() - t0
+        finally:
+            proc.terminate()
+            await proc.wait()
+    return rate, caught_up
+
+
+async def _history_count(app: Engine) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(app.database_url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM jobs WHERE status = 'completed'"))
+    finally:
+        await conn.close()
+
+
+async def joblog(
+    url: str, database_url: str, jobs: int, concurrency: int, repeats: int = 3
+) -> dict[str, float]:
+    """Drain throughput with the PostgreSQL job log off and on, interleaved, medians."""
+    import asyncpg
+
+    off: list[float] = []
+    on: list[float] = []
+    lag: list[float] = []
+    for _ in range(repeats):
+        off.append((await drain_once(url, jobs, concurrency, None))[0])
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute("DROP TABLE IF EXISTS job_logs, jobs, engine_schema_version")
+        finally:
+            await conn.close()
+        rate, caught_up = await drain_once(url, jobs, concurrency, database_url)
+        on.append(rate)
+        lag.append(caught_up)
+    median = statistics.median
+    return {
+        "drain_log_off_per_s": median(off),
+        "drain_log_on_per_s": median(on),
+        "log_on_vs_off_percent": 100 * median(on) / median(off),
+        "history_complete_after_s": median(lag),
+        "history_rows_per_s": jobs / median(lag),
+    }
 
 
 async def memory(url: str, jobs: int, concurrency: int) -> dict[str, float]:
@@ -169,9 +251,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--memory-jobs", type=int, default=0, help="also measure memory with this many jobs")
+    parser.add_argument(
+        "--joblog", action="store_true", help="also drain with the PostgreSQL job log on vs off"
+    )
     args = parser.parse_args()
     url = os.environ.get("ENGINE_BENCH_REDIS_URL")
     server = None
+    pg: EmbeddedPostgres | None = None
     if not url:
         server = EmbeddedRedis()
         server.start()
@@ -180,12 +266,25 @@ def main() -> None:
         results = anyio.run(run, url, args.jobs, args.concurrency)
         if args.memory_jobs:
             mem = anyio.run(memory, url, args.memory_jobs, args.concurrency)
+        if args.joblog:
+            pg_url = os.environ.get("ENGINE_BENCH_DATABASE_URL")
+            if not pg_url:
+                pg = EmbeddedPostgres(fast=True)
+                pg.start()
+                pg_url = pg.url
+            log_results = anyio.run(joblog, url, pg_url, args.jobs, args.concurrency)
     finally:
         if server is not None:
             server.stop()
+        if pg is not None:
+            pg.stop()
     print(f"jobs={args.jobs} concurrency={args.concurrency} (one worker process, no-op jobs)")
     for name, value in results.items():
         print(f"  {name:28} {value:>12,.0f} jobs/s")
+    if args.joblog:
+        print(f"job log on vs off ({args.jobs:,} jobs, medians of 3, interleaved):")
+        for name, value in log_results.items():
+            print(f"  {name:28} {value:>12,.1f}")
     if args.memory_jobs:
         print(f"memory with {args.memory_jobs:,} waiting jobs:")
         for name, value in mem.items():
