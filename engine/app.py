@@ -32,6 +32,8 @@ from engine.retry import Backoff
 from engine.streams import Gateway, Retention, check_redis_url
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
     from engine.worker import Worker
 
 R = TypeVar("R")
@@ -544,6 +546,13 @@ class Engine:
     def dlq(self, queue: str = "default") -> DeadLetters:
         """The dead-letter stream of ``queue``: list, replay, replay_all, purge."""
         return DeadLetters(self, check_name("queue", queue))
+
+    def dashboard(self, **options: Any) -> ASGIApp:
+        """The dashboard and JSON API as an ASGI app, to mount in a Starlette/FastAPI service
+        (options: token=, basic_auth=, read_only=; see ``engine.dashboard.create_app``)."""
+        from engine.dashboard import create_app
+
+        return create_app(self, **options)
 
     def worker(
         self,

@@ -173,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run a self-contained demo on an embedded Valkey")
     demo.add_argument("--jobs", type=int, default=500, help="jobs to enqueue (default 500)")
-    demo.add_argument("--data-dir", default=".engine-demo", help="where the embedded server keeps data")
+    demo.add_argument("--data-dir", default=".engine-demo", help="where the embedded servers keep data")
+    demo.add_argument("--port", type=int, default=0, help="dashboard port (default: a free one)")
+    demo.add_argument("--keep", action="store_true", help="keep everything running after the summary")
 
     stats = sub.add_parser("stats", help="per-queue counts as JSON")
     _add_common(stats)
@@ -239,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.jobs < 1:
             parser.error("--jobs must be >= 1")
-        return int(run_demo(args.jobs, args.data_dir))
+        return int(run_demo(args.jobs, args.data_dir, args.port, args.keep))
     try:
         app = _engine_from(args)
     except (UsageError, EngineError) as exc:

@@ -36,7 +36,7 @@ def _examples_root() -> Path:
     return REPO_ROOT
 
 
-def run_demo(jobs: int, data_dir: str) -> int:
+def run_demo(jobs: int, data_dir: str, port: int = 0, keep: bool = False) -> int:
     try:
         root = _examples_root()
     except FileNotFoundError as exc:
@@ -86,7 +86,7 @@ def run_demo(jobs: int, data_dir: str) -> int:
             stderr=subprocess.PIPE,
         )
         stack.callback(_stop, worker)
-        code: int = anyio.run(_produce_and_watch, jobs, worker, postgres.url)
+        code: int = anyio.run(_produce_and_watch, jobs, worker, postgres.url, port, keep)
     return code
 
 
@@ -97,38 +97,53 @@ def _stop(worker: subprocess.Popen[bytes]) -> None:
     print("stopped the worker, the embedded Valkey and PostgreSQL.")
 
 
-async def _produce_and_watch(total: int, worker: subprocess.Popen[bytes], database_url: str) -> int:
+async def _produce_and_watch(
+    total: int, worker: subprocess.Popen[bytes], database_url: str, port: int, keep: bool
+) -> int:
+    from engine.dashboard.server import serving
     from examples import demo_app, monthly_report
 
     app: Engine = demo_app.app
     await _reset_sample_orders(database_url)
     await monthly_report.seed(database_url, datetime.now(UTC).date().replace(day=1), orders=2000)
+    async with app, serving(app.dashboard(), port=port) as url:
+        print(f"dashboard: {url}/  (the JSON API is under {url}/api, metrics at {url}/metrics)")
+        code = await _run(app, total, worker)
+        if code == 0 and keep:
+            print(f"the demo keeps running: browse {url}/ ; press Ctrl-C to stop everything")
+            await anyio.sleep_forever()
+        return code
+
+
+async def _run(app: Engine, total: int, worker: subprocess.Popen[bytes]) -> int:
+    from examples import demo_app
+
     started = time.monotonic()
-    async with app:
-        share = max(1, total // 4)
-        await demo_app.make_thumbnail.enqueue_many([(i,) for i in range(share)])
-        await demo_app.checksum.enqueue_many([(f"document {i}",) for i in range(share)])
-        await demo_app.send_email.enqueue_many([(f"user{i}@example.com",) for i in range(share)])
-        rest = total - 3 * share
-        bad_orders = max(1, rest // 50)
-        await demo_app.charge_card.enqueue_many([(i, -100 if i < bad_orders else 1999) for i in range(rest)])
-        print(f"enqueued {total} jobs in {(time.monotonic() - started) * 1000:.0f} ms; processing ...")
-        while True:
-            stats = await app.stats()
-            done = sum(s["completed"] + s["failed"] for q, s in stats.items() if q != "reports")
-            ticks = stats.get("reports", {}).get("completed", 0)
-            _draw(done, total, stats)
-            if done >= total and ticks >= 1:
-                break
-            if worker.poll() is not None:
-                err = worker.stderr.read().decode() if worker.stderr else ""
-                print(f"\nerror: the worker exited early (code {worker.returncode})\n{err}", file=sys.stderr)
-                return 1
-            await anyio.sleep(0.2)
-        elapsed = time.monotonic() - started
-        print()
-        _summary(stats, total, elapsed)
-        await _history_summary(app, total)
+    since = datetime.now(UTC)
+    share = max(1, total // 4)
+    await demo_app.make_thumbnail.enqueue_many([(i,) for i in range(share)])
+    await demo_app.checksum.enqueue_many([(f"document {i}",) for i in range(share)])
+    await demo_app.send_email.enqueue_many([(f"user{i}@example.com",) for i in range(share)])
+    rest = total - 3 * share
+    bad_orders = max(1, rest // 50)
+    await demo_app.charge_card.enqueue_many([(i, -100 if i < bad_orders else 1999) for i in range(rest)])
+    print(f"enqueued {total} jobs in {(time.monotonic() - started) * 1000:.0f} ms; processing ...")
+    while True:
+        stats = await app.stats()
+        done = sum(s["completed"] + s["failed"] for q, s in stats.items() if q != "reports")
+        ticks = stats.get("reports", {}).get("completed", 0)
+        _draw(done, total, stats)
+        if done >= total and ticks >= 1:
+            break
+        if worker.poll() is not None:
+            err = worker.stderr.read().decode() if worker.stderr else ""
+            print(f"\nerror: the worker exited early (code {worker.returncode})\n{err}", file=sys.stderr)
+            return 1
+        await anyio.sleep(0.2)
+    elapsed = time.monotonic() - started
+    print()
+    _summary(stats, total, elapsed)
+    await _history_summary(app, total, since)
     return 0
 
 
@@ -158,17 +173,17 @@ def _summary(stats: dict[str, dict[str, int]], total: int, elapsed: float) -> No
     print("  (the 'reports' queue holds the monthly report's cron runs, one per tick)")
 
 
-async def _history_summary(app: Engine, total: int) -> None:
+async def _history_summary(app: Engine, total: int, since: datetime) -> None:
     """Wait (bounded) for the shipper to bring the history up to date, then show it."""
     deadline = time.monotonic() + 20
     shipped: Any = None
     while time.monotonic() < deadline:
-        page = await app.history(limit=1000)
+        page = await app.history(since=since, limit=1000)
         shipped = [j for j in page.jobs if j.status in ("completed", "failed")]
         if len(shipped) >= total:
             break
         await anyio.sleep(0.3)
-    failed = (await app.history(status="failed", limit=1)).jobs
+    failed = (await app.history(status="failed", since=since, limit=1)).jobs
     print(f"postgresql history: {len(shipped or [])} finished jobs shipped to the jobs table")
     if failed:
         job = failed[0]

@@ -1,0 +1,216 @@
+"""The JSON API under ``/api`` (described by ``/api/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from engine.dashboard import service
+from engine.dashboard.openapi import openapi_document
+from engine.dashboard.web import JSON, engine_of, error_json, json_body
+
+
+def _base(request: Request) -> str:
+    base: str = request.scope["state"].get("base", "")
+    return base
+
+
+def _query(request: Request, name: str) -> str | None:
+    value = request.query_params.get(name)
+    return value if value not in (None, "") else None
+
+
+def _minutes(request: Request) -> int:
+    raw = request.query_params.get("minutes", "60")
+    if not raw.isdigit() or not 1 <= int(raw) <= 120:
+        raise service.Invalid(f"minutes must be an integer from 1 to 120, not {raw!r}")
+    return int(raw)
+
+
+async def index(request: Request) -> Response:
+    base = _base(request)
+    return JSON(
+        {
+            "openapi": f"{base}/api/openapi.json",
+            "endpoints": sorted(openapi_document(base)["paths"]),
+        }
+    )
+
+
+async def openapi(request: Request) -> Response:
+    return JSON(openapi_document(_base(request)))
+
+
+async def csrf(request: Request) -> Response:
+    token = request.scope["state"]["csrf_token"]
+    return JSON({"csrf_token": token, "header": "X-CSRF-Token"})
+
+
+async def overview(request: Request) -> Response:
+    return JSON(await service.overview(engine_of(request)))
+
+
+async def queues(request: Request) -> Response:
+    return JSON({"queues": await service.queue_summaries(engine_of(request))})
+
+
+async def queue_detail(request: Request) -> Response:
+    engine = engine_of(request)
+    name = await service.require_queue(engine, request.path_params["queue"])
+    summary = next(q for q in await service.queue_summaries(engine) if q["name"] == name)
+    return JSON({**summary, "throughput": await service.throughput(engine, [name], _minutes(request))})
+
+
+async def throughput(request: Request) -> Response:
+    engine = engine_of(request)
+    queue = _query(request, "queue")
+    names = [await service.require_queue(engine, queue)] if queue else await service.queue_names(engine)
+    return JSON({"queues": names, "minutes": await service.throughput(engine, names, _minutes(request))})
+
+
+async def list_jobs(request: Request) -> Response:
+    page = await service.list_jobs(
+        engine_of(request),
+        queue=_query(request, "queue"),
+        status=_query(request, "status"),
+        task=_query(request, "task"),
+        search=_query(request, "search") or _query(request, "q"),
+        limit=service.check_limit(_query(request, "limit")),
+        cursor=_query(request, "cursor"),
+    )
+    return JSON(page.as_dict())
+
+
+async def enqueue(request: Request) -> Response:
+    created = await service.enqueue(engine_of(request), await json_body(request))
+    location = f"{_base(request)}/api/jobs/{created['id']}"
+    return JSON(created, status_code=201, headers={"location": location})
+
+
+async def job(request: Request) -> Response:
+    return JSON(await service.job_detail(engine_of(request), request.path_params["job_id"]))
+
+
+async def job_logs(request: Request) -> Response:
+    detail = await service.job_detail(engine_of(request), request.path_params["job_id"])
+    return JSON({"id": detail["id"], "logs": detail["logs"]})
+
+
+async def retry(request: Request) -> Response:
+    return JSON(await service.retry_job(engine_of(request), request.path_params["job_id"]))
+
+
+async def cancel(request: Request) -> Response:
+    return JSON(await service.cancel_job(engine_of(request), request.path_params["job_id"]))
+
+
+async def delete(request: Request) -> Response:
+    return JSON(await service.delete_job(engine_of(request), request.path_params["job_id"]))
+
+
+async def dead_letters(request: Request) -> Response:
+    engine = engine_of(request)
+    queue = await service.require_queue(engine, request.path_params["queue"])
+    page = await service.scan_jobs(
+        engine,
+        [queue],
+        ["failed"],
+        service.matcher(
+            service.check_task(_query(request, "task")), service.check_search(_query(request, "search"))
+        ),
+        limit=service.check_limit(_query(request, "limit")),
+        cursor=service.decode_cursor(_query(request, "cursor"), "scan"),
+    )
+    return JSON({**page.as_dict(), "count": await engine.dlq(queue).count()})
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise service.Invalid("the body must be a JSON object")
+    return body
+
+
+def _optional_text(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise service.Invalid(f"field {name!r} must be a string")
+    return value or None
+
+
+async def replay(request: Request) -> Response:
+    engine = engine_of(request)
+    body = _object(await json_body(request))
+    queue = request.path_params["queue"]
+    ids = body.get("ids")
+    if body.get("all") is True:
+        if ids:
+            raise service.Invalid("give either 'ids' or 'all': true, not both")
+        return JSON(
+            await service.replay_matching(
+                engine, queue, _optional_text(body, "task"), _optional_text(body, "search")
+            )
+        )
+    if not isinstance(ids, list) or not ids:
+        raise service.Invalid(
+            "give 'ids' (a non-empty list of job ids) or 'all': true (with task/search filters)"
+        )
+    return JSON(await service.replay_jobs(engine, queue, ids))
+
+
+async def purge(request: Request) -> Response:
+    body = _object(await json_body(request))
+    return JSON(
+        await service.purge_dead(
+            engine_of(request),
+            request.path_params["queue"],
+            _optional_text(body, "task"),
+            _optional_text(body, "search"),
+        )
+    )
+
+
+async def workers(request: Request) -> Response:
+    return JSON({"workers": await service.workers(engine_of(request))})
+
+
+async def cron(request: Request) -> Response:
+    return JSON({"schedules": await service.cron(engine_of(request))})
+
+
+async def tasks(request: Request) -> Response:
+    return JSON({"tasks": await service.tasks(engine_of(request))})
+
+
+async def not_found(request: Request) -> Response:
+    return error_json(404, f"no API endpoint {request.method} {request.url.path} (see /api/openapi.json)")
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/", index),
+        Route("/openapi.json", openapi),
+        Route("/csrf", csrf),
+        Route("/overview", overview),
+        Route("/queues", queues),
+        Route("/queues/{queue}", queue_detail),
+        Route("/queues/{queue}/dlq", dead_letters),
+        Route("/queues/{queue}/dlq/replay", replay, methods=["POST"]),
+        Route("/queues/{queue}/dlq/purge", purge, methods=["POST"]),
+        Route("/throughput", throughput),
+        Route("/jobs", list_jobs, methods=["GET"]),
+        Route("/jobs", enqueue, methods=["POST"]),
+        Route("/jobs/{job_id}", job, methods=["GET"]),
+        Route("/jobs/{job_id}", delete, methods=["DELETE"]),
+        Route("/jobs/{job_id}/logs", job_logs),
+        Route("/jobs/{job_id}/retry", retry, methods=["POST"]),
+        Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),
+        Route("/workers", workers),
+        Route("/cron", cron),
+        Route("/tasks", tasks),
+        Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+    ]
