@@ -39,6 +39,7 @@ class Executor:
         self.engine = engine
         self.thread_limiter = thread_limiter
         self._scopes: dict[str, anyio.CancelScope] = {}
+        self._cancelled: set[str] = set()
 
     def running(self) -> list[str]:
         """Ids of the jobs running here now."""
@@ -49,6 +50,7 @@ class Executor:
         scope = self._scopes.get(job_id)
         if scope is None:
             return False
+        self._cancelled.add(job_id)
         scope.cancel()
         return True
 
@@ -91,20 +93,22 @@ class Executor:
             engine=self.engine,
         )
         args: list[Any] = [ctx, *payload.args] if task.takes_ctx else payload.args
-        scope = anyio.CancelScope()
+        # One scope serves both the timeout (its deadline) and a user's cancel request
+        # (cancel() below), which is told apart by being recorded first.
+        scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
         self._scopes[job.job_id] = scope
         try:
             with scope:
-                with anyio.move_on_after(timeout) as timer:
-                    result = await self._call(task, args, payload.kwargs)
-                    return Outcome(job.queue, job.entry_id, job.job_id, "completed", _encode(result))
-                if timer.cancelled_caught:
-                    raise JobTimeout(f"timed out after {timeout:g}s")
-            return Outcome(job.queue, job.entry_id, job.job_id, "cancelled", "cancelled while running")
+                result = await self._call(task, args, payload.kwargs)
+                return Outcome(job.queue, job.entry_id, job.job_id, "completed", _encode(result))
+            if job.job_id in self._cancelled:
+                return Outcome(job.queue, job.entry_id, job.job_id, "cancelled", "cancelled while running")
+            raise JobTimeout(f"timed out after {timeout:g}s")
         except Exception as exc:
             return self._failure(job, task, max_attempts, exc)
         finally:
             del self._scopes[job.job_id]
+            self._cancelled.discard(job.job_id)
 
     async def _call(self, task: Task[Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
         if task.is_async:

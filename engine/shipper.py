@@ -99,6 +99,10 @@ def _entries(reply: Any) -> list[tuple[str, list[tuple[str, dict[str, str] | Non
     return out
 
 
+# How long the shipper steps aside between batches while its worker is saturated.
+BUSY_PAUSE = 0.25
+
+
 class Shipper:
     """Consumer group 'shipper' on each queue's outbox; acknowledges (XACK + XDEL) only after the
     PostgreSQL commit.
@@ -125,6 +129,7 @@ class Shipper:
         alarm_length: int = 100_000,
         reclaim_idle_ms: int = 60_000,
         refresh_interval: float = 5.0,
+        busy: Callable[[], bool] | None = None,
     ) -> None:
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch must be a positive integer, not {batch!r}")
@@ -141,6 +146,7 @@ class Shipper:
         self.alarm_length = alarm_length
         self.reclaim_idle_ms = reclaim_idle_ms
         self.refresh_interval = refresh_interval
+        self.busy = busy
         self.shipped = 0
         self.skipped = 0
         self.failures = 0
@@ -172,7 +178,17 @@ class Shipper:
                 if idle and time.monotonic() >= self._next_reclaim:
                     await self.reclaim()
                     self._next_reclaim = time.monotonic() + RECLAIM_INTERVAL
-                await self.run_once(block=True)
+                handled = await self.run_once(block=True)
+                if (
+                    handled
+                    and self.busy is not None
+                    and self.busy()
+                    and self.backlog < self.alarm_length // 2
+                ):
+                    # The worker this shipper lives in is saturated: leave it the CPU and let
+                    # the outbox absorb the burst (it is what the outbox is for); ship it in
+                    # larger batches once the burst is over. A large backlog ships regardless.
+                    await anyio.sleep(BUSY_PAUSE)
                 if attempt:
                     log.info("job-log shipping resumed", failed_attempts=attempt, backlog=self.backlog)
                 attempt = 0

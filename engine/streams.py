@@ -258,13 +258,22 @@ class Gateway:
                 out.append((queue, entry_id, fields or {}))
         return out
 
-    async def start(
+    async def fetch(self, queues: Sequence[str], worker_id: str, count: int) -> list[Started]:
+        """Read up to ``count`` new entries per queue and mark them active, in one round trip
+        (no blocking: an empty answer means the streams are drained)."""
+        return await self.start(worker_id, {queue: ["read", count] for queue in queues})
+
+    async def start_entries(
         self, worker_id: str, entries: Iterable[tuple[str, str, dict[str, str]]]
     ) -> list[Started]:
-        """Mark read entries active (one script per queue, all in one round trip)."""
-        per_queue: dict[str, list[str]] = {}
+        """Mark entries already read (blocking read, reclaim) active."""
+        per_queue: dict[str, list[Any]] = {}
         for queue, entry_id, fields in entries:
             per_queue.setdefault(queue, []).extend((entry_id, fields.get("j", "")))
+        return await self.start(worker_id, per_queue)
+
+    async def start(self, worker_id: str, per_queue: dict[str, list[Any]]) -> list[Started]:
+        """Run start.lua per queue (all in one round trip)."""
         if not per_queue:
             return []
         now = now_ms()

@@ -5,7 +5,7 @@
   KEYS[1] stream        KEYS[2] delayed zset     KEYS[3] stats hash     KEYS[4] outbox stream
   KEYS[5] job-log flag (exists while a shipper drains the outbox)
   KEYS[6] cron leader lock  KEYS[7] cron last-fired zset (both used only by a fenced call)
-  ARGV[1] job key prefix  ARGV[2] idempotency key prefix  ARGV[3] now (ms)
+  ARGV[1] job key prefix  ARGV[2] idempotency key prefix  ARGV[3] now (ms, the producer's clock: compared with due times)
   ARGV[4] promoter wake-up channel  ARGV[5] queue name
   ARGV[6] fencing token ("" = none)  ARGV[7] schedule name  ARGV[8] tick (ms)
   ARGV[9] number of jobs  then 9 values per job:
@@ -24,6 +24,10 @@ if ARGV[6] ~= "" then
   if redis.call("GET", KEYS[6]) ~= ARGV[6] then return {"!fenced"} end
   if redis.call("ZADD", KEYS[7], "GT", "CH", ARGV[8], ARGV[7]) == 0 then return {"!fired"} end
 end
+-- Timestamps come from the Redis server's clock, one clock for every machine, so a job's
+-- created, started and finished times are ordered as Redis executed those steps.
+local clock = redis.call("TIME")
+local created = string.format("%.0f", clock[1] * 1000 + math.floor(clock[2] / 1000))
 local jobPrefix, idemPrefix, now, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[9])
 local queue, outbox = ARGV[5], redis.call("EXISTS", KEYS[5]) == 1
 local out = {}
@@ -49,7 +53,7 @@ for i = 0, n - 1 do
     out[#out + 1] = 0
   else
     local jobKey = jobPrefix .. id
-    redis.call("HSET", jobKey, "task", task, "payload", payload, "created", now, "attempts", 0)
+    redis.call("HSET", jobKey, "task", task, "payload", payload, "created", created, "attempts", 0)
     if timeout ~= "" then redis.call("HSET", jobKey, "timeout", timeout) end
     if maxAttempts ~= "" then redis.call("HSET", jobKey, "max_attempts", maxAttempts) end
     if tick ~= "" then redis.call("HSET", jobKey, "tick", tick) end
@@ -66,7 +70,7 @@ for i = 0, n - 1 do
     if outbox then
       local v = redis.call("HINCRBY", jobKey, "v", 1)
       redis.call("XADD", KEYS[4], "*", "e", "enqueued", "j", id, "q", queue, "task", task, "t", now,
-        "v", v, "payload", payload, "status", status, "created", now)
+        "v", v, "payload", payload, "status", status, "created", created)
     end
     out[#out + 1] = id
     out[#out + 1] = 1

@@ -6,7 +6,7 @@
   KEYS[1] stream  KEYS[2] delayed zset  KEYS[3] dlq stream  KEYS[4] stats hash
   KEYS[5] outbox stream  KEYS[6] job-log flag (exists while a shipper drains the outbox)
   KEYS[7] this minute's throughput hash (completed/failed counts, kept two hours)
-  ARGV[1] job key prefix  ARGV[2] group  ARGV[3] now (ms)
+  ARGV[1] job key prefix  ARGV[2] group  ARGV[3] unused (times come from the server clock)
   ARGV[4] completed retention (ms, 0 = keep)  ARGV[5] failed retention (ms, 0 = keep)
   ARGV[6] notification channel prefix  ARGV[7] promoter wake-up channel
   ARGV[8] queue name
@@ -17,7 +17,11 @@
 
   Returns an array with 1 per recorded outcome and 0 per ignored one.
 ]]
-local jobPrefix, group, now = ARGV[1], ARGV[2], ARGV[3]
+-- Timestamps come from the Redis server's clock, one clock for every machine, so a job's
+-- created, started and finished times are ordered as Redis executed those steps.
+local clock = redis.call("TIME")
+local now = string.format("%.0f", clock[1] * 1000 + math.floor(clock[2] / 1000))
+local jobPrefix, group = ARGV[1], ARGV[2]
 local keepDone, keepFailed = tonumber(ARGV[4]), tonumber(ARGV[5])
 local channel = ARGV[6]
 local out = {}
