@@ -6,6 +6,7 @@ import functools
 import inspect
 import math
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
@@ -452,6 +453,7 @@ class Engine:
         if options.idempotency_key is not None and len(calls) > 1:
             raise ConfigurationError("idempotency_key= names one job; it cannot be used with enqueue_many")
         queue = check_name("queue", options.queue) if options.queue else spec.queue
+        now = time.time()  # one instant for the batch: its jobs share a due time
         jobs = [
             build_job(
                 spec,
@@ -460,6 +462,7 @@ class Engine:
                 options,
                 max_payload_bytes=self.max_payload_bytes,
                 default_idempotency_ttl=self.idempotency_ttl,
+                now=now,
             )
             for args, kwargs in calls
         ]

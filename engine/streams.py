@@ -75,18 +75,17 @@ class NewJob:
     idempotency_ttl_ms: int = 0
     tick_ms: int | None = None
 
-    def argv(self) -> list[Any]:
-        return [
-            self.id,
+    def shared(self) -> tuple[Any, ...]:
+        """What ``enqueue.lua`` takes once per batch: jobs sharing it go in one call."""
+        return (
             self.task,
-            self.payload,
             self.due_ms,
             "" if self.timeout is None else repr(self.timeout),
             "" if self.max_attempts is None else self.max_attempts,
             self.idempotency_key or "",
             self.idempotency_ttl_ms,
             "" if self.tick_ms is None else self.tick_ms,
-        ]
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,21 +205,26 @@ class Gateway:
         await self.remember_queue(queue)
         qk = self.keys.queue(queue)
         keys = [qk.stream, qk.delayed, qk.stats, qk.outbox, qk.joblog_flag, qk.cron_leader, qk.cron_last]
-        now = now_ms()
         guard = [fence.token, fence.schedule, fence.tick_ms] if fence else ["", "", 0]
-        head = [qk.job_prefix, qk.idem_prefix, now, self.keys.wake_channel, queue, *guard]
-        if len(jobs) <= chunk:
-            argv = [*head, len(jobs)]
-            for job in jobs:
-                argv.extend(job.argv())
-            replies = [await self._call("enqueue", keys, argv)]
+        head = [qk.job_prefix, qk.idem_prefix, now_ms(), self.keys.wake_channel, queue, *guard]
+        calls: list[list[Any]] = []
+        for start in range(0, len(jobs), chunk):
+            # Jobs of one enqueue share task and options; group runs of equal ones anyway.
+            argv: list[Any] = []
+            shared: tuple[Any, ...] | None = None
+            for job in jobs[start : start + chunk]:
+                if job.shared() != shared:
+                    if argv:
+                        calls.append(argv)
+                    shared = job.shared()
+                    argv = [*head, *shared]
+                argv.extend((job.id, job.payload))
+            calls.append(argv)
+        if len(calls) == 1:
+            replies = [await self._call("enqueue", keys, calls[0])]
         else:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for start in range(0, len(jobs), chunk):
-                    part = jobs[start : start + chunk]
-                    argv = [*head, len(part)]
-                    for job in part:
-                        argv.extend(job.argv())
+                for argv in calls:
                     await self._scripts["enqueue"](keys=keys, args=argv, client=pipe)
                 replies = await pipe.execute()
         if fence is not None and replies and replies[0] and str(replies[0][0]).startswith("!"):

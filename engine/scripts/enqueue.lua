@@ -1,16 +1,19 @@
 --[[
-  Enqueue a batch of jobs into one queue: write each job's hash and either add its stream
-  entry (due now) or put it in the delayed set (due later), atomically.
+  Enqueue a batch of jobs of one task into one queue: write each job's hash and either add
+  its stream entry (due now) or put it in the delayed set (due later), atomically. The jobs
+  of a batch share their task and options, so only (id, payload) repeats per job.
 
   KEYS[1] stream        KEYS[2] delayed zset     KEYS[3] stats hash     KEYS[4] outbox stream
   KEYS[5] job-log flag (exists while a shipper drains the outbox)
   KEYS[6] cron leader lock  KEYS[7] cron last-fired zset (both used only by a fenced call)
-  ARGV[1] job key prefix  ARGV[2] idempotency key prefix  ARGV[3] now (ms, the producer's clock: compared with due times)
+  ARGV[1] job key prefix  ARGV[2] idempotency key prefix
+  ARGV[3] now (ms, the producer's clock, compared with the due time)
   ARGV[4] promoter wake-up channel  ARGV[5] queue name
-  ARGV[6] fencing token ("" = none)  ARGV[7] schedule name  ARGV[8] tick (ms)
-  ARGV[9] number of jobs  then 9 values per job:
-          id, task, payload (JSON), due (ms, 0 = now), timeout (s or ""),
-          max_attempts (or ""), idempotency key (or ""), idempotency ttl (ms), tick (ms or "")
+  ARGV[6] fencing token ("" = none)  ARGV[7] schedule name  ARGV[8] tick being fired (ms)
+  ARGV[9] task  ARGV[10] due (ms, 0 = now)  ARGV[11] timeout (s or "")
+  ARGV[12] max_attempts (or "")  ARGV[13] idempotency key (or "")
+  ARGV[14] idempotency ttl (ms)  ARGV[15] tick of a cron job (ms or "")
+  ARGV[16..] pairs: job id, payload (JSON)
 
   Returns a flat array: for each job, its id (the first job's id when the idempotency key
   was already taken, or when a job with that id exists) and 1 if it was added, 0 if not.
@@ -28,16 +31,23 @@ end
 -- created, started and finished times are ordered as Redis executed those steps.
 local clock = redis.call("TIME")
 local created = string.format("%.0f", clock[1] * 1000 + math.floor(clock[2] / 1000))
-local jobPrefix, idemPrefix, now, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[9])
+local jobPrefix, idemPrefix, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local queue, outbox = ARGV[5], redis.call("EXISTS", KEYS[5]) == 1
+local task, due, timeout, maxAttempts = ARGV[9], tonumber(ARGV[10]), ARGV[11], ARGV[12]
+local idem, idemTtl, tick = ARGV[13], ARGV[14], ARGV[15]
+local status = due > now and "delayed" or "waiting"
+-- Fields every job of the batch shares; each HSET adds the job's own after them.
+local shared = {"task", task, "created", created, "attempts", 0, "status", status}
+if timeout ~= "" then shared[#shared + 1] = "timeout"; shared[#shared + 1] = timeout end
+if maxAttempts ~= "" then shared[#shared + 1] = "max_attempts"; shared[#shared + 1] = maxAttempts end
+if tick ~= "" then shared[#shared + 1] = "tick"; shared[#shared + 1] = tick end
+if status == "delayed" then shared[#shared + 1] = "due"; shared[#shared + 1] = ARGV[10] end
+local nShared = #shared
 local out = {}
 local added = 0
-local delayed = false
-for i = 0, n - 1 do
-  local b = 10 + i * 9
-  local id, task, payload, due = ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
-  local timeout, maxAttempts = ARGV[b + 4], ARGV[b + 5]
-  local idem, idemTtl, tick = ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
+for b = 16, #ARGV, 2 do
+  local id, payload = ARGV[b], ARGV[b + 1]
+  local jobKey = jobPrefix .. id
   local existing = false
   if idem ~= "" then
     existing = redis.call("GET", idemPrefix .. idem)
@@ -45,32 +55,27 @@ for i = 0, n - 1 do
       redis.call("SET", idemPrefix .. idem, id, "PX", idemTtl)
     end
   end
-  if not existing and redis.call("EXISTS", jobPrefix .. id) == 1 then
+  if not existing and redis.call("EXISTS", jobKey) == 1 then
     existing = id
   end
   if existing then
     out[#out + 1] = existing
     out[#out + 1] = 0
   else
-    local jobKey = jobPrefix .. id
-    redis.call("HSET", jobKey, "task", task, "payload", payload, "created", created, "attempts", 0)
-    if timeout ~= "" then redis.call("HSET", jobKey, "timeout", timeout) end
-    if maxAttempts ~= "" then redis.call("HSET", jobKey, "max_attempts", maxAttempts) end
-    if tick ~= "" then redis.call("HSET", jobKey, "tick", tick) end
-    local status = "waiting"
-    if due > tonumber(now) then
-      status = "delayed"
-      redis.call("HSET", jobKey, "status", "delayed", "due", due)
+    local fields = shared
+    fields[nShared + 1] = "payload"
+    fields[nShared + 2] = payload
+    if status == "delayed" then
       redis.call("ZADD", KEYS[2], due, id)
-      delayed = true
     else
-      local msg = redis.call("XADD", KEYS[1], "*", "j", id)
-      redis.call("HSET", jobKey, "status", "waiting", "msg", msg)
+      fields[nShared + 3] = "msg"
+      fields[nShared + 4] = redis.call("XADD", KEYS[1], "*", "j", id)
     end
+    redis.call("HSET", jobKey, unpack(fields))
     if outbox then
       local v = redis.call("HINCRBY", jobKey, "v", 1)
-      redis.call("XADD", KEYS[4], "*", "e", "enqueued", "j", id, "q", queue, "task", task, "t", now,
-        "v", v, "payload", payload, "status", status, "created", created)
+      redis.call("XADD", KEYS[4], "*", "e", "enqueued", "j", id, "q", queue, "task", task,
+        "t", ARGV[3], "v", v, "payload", payload, "status", status, "created", created)
     end
     out[#out + 1] = id
     out[#out + 1] = 1
@@ -78,5 +83,5 @@ for i = 0, n - 1 do
   end
 end
 if added > 0 then redis.call("HINCRBY", KEYS[3], "enqueued", added) end
-if delayed then redis.call("PUBLISH", ARGV[4], KEYS[2]) end
+if added > 0 and status == "delayed" then redis.call("PUBLISH", ARGV[4], KEYS[2]) end
 return out
