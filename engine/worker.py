@@ -23,6 +23,7 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -134,7 +135,12 @@ class Worker:
         self._drained = anyio.Event()
         self._fetch_scope: anyio.CancelScope | None = None
         self._runners_scope: anyio.CancelScope | None = None
-        self._send_jobs: MemoryObjectSendStream[Started] | None = None
+        # Jobs handed to runners: a deque, and idle runners parked on events, so that one
+        # wake-up serves a whole batch of quick jobs (a runner that takes a job while more
+        # wait wakes the next idle runner first, so slow jobs still run side by side).
+        self._queue: deque[Started] = deque()
+        self._idle: list[anyio.Event] = []
+        self._no_more_jobs = False
         self._executor = Executor(engine, anyio.CapacityLimiter(concurrency))
         self._promoter: Promoter | None = None
         self._leases: LeaseKeeper | None = None
@@ -219,29 +225,31 @@ class Worker:
             self._log.info("worker stopped", processed=self.processed)
 
     async def _work(self, gateway: Gateway) -> None:
-        send_jobs, recv_jobs = anyio.create_memory_object_stream[Started](math.inf)
         send_out, recv_out = anyio.create_memory_object_stream[Outcome](math.inf)
-        self._send_jobs = send_jobs
         async with anyio.create_task_group() as completing:
             completing.start_soon(self._completer, gateway, recv_out)
             with anyio.CancelScope() as self._runners_scope:
                 async with anyio.create_task_group() as running:
                     for _ in range(self.concurrency):
-                        running.start_soon(self._runner, recv_jobs.clone(), send_out.clone())
-                    recv_jobs.close()
+                        running.start_soon(self._runner, send_out.clone())
                     send_out.close()
                     running.start_soon(self._fetch_then_drain, gateway, self._runners_scope)
                     self.started.set()
 
     async def _fetch_then_drain(self, gateway: Gateway, runners: anyio.CancelScope) -> None:
-        assert self._send_jobs is not None and self._reclaimer is not None
-        async with self._send_jobs:
+        assert self._reclaimer is not None
+        try:
             with anyio.CancelScope() as self._fetch_scope:
                 if self._stopping.is_set():
                     self._fetch_scope.cancel()
                 async with anyio.create_task_group() as fetching:
                     fetching.start_soon(forever, "reclaimer", self._reclaimer.run_once, self.id)
                     await self._fetch(gateway)
+        finally:
+            # Runners finish what is queued, then exit.
+            self._no_more_jobs = True
+            while self._idle:
+                self._idle.pop().set()
         with anyio.move_on_after(self.grace_period):
             await self._drained.wait()
         if not self._drained.is_set():
@@ -287,11 +295,12 @@ class Worker:
         self._hand_over(await self.engine._gateway_or_connect().start_entries(self.id, entries))
 
     def _hand_over(self, started: list[Started]) -> None:
-        assert self._send_jobs is not None
         self._busy += len(started)
         for job in started:
             self._inflight[job.queue].add(job.entry_id)
-            self._send_jobs.send_nowait(job)
+        self._queue.extend(started)
+        if started and self._idle:
+            self._idle.pop().set()
 
     async def _fetch(self, gateway: Gateway) -> None:
         failures = 0
@@ -336,22 +345,19 @@ class Worker:
                 self._log.info("redis reachable again")
                 failures = 0
 
-    async def _runner(
-        self, recv_jobs: MemoryObjectReceiveStream[Started], send_out: MemoryObjectSendStream[Outcome]
-    ) -> None:
-        async with recv_jobs, send_out:
+    async def _runner(self, send_out: MemoryObjectSendStream[Outcome]) -> None:
+        async with send_out:
             while True:
-                # Take a queued job without a trip through the event loop; wait only when
-                # there is none (the per-job checkpoint of `async for` costs throughput).
-                try:
-                    job = recv_jobs.receive_nowait()
-                except anyio.WouldBlock:
-                    try:
-                        job = await recv_jobs.receive()
-                    except anyio.EndOfStream:
+                if not self._queue:
+                    if self._no_more_jobs:
                         return
-                except anyio.EndOfStream:
-                    return
+                    parked = anyio.Event()
+                    self._idle.append(parked)
+                    await parked.wait()
+                    continue
+                job = self._queue.popleft()
+                if self._queue and self._idle:
+                    self._idle.pop().set()  # more waiting: another runner takes the next one
                 try:
                     outcome = await self._executor.run(job)
                 finally:
