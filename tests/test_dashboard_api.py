@@ -380,6 +380,10 @@ async def test_prometheus_metrics(app: Engine) -> None:
         text = (await c.get("/metrics")).text
         assert metric(text, "engine_queue_depth", queue="default") == 3
         assert "# TYPE engine_job_duration_seconds histogram" in text
+        assert metric(text, "engine_outbox_length", queue="default") == 0  # no job log here
+        gateway = app._gateway_or_connect()
+        await gateway.redis.xadd(gateway.keys.queue("default").outbox, {"e": "log"})
+        assert metric((await c.get("/metrics")).text, "engine_outbox_length", queue="default") == 1
 
         async with worker_running(app, concurrency=4):
             await tasks["charge"].enqueue(1)

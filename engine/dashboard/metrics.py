@@ -42,6 +42,10 @@ GAUGES = (
     ("engine_queue_active", "Jobs running now, as reported by live workers' heartbeats."),
     ("engine_queue_delayed", "Jobs waiting for their due time (retries and delayed jobs)."),
     ("engine_dlq_depth", "Dead letters (failed jobs) in the queue's dead-letter stream."),
+    (
+        "engine_outbox_length",
+        "Job-log events not yet shipped to PostgreSQL (alarm when it keeps growing: no shipper runs).",
+    ),
 )
 COUNTERS = (
     ("engine_jobs_enqueued_total", "enqueued", "Jobs enqueued."),
@@ -81,10 +85,11 @@ async def render(engine: Engine) -> str:
             pipe.xpending(qk.stream, GROUP)
             pipe.zcard(qk.delayed)
             pipe.xlen(qk.dlq)
+            pipe.xlen(qk.outbox)
             pipe.hgetall(qk.stats)
             for job_id in running:
                 pipe.exists(qk.job(job_id))
-            length, pending, delayed, dlq, stats, *owned = await pipe.execute(raise_on_error=False)
+            length, pending, delayed, dlq, outbox, stats, *owned = await pipe.execute(raise_on_error=False)
         pending_n = int(pending["pending"]) if isinstance(pending, dict) else 0
         length_n = int(length) if isinstance(length, int) else 0
         stats = stats if isinstance(stats, dict) else {}
@@ -94,6 +99,7 @@ async def render(engine: Engine) -> str:
         gauges["engine_queue_active"][queue] = sum(1 for hit in owned if hit == 1)
         gauges["engine_queue_delayed"][queue] = int(delayed) if isinstance(delayed, int) else 0
         gauges["engine_dlq_depth"][queue] = int(dlq) if isinstance(dlq, int) else 0
+        gauges["engine_outbox_length"][queue] = int(outbox) if isinstance(outbox, int) else 0
         for name, field, _ in COUNTERS:
             counters[name][queue] = int(stats.get(field, 0) or 0)
         cumulative = 0
