@@ -48,3 +48,13 @@ async def app(redis_url: str, namespace: str) -> AsyncIterator[Engine]:
     engine = Engine(redis_url, namespace=namespace)
     yield engine
     await engine.close()
+
+
+@pytest.fixture
+async def logged_app(redis_url: str, database_url: str, namespace: str) -> AsyncIterator[Engine]:
+    """An Engine with its own namespace and its own fresh job-log database."""
+    from tests.helpers import fresh_database
+
+    engine = Engine(redis_url, database_url=await fresh_database(database_url), namespace=namespace)
+    yield engine
+    await engine.close()

@@ -69,3 +69,18 @@ async def enqueue_by_spec(
 async def task_announced(app: Any, name: str) -> bool:
     gateway = app._gateway_or_connect()
     return bool(await gateway.redis.hexists(gateway.keys.tasks, name))
+
+
+async def fresh_database(server_url: str) -> str:
+    """A new empty database on the PostgreSQL server; returns its URL."""
+    import uuid
+
+    import asyncpg
+
+    name = f"t{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return f"{server_url.rpartition('/')[0]}/{name}"

@@ -10,13 +10,10 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
-import asyncpg
 import httpx
 import pytest
 
@@ -543,23 +540,6 @@ async def test_mounted_under_a_prefix(app: Engine) -> None:
 
 
 # --- history from PostgreSQL -----------------------------------------------------------------
-
-
-async def fresh_database(server_url: str) -> str:
-    name = f"t{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return f"{server_url.rpartition('/')[0]}/{name}"
-
-
-@pytest.fixture
-async def logged_app(redis_url: str, database_url: str, namespace: str) -> AsyncIterator[Engine]:
-    engine = Engine(redis_url, database_url=await fresh_database(database_url), namespace=namespace)
-    yield engine
-    await engine.close()
 
 
 async def test_history_lists_and_searches_finished_jobs(logged_app: Engine) -> None:

@@ -3,8 +3,6 @@ lines, an outage of PostgreSQL mid-run, queries and pruning."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,28 +13,9 @@ import pytest
 from engine import Backoff, Engine, JobContext, JobFailed
 from engine.embedded import EmbeddedPostgres
 from engine.testing import worker_running
-from tests.helpers import eventually
+from tests.helpers import eventually, fresh_database
 
 FAST = Backoff(initial=0.05, factor=2.0, max=1.0, jitter=0.0)
-
-
-async def fresh_database(server_url: str) -> str:
-    """A new empty database on the server; returns its URL."""
-    name = f"t{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    base, _, _ = server_url.rpartition("/")
-    return f"{base}/{name}"
-
-
-@pytest.fixture
-async def logged_app(redis_url: str, database_url: str, namespace: str) -> AsyncIterator[Engine]:
-    engine = Engine(redis_url, database_url=await fresh_database(database_url), namespace=namespace)
-    yield engine
-    await engine.close()
 
 
 async def rows(app: Engine, sql: str, *args: Any) -> list[asyncpg.Record]:

@@ -10,7 +10,7 @@ from engine import Engine
 from engine.producer import Options
 from engine.testing import worker_running
 from examples import monthly_report as example
-from tests.test_history import fresh_database
+from tests.helpers import fresh_database
 
 
 def test_the_month_before_a_tick_is_taken_in_jakarta() -> None:
