@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import structlog
@@ -66,7 +66,3 @@ class JobContext:
 
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
-
-
-def utc_from_ts(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=UTC)

@@ -20,7 +20,7 @@ import structlog
 
 from engine.context import JobContext
 from engine.errors import JobTimeout, Retry, UnrecoverableError
-from engine.job import payload_decoder
+from engine.job import ms_to_datetime, payload_decoder
 from engine.streams import Outcome, Started
 
 if TYPE_CHECKING:
@@ -28,10 +28,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("engine.worker")
 _encode = msgspec.json.Encoder().encode
-
-
-def _utc_ms(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 class Executor:
@@ -88,8 +84,8 @@ class Executor:
             max_attempts=max_attempts,
             timeout=timeout,
             deadline=datetime.fromtimestamp(time.time() + timeout, tz=UTC),
-            scheduled_at=_utc_ms(job.tick_ms),
-            enqueued_at=_utc_ms(job.created_ms),
+            scheduled_at=ms_to_datetime(job.tick_ms),
+            enqueued_at=ms_to_datetime(job.created_ms),
             engine=self.engine,
         )
         args: list[Any] = [ctx, *payload.args] if task.takes_ctx else payload.args

@@ -33,7 +33,7 @@ json_encoder = msgspec.json.Encoder()
 json_decoder = msgspec.json.Decoder()
 
 
-def ms_to_datetime(value: str | bytes | None) -> datetime | None:
+def ms_to_datetime(value: str | bytes | int | None) -> datetime | None:
     if value is None or value in ("", b""):
         return None
     return datetime.fromtimestamp(int(value) / 1000, tz=UTC)

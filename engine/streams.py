@@ -21,7 +21,7 @@ from redis.exceptions import RedisError, ResponseError
 from engine import scripts
 from engine.errors import ConfigurationError, ConnectionFailed
 from engine.job import json_encoder
-from engine.keys import GROUP, Keys, QueueKeys
+from engine.keys import GROUP, Keys
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
 
@@ -488,6 +488,3 @@ class Gateway:
             "reclaimed": int(counts.get("reclaimed", 0)),
             "replayed": int(counts.get("replayed", 0)),
         }
-
-    def queue_keys(self, queue: str) -> QueueKeys:
-        return self.keys.queue(queue)
