@@ -16,7 +16,7 @@ import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from engine import scripts
 from engine.errors import ConfigurationError, ConnectionFailed
@@ -107,7 +107,8 @@ class FenceRejected(Exception):
 
 @dataclass(slots=True)
 class Started:
-    """An entry a worker read and ``start.lua`` marked active."""
+    """An entry a worker read and ``start.lua`` marked active (or, with ``confirmed`` set,
+    is about to: a fresh job run straight from its entry, see :func:`runnable_entry`)."""
 
     queue: str
     entry_id: str
@@ -119,6 +120,36 @@ class Started:
     max_attempts: int | None
     tick_ms: int | None
     created_ms: int | None
+    confirmed: anyio.Event | None = None
+    """Set once ``start.lua`` answered for this job; until then its outcome must wait."""
+    dropped: bool = False
+    """``start.lua`` refused it (cancelled meanwhile, or poison): no outcome is recorded."""
+
+
+def runnable_entry(queue: str, entry_id: str, fields: dict[str, str]) -> Started | None:
+    """A fresh job's entry holds everything a worker needs to run it (``enqueue.lua``), so
+    an idle worker can start it at once and confirm it with ``start.lua`` meanwhile; None
+    for other entries (retried, replayed, garbage), which must go through ``start.lua``."""
+    job_id, task, payload = fields.get("j"), fields.get("t"), fields.get("p")
+    if not job_id or not task or payload is None:
+        return None
+    try:
+        timeout, max_attempts, tick = fields.get("o"), fields.get("m"), fields.get("k")
+        return Started(
+            queue=queue,
+            entry_id=entry_id,
+            job_id=job_id,
+            task=task,
+            payload=payload,
+            attempt=1,  # a fresh entry, delivered for the first time
+            timeout=float(timeout) if timeout else None,
+            max_attempts=int(max_attempts) if max_attempts else None,
+            tick_ms=int(tick) if tick else None,
+            created_ms=int(entry_id.split("-", 1)[0]),  # XADD's time: within a ms of "created"
+            confirmed=anyio.Event(),
+        )
+    except ValueError:
+        return None
 
 
 @dataclass(slots=True)
@@ -187,6 +218,25 @@ class Gateway:
     async def _call(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self._scripts[name](keys=list(keys), args=list(args))
 
+    async def _call_many(self, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]) -> list[Any]:
+        """Run several scripts in one pipelined round trip; replies in order.
+
+        redis-py's pipelines check every script with SCRIPT EXISTS first: a second round trip
+        on the hot path. Instead send EVALSHA straight away and, in the rare case the server
+        lost its scripts (a restart or SCRIPT FLUSH), rerun just the refused calls, which
+        load the script (a NOSCRIPT call did nothing, so nothing runs twice).
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name, keys, args in calls:
+                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        for i, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):
+                replies[i] = await self._call(*calls[i])
+            elif isinstance(reply, Exception):
+                raise reply
+        return replies
+
     # -- producer ---------------------------------------------------------------------------
 
     async def remember_queue(self, queue: str) -> None:
@@ -223,10 +273,7 @@ class Gateway:
         if len(calls) == 1:
             replies = [await self._call("enqueue", keys, calls[0])]
         else:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for argv in calls:
-                    await self._scripts["enqueue"](keys=keys, args=argv, client=pipe)
-                replies = await pipe.execute()
+            replies = await self._call_many([("enqueue", keys, argv) for argv in calls])
         if fence is not None and replies and replies[0] and str(replies[0][0]).startswith("!"):
             raise FenceRejected(str(replies[0][0])[1:])
         out: list[tuple[str, bool]] = []
@@ -281,13 +328,11 @@ class Gateway:
         if not per_queue:
             return []
         now = now_ms()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for queue, pairs in per_queue.items():
-                qk = self.keys.queue(queue)
-                await self._scripts["start"](
-                    keys=[qk.stream, qk.dlq], args=[qk.job_prefix, GROUP, now, worker_id, *pairs], client=pipe
-                )
-            replies = await pipe.execute()
+        calls = []
+        for queue, pairs in per_queue.items():
+            qk = self.keys.queue(queue)
+            calls.append(("start", [qk.stream, qk.dlq], [qk.job_prefix, GROUP, now, worker_id, *pairs]))
+        replies = await self._call_many(calls)
         started: list[Started] = []
         for queue, reply in zip(per_queue, replies, strict=True):
             for row in reply:
@@ -316,33 +361,14 @@ class Gateway:
             per_queue.setdefault(outcome.queue, []).extend(outcome.argv())
         now = now_ms()
         channel = self.keys.done_channel("")
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for queue, argv in per_queue.items():
-                qk = self.keys.queue(queue)
-                await self._scripts["finish"](
-                    keys=[
-                        qk.stream,
-                        qk.delayed,
-                        qk.dlq,
-                        qk.stats,
-                        qk.outbox,
-                        qk.joblog_flag,
-                        qk.throughput(now // 60_000),
-                    ],
-                    args=[
-                        qk.job_prefix,
-                        GROUP,
-                        now,
-                        retention.completed_ms,
-                        retention.failed_ms,
-                        channel,
-                        self.keys.wake_channel,
-                        queue,
-                        *argv,
-                    ],
-                    client=pipe,
-                )
-            replies = await pipe.execute()
+        calls = []
+        for queue, argv in per_queue.items():
+            qk = self.keys.queue(queue)
+            tput = qk.throughput(now // 60_000)
+            keys = [qk.stream, qk.delayed, qk.dlq, qk.stats, qk.outbox, qk.joblog_flag, tput]
+            head = [qk.job_prefix, GROUP, now, retention.completed_ms, retention.failed_ms, channel]
+            calls.append(("finish", keys, [*head, self.keys.wake_channel, queue, *argv]))
+        replies = await self._call_many(calls)
         return sum(sum(cast(list[int], r)) for r in replies)
 
     async def renew(self, consumer: str, entries: dict[str, list[str]]) -> list[tuple[str, str]]:
@@ -350,12 +376,9 @@ class Gateway:
         if not entries:
             return []
         queues = [q for q, ids in entries.items() if ids]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for queue in queues:
-                await self._scripts["renew"](
-                    keys=[self.keys.queue(queue).stream], args=[GROUP, consumer, *entries[queue]], client=pipe
-                )
-            replies = await pipe.execute()
+        replies = await self._call_many(
+            [("renew", [self.keys.queue(q).stream], [GROUP, consumer, *entries[q]]) for q in queues]
+        )
         return [(queue, entry) for queue, lost in zip(queues, replies, strict=True) for entry in lost]
 
     async def reclaim(
@@ -393,7 +416,29 @@ class Gateway:
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hgetall(qk.job(job_id))
-            return list(await pipe.execute())
+            hashes: list[dict[str, str]] = await pipe.execute()
+        await self._fill_payloads(queue, job_ids, hashes)
+        return hashes
+
+    async def _fill_payloads(self, queue: str, job_ids: Sequence[str], hashes: list[dict[str, str]]) -> None:
+        """Add the payload of jobs that have not started: it is still in their stream entry."""
+        pairs = zip(job_ids, hashes, strict=True)
+        todo = [(i, h) for i, h in pairs if h and "payload" not in h and h.get("msg")]
+        if not todo:
+            return
+        qk = self.keys.queue(queue)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, h in todo:
+                pipe.xrange(qk.stream, h["msg"], h["msg"])
+                # Started and finished since HGETALL: the entry is gone, the hash has it.
+                pipe.hget(qk.job(job_id), "payload")
+            replies = await pipe.execute()
+        for n, (_, h) in enumerate(todo):
+            entries, payload = replies[2 * n], replies[2 * n + 1]
+            if entries and "p" in entries[0][1]:
+                payload = entries[0][1]["p"]
+            if payload is not None:
+                h["payload"] = payload
 
     async def promote(self, queue: str, limit: int = 1000) -> tuple[int, int | None]:
         qk = self.keys.queue(queue)
@@ -444,8 +489,7 @@ class Gateway:
         return int(await self._call("lease", [key], [token, lease_ms])) == 1
 
     async def job_hash(self, queue: str, job_id: str) -> dict[str, str] | None:
-        h = await self.redis.hgetall(self.keys.queue(queue).job(job_id))
-        return h or None
+        return (await self.job_hashes(queue, [job_id]))[0] or None
 
     async def queues(self) -> list[str]:
         return sorted(await self.redis.smembers(self.keys.queues))

@@ -50,7 +50,7 @@ from engine.maintenance import (
     forever,
 )
 from engine.shipper import Shipper
-from engine.streams import Gateway, Outcome, Started
+from engine.streams import Gateway, Outcome, Started, runnable_entry
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -62,6 +62,9 @@ log = structlog.get_logger("engine.worker")
 BLOCK_MS = 1000
 # Outcomes recorded per script call; bounds how long one call holds Redis.
 COMMIT_BATCH = 500
+# How long jobs started straight from their entries wait for start.lua's confirmation
+# before their outcomes are given up (they are then reclaimed and run again).
+CONFIRM_TIMEOUT_S = 10.0
 
 
 class Worker:
@@ -302,6 +305,37 @@ class Worker:
         if started and self._idle:
             self._idle.pop().set()
 
+    async def _start_now(self, gateway: Gateway, entries: list[tuple[str, str, dict[str, str]]]) -> None:
+        """Run fresh jobs at once and confirm them with start.lua meanwhile, which saves an
+        idle worker a round trip per job; other entries wait for start.lua as usual.
+
+        A job start.lua refuses (cancelled since, or poison) is stopped and its outcome
+        discarded; if the confirmation fails, so is every outcome of the batch, and the
+        entries, still pending, are reclaimed (at-least-once, as after a crash).
+        """
+        ready = {}
+        for queue, entry_id, fields in entries:
+            job = runnable_entry(queue, entry_id, fields)
+            if job is not None:
+                ready[entry_id] = job
+        self._hand_over(list(ready.values()))
+        started: list[Started] = []
+        try:
+            # Shielded: jobs already run on this answer, and a stop() must not strand them.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CONFIRM_TIMEOUT_S):
+                await anyio.lowlevel.checkpoint()  # the runners start them first
+                started = await gateway.start_entries(self.id, entries)
+        finally:
+            confirmed = {job.entry_id for job in started}
+            for job in ready.values():
+                if job.entry_id not in confirmed:
+                    job.dropped = True
+                    self._executor.cancel(job.job_id)
+                    self._inflight[job.queue].discard(job.entry_id)
+                assert job.confirmed is not None
+                job.confirmed.set()
+        self._hand_over([job for job in started if job.entry_id not in ready])
+
     async def _fetch(self, gateway: Gateway) -> None:
         failures = 0
         streams = max(1, len(self.queues))
@@ -320,7 +354,7 @@ class Worker:
                 else:
                     entries = await gateway.read(self.queues, self.id, count, BLOCK_MS)
                     if entries:
-                        await self._dispatch(entries)
+                        await self._start_now(gateway, entries)
                 # A full read means more is waiting: the worker is saturated (the shipper
                 # then steps aside, see Shipper.busy).
                 self._backlogged = len(started) >= count
@@ -359,13 +393,18 @@ class Worker:
                 if self._queue and self._idle:
                     self._idle.pop().set()  # more waiting: another runner takes the next one
                 try:
-                    outcome = await self._executor.run(job)
+                    outcome = None if job.dropped else await self._executor.run(job)
+                    if job.confirmed is not None:
+                        await job.confirmed.wait()  # the outcome must not overtake the start
+                        if job.dropped:
+                            outcome = None
                 finally:
                     self._busy -= 1
                     self._slot_freed.set()
                     if self._busy == 0 and self._stopping.is_set():
                         self._drained.set()
-                send_out.send_nowait(outcome)
+                if outcome is not None:
+                    send_out.send_nowait(outcome)
 
     async def _completer(self, gateway: Gateway, recv_out: MemoryObjectReceiveStream[Outcome]) -> None:
         async with recv_out:

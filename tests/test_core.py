@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from engine import ConfigurationError, ConnectionFailed, Engine, JobContext, JobFailed, Status
+from engine.inspect import queue_jobs
 from engine.testing import worker_running
 from tests.helpers import enqueue_by_spec, eventually, start_worker_process, stop_process, task_announced
 
@@ -30,6 +31,25 @@ async def test_one_job_result(app: Engine) -> None:
     assert info.result == 5
     assert info.created_at and info.processed_at and info.finished_at
     assert info.created_at <= info.processed_at <= info.finished_at
+
+
+async def test_waiting_and_cancelled_jobs_show_their_arguments(app: Engine) -> None:
+    # A waiting job's payload lives in its stream entry (see enqueue.lua): every reader must
+    # still see it, and cancelling the job must not lose it.
+    @app.task(timeout=5)
+    async def greet(ctx: JobContext, name: str, *, loud: bool = False) -> str:
+        return name
+
+    job = await greet.enqueue("ada", loud=True)
+    info = await job.info()
+    assert info is not None and info.status == Status.WAITING
+    assert (info.args, info.kwargs) == (["ada"], {"loud": True})
+    listed, _ = await queue_jobs(app, "default", "waiting")
+    assert [(j.id, j.args) for j in listed] == [(job.id, ["ada"])]
+    assert await job.cancel() is True
+    info = await job.info()
+    assert info is not None and info.status == Status.CANCELLED
+    assert (info.args, info.kwargs) == (["ada"], {"loud": True})
 
 
 async def test_context_fields_and_kwargs(app: Engine) -> None:

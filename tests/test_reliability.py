@@ -157,6 +157,44 @@ async def test_cancel_delayed_and_running_jobs(app: Engine) -> None:
     assert (await app.stats())["default"]["delayed"] == 0
 
 
+async def test_job_cancelled_after_an_idle_worker_read_it_is_stopped(app: Engine) -> None:
+    # An idle worker runs a fresh job straight from the entry it read and confirms the start
+    # meanwhile; a cancel landing between the read and that confirmation must still win.
+    runs: list[int] = []
+    finished: list[int] = []
+
+    @app.task(timeout=30)
+    async def long_job(ctx: JobContext, n: int) -> None:
+        runs.append(n)
+        await anyio.sleep(30)
+        finished.append(n)
+
+    gateway = await app._ready()
+    real_read = gateway.read
+    reading, cancelled = anyio.Event(), anyio.Event()
+
+    async def read_then_cancel(*args: Any, **kwargs: Any) -> list[tuple[str, str, dict[str, str]]]:
+        reading.set()
+        entries = await real_read(*args, **kwargs)
+        for _queue, _entry, fields in entries:
+            assert await app.job(fields["j"]).cancel() is True  # still waiting: cancelled outright
+            cancelled.set()  # the worker hands the job over before the test task resumes
+        return entries
+
+    gateway.read = read_then_cancel  # type: ignore[method-assign]
+    async with worker_running(app) as worker:
+        await reading.wait()
+        job = await long_job.enqueue(1)
+        await cancelled.wait()
+        await eventually(lambda: _anyio_true(worker._busy == 0), timeout=10, what="the job stopped")
+    info = await job.info()
+    assert info is not None and info.status == Status.CANCELLED and info.args == [1]
+    assert finished == []
+    stats = (await app.stats())["default"]
+    assert stats.get("completed", 0) == 0 and stats.get("failed", 0) == 0
+    assert (await gateway.redis.xpending(gateway.keys.queue("default").stream, "workers"))["pending"] == 0
+
+
 async def test_poison_entries_go_to_the_dlq_and_normal_jobs_flow(app: Engine) -> None:
     from engine.producer import Options, TaskSpec
 
@@ -403,3 +441,34 @@ async def _keys_at_most(redis: Any, namespace: str, n: int) -> bool:
     # Per-minute throughput counters (a handful, expiring after two hours) are not per job.
     keys = [k async for k in redis.scan_iter(match=f"{namespace}:*", count=1000) if ":tput:" not in k]
     return len(keys) <= n
+
+
+async def test_scripts_lost_by_the_server_are_reloaded_and_run_once(tmp_path: Any, namespace: str) -> None:
+    # A restart without persistence or a SCRIPT FLUSH empties the script cache; pipelined
+    # calls (bulk enqueue, start, finish) must reload them without running anything twice.
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    try:
+        app = Engine(server.url, namespace=namespace)
+        runs: dict[int, int] = {}
+
+        @app.task(timeout=5)
+        async def work(ctx: JobContext, n: int) -> None:
+            runs[n] = runs.get(n, 0) + 1
+            if n % 500 == 0:
+                await _redis(app).script_flush()
+
+        async with app:
+            await _redis(app).script_flush()
+            jobs = await work.enqueue_many([(i,) for i in range(2500)])  # several script calls
+            assert len({j.id for j in jobs}) == 2500
+            assert await _redis(app).xlen(app._gateway_or_connect().keys.queue("default").stream) == 2500
+            async with worker_running(app, concurrency=20):
+                await eventually(lambda: _completed_at_least(app, 2500), timeout=60, what="all recorded")
+        assert sorted(runs) == list(range(2500)) and set(runs.values()) == {1}
+    finally:
+        server.stop()
+
+
+def _redis(app: Engine) -> Any:
+    return app._gateway_or_connect().redis

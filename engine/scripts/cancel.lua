@@ -23,7 +23,16 @@ if status == "delayed" then redis.call("ZREM", KEYS[2], ARGV[2]) end
 local msg = redis.call("HGET", jobKey, "msg")
 -- Deleting the entry keeps it from ever being delivered; if a worker read it already, its
 -- start script sees the status and drops it.
-if status == "waiting" and msg then redis.call("XDEL", KEYS[1], msg) end
+if status == "waiting" and msg then
+  -- A fresh job's payload lives in its entry until it starts: keep it for the record.
+  local e = redis.call("XRANGE", KEYS[1], msg, msg)[1]
+  if e and redis.call("HEXISTS", jobKey, "payload") == 0 then
+    for j = 1, #e[2], 2 do
+      if e[2][j] == "p" then redis.call("HSET", jobKey, "payload", e[2][j + 1]) end
+    end
+  end
+  redis.call("XDEL", KEYS[1], msg)
+end
 redis.call("HSET", jobKey, "status", "cancelled", "finished", ARGV[3])
 redis.call("HDEL", jobKey, "msg", "due")
 if tonumber(ARGV[4]) > 0 then

@@ -1,6 +1,7 @@
 --[[
   Enqueue a batch of jobs of one task into one queue: write each job's hash and either add
-  its stream entry (due now) or put it in the delayed set (due later), atomically. The jobs
+  its stream entry (due now: the entry holds the payload until the job starts) or put it in
+  the delayed set (due later: the hash holds the payload), atomically. The jobs
   of a batch share their task and options, so only (id, payload) repeats per job.
 
   KEYS[1] stream        KEYS[2] delayed zset     KEYS[3] stats hash     KEYS[4] outbox stream
@@ -43,6 +44,11 @@ if maxAttempts ~= "" then shared[#shared + 1] = "max_attempts"; shared[#shared +
 if tick ~= "" then shared[#shared + 1] = "tick"; shared[#shared + 1] = tick end
 if status == "delayed" then shared[#shared + 1] = "due"; shared[#shared + 1] = ARGV[10] end
 local nShared = #shared
+-- A waiting job's stream entry: j id, t task, p payload, then the per-job overrides.
+local entry = {"j", "", "t", task, "p", ""}
+if timeout ~= "" then entry[#entry + 1] = "o"; entry[#entry + 1] = timeout end
+if maxAttempts ~= "" then entry[#entry + 1] = "m"; entry[#entry + 1] = maxAttempts end
+if tick ~= "" then entry[#entry + 1] = "k"; entry[#entry + 1] = tick end
 local out = {}
 local added = 0
 for b = 16, #ARGV, 2 do
@@ -63,13 +69,16 @@ for b = 16, #ARGV, 2 do
     out[#out + 1] = 0
   else
     local fields = shared
-    fields[nShared + 1] = "payload"
-    fields[nShared + 2] = payload
     if status == "delayed" then
       redis.call("ZADD", KEYS[2], due, id)
+      fields[nShared + 1] = "payload"
+      fields[nShared + 2] = payload
     else
-      fields[nShared + 3] = "msg"
-      fields[nShared + 4] = redis.call("XADD", KEYS[1], "*", "j", id)
+      -- The entry carries what a worker needs to run the job, so an idle worker starts it
+      -- straight from XREADGROUP; the payload moves into the hash when the job starts.
+      entry[2], entry[6] = id, payload
+      fields[nShared + 1] = "msg"
+      fields[nShared + 2] = redis.call("XADD", KEYS[1], "*", unpack(entry))
     end
     redis.call("HSET", jobKey, unpack(fields))
     if outbox then

@@ -1,7 +1,11 @@
 --[[
-  Mark a batch of entries as started: entries just read with a blocking XREADGROUP (or
-  reclaimed), or, with ARGV[5] = "read", up to ARGV[6] new entries this script reads itself
-  (XREADGROUP without BLOCK), so a busy worker fetches and starts jobs in one round trip.
+  Mark a batch of entries as started, moving a fresh job's payload from its stream entry
+  into its hash: entries just read with a blocking XREADGROUP (or reclaimed), or, with
+  ARGV[5] = "read", up to ARGV[6] new entries this script reads itself (XREADGROUP without
+  BLOCK), so a busy worker fetches and starts jobs in one round trip.
+
+  An idle worker runs a fresh job from the entry it read before this script confirms it
+  (see Worker._start_now): so it must not matter which of the two happens first.
 
   KEYS[1] stream   KEYS[2] dlq stream
   ARGV[1] job key prefix  ARGV[2] group  ARGV[3] unused (times come from the server clock)  ARGV[4] worker id (consumer)
@@ -24,27 +28,37 @@ local function drop(entry)
   redis.call("XDEL", KEYS[1], entry)
 end
 
-local pairs_ = {}
+-- (entry id, job id, the entry's payload or false) per entry to start.
+local todo = {}
 if ARGV[5] == "read" then
   local reply = redis.call("XREADGROUP", "GROUP", group, worker, "COUNT", ARGV[6],
     "STREAMS", KEYS[1], ">")
   if reply then
     for _, e in ipairs(reply[1][2]) do
-      local id = ""
+      local id, payload = "", false
       local fields = e[2]
       for j = 1, #fields, 2 do
-        if fields[j] == "j" then id = fields[j + 1] end
+        if fields[j] == "j" then id = fields[j + 1] elseif fields[j] == "p" then payload = fields[j + 1] end
       end
-      pairs_[#pairs_ + 1] = e[1]
-      pairs_[#pairs_ + 1] = id
+      todo[#todo + 1] = {e[1], id, payload}
     end
   end
 else
-  for i = 5, #ARGV do pairs_[#pairs_ + 1] = ARGV[i] end
+  for i = 5, #ARGV, 2 do todo[#todo + 1] = {ARGV[i], ARGV[i + 1], false} end
 end
 
-for i = 1, #pairs_, 2 do
-  local entry, id = pairs_[i], pairs_[i + 1]
+-- A fresh job's payload is in its stream entry until it starts (see enqueue.lua).
+local function entryPayload(entry)
+  local e = redis.call("XRANGE", KEYS[1], entry, entry)[1]
+  if not e then return false end
+  for j = 1, #e[2], 2 do
+    if e[2][j] == "p" then return e[2][j + 1] end
+  end
+  return false
+end
+
+for _, t in ipairs(todo) do
+  local entry, id = t[1], t[2]
   local jobKey = jobPrefix .. id
   local h = nil
   if id ~= "" then
@@ -62,9 +76,16 @@ for i = 1, #pairs_, 2 do
     out[#out + 1] = {entry, id, 0}
   else
     local attempts = redis.call("HINCRBY", jobKey, "attempts", 1)
-    redis.call("HSET", jobKey, "status", "active", "processed", now, "worker", worker,
-      "msg", entry)
-    out[#out + 1] = {entry, id, 1, h[2], h[3], attempts, h[4] or "", h[5] or "", h[6] or "",
+    local payload = h[3]
+    if payload then
+      redis.call("HSET", jobKey, "status", "active", "processed", now, "worker", worker,
+        "msg", entry)
+    else
+      payload = t[3] or entryPayload(entry) or ""
+      redis.call("HSET", jobKey, "status", "active", "processed", now, "worker", worker,
+        "msg", entry, "payload", payload)
+    end
+    out[#out + 1] = {entry, id, 1, h[2], payload, attempts, h[4] or "", h[5] or "", h[6] or "",
       h[7] or ""}
   end
 end
