@@ -532,6 +532,31 @@ async def test_backlog_alarm(joblog: JobLog, redis: Any, namespace: str) -> None
     assert len(alarms) == 1 and alarms[0]["backlog"] == 8  # at most once every 30 s
 
 
+async def test_shipper_steps_aside_while_its_worker_is_saturated(
+    joblog: JobLog, redis: Any, namespace: str
+) -> None:
+    # A burst waits in the outbox and ships once it is over; a backlog past half the alarm
+    # length ships regardless, so sustained load cannot grow the outbox without end.
+    stream = outbox_key(namespace, "default")
+    await xadd_all(redis, stream, [enqueued(f"w{i}") for i in range(10)])
+    saturated = True
+    shipper = Shipper(redis, joblog, [stream], "s1", block_ms=50, alarm_length=40, busy=lambda: saturated)
+
+    async def state(backlog: int, shipped: int) -> bool:
+        return (shipper.backlog, shipper.shipped) == (backlog, shipped)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(shipper.run)
+        await eventually(lambda: state(10, 0), what="backlog seen, nothing shipped")
+        saturated = False
+        await eventually(lambda: state(0, 10), what="the burst shipped once it was over")
+        saturated = True
+        await xadd_all(redis, stream, [enqueued(f"x{i}") for i in range(25)])  # over 40 / 2
+        await eventually(lambda: state(0, 35), what="a large backlog shipped while saturated")
+        tg.cancel_scope.cancel()
+    assert await count(joblog, "jobs") == 35
+
+
 async def test_postgres_outage_delays_the_log_and_loses_nothing(
     redis: Any, namespace: str, tmp_path: Path
 ) -> None:
