@@ -7,14 +7,12 @@ bad options.
 
 from __future__ import annotations
 
-import base64
-import functools
 import inspect
 import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -25,12 +23,18 @@ from engine.job import Payload, json_encoder
 from engine.retry import Backoff
 from engine.streams import NewJob
 
+# base32hex (RFC 4648), two characters per 10 bits: its alphabet is in ASCII order.
+_B32HEX = "0123456789ABCDEFGHIJKLMNOPQRSTUV"
+_PAIRS = [a + b for a in _B32HEX for b in _B32HEX]
+_SHIFTS = tuple(range(120, -1, -10))
+
 
 def new_job_id() -> str:
-    """48 bits of milliseconds then 80 random bits in 26 characters of base32hex, whose
-    alphabet is in ASCII order: ids sort by creation time."""
-    raw = (time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10)
-    return base64.b32hexencode(raw)[:26].decode()
+    """48 bits of milliseconds then 80 random bits in 26 characters of base32hex (the same
+    text as ``base64.b32hexencode``, without its padding, at a fraction of the cost): ids
+    sort by creation time."""
+    n = (time.time_ns() // 1_000_000) << 82 | int.from_bytes(os.urandom(10), "big") << 2
+    return "".join([_PAIRS[(n >> shift) & 1023] for shift in _SHIFTS])
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,12 @@ class TaskSpec:
     max_attempts: int
     backoff: Backoff
     signature: inspect.Signature | None = None
+    positional: tuple[int, int] | None = field(init=False, default=None, compare=False)
+    """See :func:`_positional_range`; computed once (hashing a Signature costs per call)."""
+
+    def __post_init__(self) -> None:
+        if self.signature is not None:
+            object.__setattr__(self, "positional", _positional_range(self.signature))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +122,6 @@ def task_signature(fn: Callable[..., Any]) -> tuple[inspect.Signature, bool]:
     return sig, takes_ctx
 
 
-@functools.cache
 def _positional_range(signature: inspect.Signature) -> tuple[int, int] | None:
     """(min, max) positional arguments a call may pass with no keywords, when that alone
     decides whether it binds (no required keyword-only parameter); None otherwise."""
@@ -130,7 +139,7 @@ def _positional_range(signature: inspect.Signature) -> tuple[int, int] | None:
 
 
 def encode_payload(spec: TaskSpec, args: Sequence[Any], kwargs: Mapping[str, Any], limit: int) -> bytes:
-    positional = None if spec.signature is None or kwargs else _positional_range(spec.signature)
+    positional = None if kwargs else spec.positional
     if positional is not None and positional[0] <= len(args) <= positional[1]:
         pass  # binds for sure; Signature.bind costs more than the rest of an enqueue
     elif spec.signature is not None:

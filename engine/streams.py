@@ -263,10 +263,10 @@ class Gateway:
             argv: list[Any] = []
             shared: tuple[Any, ...] | None = None
             for job in jobs[start : start + chunk]:
-                if job.shared() != shared:
+                if (options := job.shared()) != shared:
                     if argv:
                         calls.append(argv)
-                    shared = job.shared()
+                    shared = options
                     argv = [*head, *shared]
                 argv.extend((job.id, job.payload))
             calls.append(argv)
