@@ -96,7 +96,7 @@ class Executor:
         try:
             with scope:
                 result = await self._call(task, args, payload.kwargs)
-                return Outcome(job.queue, job.entry_id, job.job_id, "completed", _encode(result))
+                return Outcome(job.queue, job.entry_id, job.job_id, "completed", _encode(result).decode())
             if job.job_id in self._cancelled:
                 return Outcome(job.queue, job.entry_id, job.job_id, "cancelled", "cancelled while running")
             raise JobTimeout(f"timed out after {timeout:g}s")

@@ -13,6 +13,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
+import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -24,6 +25,8 @@ from engine.job import json_encoder
 from engine.keys import GROUP, Keys
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
+
+msgpack_encode = msgspec.msgpack.Encoder().encode
 
 
 def now_ms() -> int:
@@ -160,7 +163,7 @@ class Outcome:
     entry_id: str
     job_id: str
     kind: str  # completed | retry | failed | cancelled
-    value: str | bytes = ""
+    value: str = ""  # text: finish.lua's MessagePack reader takes no binary strings
     traceback: str = ""
     due_ms: int = 0
     ran_ms: int = 0
@@ -367,7 +370,7 @@ class Gateway:
             tput = qk.throughput(now // 60_000)
             keys = [qk.stream, qk.delayed, qk.dlq, qk.stats, qk.outbox, qk.joblog_flag, tput]
             head = [qk.job_prefix, GROUP, now, retention.completed_ms, retention.failed_ms, channel]
-            calls.append(("finish", keys, [*head, self.keys.wake_channel, queue, *argv]))
+            calls.append(("finish", keys, [*head, self.keys.wake_channel, queue, msgpack_encode(argv)]))
         replies = await self._call_many(calls)
         return sum(sum(cast(list[int], r)) for r in replies)
 
