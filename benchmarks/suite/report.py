@@ -70,6 +70,16 @@ def targets(run: Run) -> list[tuple[str, str, str]]:
     else:
         why = (on.skipped if on is not None and on.skipped else None) or "not measured"
         out.append(("drain with the SQL job log on ≥ 80% of off", why, "n/a"))
+    on, off = _engine(run, "joblog_sustained_on"), _engine(run, "joblog_sustained_off")
+    if on is not None and off is not None and on.median and off.median:
+        # Not one of the targets: how far the burst figure above carries.
+        out.append(
+            (
+                "(for reference) sustained drain, job log on vs off",
+                f"{on.median / off.median:.0%} over {_jobs(run, 'joblog_sustained_on'):,} jobs",
+                "reference",
+            )
+        )
     mem = run.extra.get("engine_memory")
     if mem:
         beyond = mem["beyond_payload"]
@@ -90,6 +100,10 @@ def targets(run: Run) -> list[tuple[str, str, str]]:
             )
         )
     return out
+
+
+def _jobs(run: Run, key: str) -> int:
+    return next((sc.jobs for sc in run.scenarios if sc.key == key), 0)
 
 
 def _engine(run: Run, key: str) -> Result | None:
@@ -181,14 +195,15 @@ def markdown(run: Run, *, title: str = "Benchmark results") -> str:
     extra = notes(run)
     if extra:
         parts += ["", "## Notes", "", *extra]
-    lag = run.extra.get("joblog_catch_up_s")
-    if lag:
-        parts += [
-            "",
-            "Job log: PostgreSQL had every job's finished row "
-            + ", ".join(f"{x:.2f} s" for x in lag)
-            + " after the drain ended (per repetition).",
-        ]
+    for key, what in (("joblog_catch_up_s", "drain"), ("joblog_sustained_catch_up_s", "sustained drain")):
+        lag = run.extra.get(key)
+        if lag:
+            parts += [
+                "",
+                f"Job log ({what}): PostgreSQL had every job's finished row "
+                + ", ".join(f"{x:.2f} s" for x in lag)
+                + " after the drain ended (per repetition).",
+            ]
     prof = run.extra.get("profile")
     if prof:
         parts += ["", "## Profile of the engine's drain (pyinstrument, one worker process)", ""]

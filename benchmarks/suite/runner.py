@@ -48,6 +48,7 @@ class Plan:
     io: int
     failure: int
     joblog: int
+    joblog_sustained: int
     memory: int
     scale: tuple[int, ...] = ()
     concurrency: int = 100
@@ -72,6 +73,7 @@ class Plan:
             io=s(self.io),
             failure=s(self.failure),
             joblog=s(self.joblog),
+            joblog_sustained=s(self.joblog_sustained),
             memory=s(self.memory),
             scale=tuple(s(n) for n in self.scale),
             cap_s=max(10.0, self.cap_s * min(1.0, factor * 3)),
@@ -80,11 +82,11 @@ class Plan:
 
 QUICK = Plan(
     mode="quick", reps=3, cap_s=60.0, single=2_000, in_flight=5_000, bulk=20_000, drain=20_000,
-    latency=300, io=10_000, failure=10_000, joblog=20_000, memory=100_000,
+    latency=300, io=10_000, failure=10_000, joblog=20_000, joblog_sustained=200_000, memory=100_000,
 )  # fmt: skip
 FULL = Plan(
     mode="full", reps=5, cap_s=600.0, single=10_000, in_flight=20_000, bulk=200_000, drain=200_000,
-    latency=2_000, io=10_000, failure=50_000, joblog=200_000, memory=100_000,
+    latency=2_000, io=10_000, failure=50_000, joblog=200_000, joblog_sustained=1_000_000, memory=100_000,
     scale=(10_000, 100_000, 1_000_000),
 )  # fmt: skip
 
@@ -114,6 +116,12 @@ def scenarios(plan: Plan) -> list[Scenario]:
                  "the engine alone: drain_1 with no database_url"),
         Scenario("joblog_on", "drain, PostgreSQL job log on (engine)", "jobs/s", "higher", plan.joblog,
                  "the engine alone: drain_1 with database_url set (events shipped to PostgreSQL)"),
+        Scenario("joblog_sustained_off", "sustained drain, job log off (engine)", "jobs/s", "higher",
+                 plan.joblog_sustained, "the engine alone: a drain long enough that the outbox outgrows "
+                 "what the shipper defers while its worker is saturated"),
+        Scenario("joblog_sustained_on", "sustained drain, job log on (engine)", "jobs/s", "higher",
+                 plan.joblog_sustained, "as above with database_url set: the shipper ships while the "
+                 "worker runs flat out"),
         Scenario("memory_waiting", "Redis memory per waiting job", "bytes", "lower", plan.memory,
                  "INFO used_memory before/after enqueueing, divided by the job count"),
         Scenario("memory_after_drain", "Redis memory left after a drain", "bytes", "lower", plan.drain,
@@ -554,20 +562,31 @@ class Runner:
             await anyio.sleep(0.25)
 
     async def joblog_scenario(self, driver: Driver) -> None:
+        """Drain with the job log off, then on: a burst the shipper defers until the worker
+        is idle (``joblog``), and a drain long enough that it ships while the worker runs
+        flat out (``joblog_sustained``)."""
         plan = self.plan
-        off = self.run.result("joblog_off", "engine")
-        on = self.run.result("joblog_on", "engine")
         url = self.database_url() if self.database_url else None
-        if url is None:
-            on.skipped = off.skipped = "skipped: PostgreSQL not available"
-            return
-        ok = await _migrate(url)
-        if ok is not True:
-            on.skipped = off.skipped = f"skipped: job log not available ({ok})"
-            return
+        for prefix, jobs in (("joblog", plan.joblog), ("joblog_sustained", plan.joblog_sustained)):
+            off = self.run.result(f"{prefix}_off", "engine")
+            on = self.run.result(f"{prefix}_on", "engine")
+            if url is None:
+                on.skipped = off.skipped = "skipped: PostgreSQL not available"
+                return
+            ok = await _migrate(url)
+            if ok is not True:
+                on.skipped = off.skipped = f"skipped: job log not available ({ok})"
+                return
+            await self._joblog_pair(driver, url, prefix, jobs)
+            if any("no row reached PostgreSQL" in n for n in on.notes) and not on.values:
+                on.notes.clear()
+                on.skipped = "skipped: job log not available (the worker shipped no event to PostgreSQL)"
+
+    async def _joblog_pair(self, driver: Driver, url: str, prefix: str, jobs: int) -> None:
+        label = prefix.replace("_", "-")
 
         async def measure_off(rep: int) -> Drain:
-            return await self.drain(driver, "noop", plan.joblog, 1, label="joblog-off")
+            return await self.drain(driver, "noop", jobs, 1, label=f"{label}-off")
 
         lags: list[float] = []
 
@@ -576,22 +595,18 @@ class Runner:
                 await anyio.sleep(3)  # a shipper's first batch may lag the drain a little
                 if await _rows(url) == 0:
                     raise _NoJobLog("no row reached PostgreSQL")
-            lags.append(await _catch_up(url, plan.joblog))
+            lags.append(await _catch_up(url, jobs))
 
         async def measure_on(rep: int) -> Drain:
             await _truncate(url)
             env = {"ENGINE_DATABASE_URL": url}
-            return await self.drain(
-                driver, "noop", plan.joblog, 1, extra_env=env, label="joblog-on", after=caught_up
-            )
+            on = f"{label}-on"
+            return await self.drain(driver, "noop", jobs, 1, extra_env=env, label=on, after=caught_up)
 
-        await self.repeat("joblog_off", driver, measure_off)
-        await self.repeat("joblog_on", driver, measure_on)
-        if any("no row reached PostgreSQL" in n for n in on.notes) and not on.values:
-            on.notes.clear()
-            on.skipped = "skipped: job log not available (the worker shipped no event to PostgreSQL)"
+        await self.repeat(f"{prefix}_off", driver, measure_off)
+        await self.repeat(f"{prefix}_on", driver, measure_on)
         if lags:
-            self.run.extra["joblog_catch_up_s"] = lags
+            self.run.extra[f"{prefix}_catch_up_s"] = lags
 
 
 class _NoJobLog(RuntimeError):
