@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -147,10 +148,8 @@ async def _main(args: argparse.Namespace, plan: Plan, chosen: list[str], out: Pa
             pg.stop()
     _write(run, out, started, partial=False)
     if plan.mode == "quick" and args.scale == 1 and not args.only and not only:
-        (ROOT / "benchmarks" / "RESULTS.md").write_text(
-            report.markdown(run, title="Benchmark results (latest quick run)")
-        )
-        print(f"wrote {ROOT / 'benchmarks' / 'RESULTS.md'}")
+        _snapshot(run, out)
+        print(f"wrote {ROOT / 'benchmarks' / 'RESULTS.md'} and RESULTS.png")
     print(report.markdown_table(run))
     print(f"results: {out / 'results.md'}, {out / 'results.json'}, {out / 'results.png'}")
     return 0
@@ -165,11 +164,18 @@ def render(path: Path) -> int:
     if error:
         print(f"no chart: {error}")
     if run.command.strip() == "python -m benchmarks --quick" and run.scale == 1:
-        (ROOT / "benchmarks" / "RESULTS.md").write_text(
-            report.markdown(run, title="Benchmark results (latest quick run)")
-        )
+        _snapshot(run, path.parent)
     print(report.markdown_table(run))
     return 0
+
+
+def _snapshot(run: Run, out: Path) -> None:
+    """The committed copy of a complete quick run: RESULTS.md and its chart, RESULTS.png."""
+    title = "Benchmark results (latest quick run)"
+    (ROOT / "benchmarks" / "RESULTS.md").write_text(report.markdown(run, title=title))
+    chart = out / "results.png"
+    if chart.exists():
+        shutil.copyfile(chart, ROOT / "benchmarks" / "RESULTS.png")
 
 
 def _driver(name: str, url: str, run: Run) -> Driver | None:
