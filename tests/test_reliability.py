@@ -13,6 +13,7 @@ import pytest
 
 from engine import Backoff, Engine, JobContext, JobFailed, Retry, Status, UnrecoverableError
 from engine.embedded import EmbeddedRedis
+from engine.keys import GROUP
 from engine.testing import worker_running
 from tests.helpers import enqueue_by_spec, eventually, start_worker_process, stop_process, task_announced
 
@@ -235,6 +236,22 @@ async def test_poison_entries_go_to_the_dlq_and_normal_jobs_flow(app: Engine) ->
 
 async def _dlq_len(app: Engine, n: int) -> bool:
     return await app.dlq().count() >= n
+
+
+async def test_renewal_reports_only_leases_another_worker_took(app: Engine) -> None:
+    # An entry this worker's own finish call acknowledged while the renewal was on its way
+    # is not a lost lease; one another worker reclaimed is.
+    gateway = await app._ready()
+    await gateway.ensure_group("default")
+    stream = gateway.keys.queue("default").stream
+    entries = [await gateway.redis.xadd(stream, {"j": f"job{i}"}) for i in range(3)]
+    assert len(await gateway.read(["default"], "me", 10, None)) == 3
+    finished, taken, mine = entries
+    await gateway.redis.xack(stream, GROUP, finished)
+    await gateway.redis.xclaim(stream, GROUP, "other", 0, [taken], justid=True)
+    assert await gateway.renew("me", {"default": entries}) == [("default", taken)]
+    pending = await gateway.redis.xpending_range(stream, GROUP, "-", "+", 10)
+    assert {(p["message_id"], p["consumer"]) for p in pending} == {(taken, "other"), (mine, "me")}
 
 
 async def test_idempotency_key_under_concurrent_producers(app: Engine, redis_url: str) -> None:
