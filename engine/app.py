@@ -474,7 +474,11 @@ class Engine:
             # even before a worker (which switches it on too) has started.
             await gateway.redis.set(gateway.keys.queue(queue).joblog_flag, "1")
             self._logged_queues.add(queue)
-        written = await gateway.enqueue(queue, jobs)
+        written = (
+            [await gateway.enqueue_one(queue, jobs[0])]
+            if len(jobs) == 1
+            else await gateway.enqueue(queue, jobs)
+        )
         return [Job(self, job_id, queue) for job_id, _added in written]
 
     async def enqueue(self, task_name: str, /, *args: Any, **kwargs: Any) -> Job[Any]:

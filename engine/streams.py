@@ -6,6 +6,7 @@ reads around them. Nothing here knows about tasks or Python callables.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -62,6 +63,11 @@ def check_redis_url(url: str) -> str:
     if parts.scheme != "unix" and not parts.hostname:
         raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: no host name")
     return url
+
+
+def _written(replies: Iterable[list[Any]]) -> list[tuple[str, bool]]:
+    """enqueue.lua's replies (job id, 1 added / 0 not, per job) as (id, added) pairs."""
+    return [(reply[i], reply[i + 1] == 1) for reply in replies for i in range(0, len(reply), 2)]
 
 
 @dataclass(slots=True)
@@ -201,6 +207,10 @@ class Gateway:
             name: self.redis.register_script(scripts.source(name)) for name in scripts.NAMES
         }
         self._known_queues: set[str] = set()
+        # enqueue_one: single enqueues on their way, those waiting to go, and who sends them.
+        self._sending = 0
+        self._coalesced: list[tuple[str, NewJob, asyncio.Future[tuple[str, bool]]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def ping(self) -> None:
         """Fail fast, naming the URL, when the server cannot be reached."""
@@ -254,13 +264,84 @@ class Gateway:
 
         With ``fence`` (cron), the write happens only while the caller holds the leader lock
         and only for a tick newer than the schedule's last one; otherwise FenceRejected.
+        Returns (job id, added) per job: the id is the existing job's when its idempotency
+        key (or id) was taken.
         """
         await self.remember_queue(queue)
+        calls = self._enqueue_calls(queue, jobs, chunk, fence)
+        replies = [await self._call(*calls[0])] if len(calls) == 1 else await self._call_many(calls)
+        if fence is not None and replies and replies[0] and str(replies[0][0]).startswith("!"):
+            raise FenceRejected(str(replies[0][0])[1:])
+        return _written(replies)
+
+    async def enqueue_one(self, queue: str, job: NewJob) -> tuple[str, bool]:
+        """Write one job: at once when no other single enqueue is on its way, else together
+        with every one issued meanwhile, in one pipelined round trip. So many concurrent
+        producers (a web app's requests) enqueue at the rate of batches, not of round trips,
+        and a lone one pays nothing for it."""
+        if not self._sending:
+            self._sending += 1
+            try:
+                return (await self.enqueue(queue, [job]))[0]
+            finally:
+                self._sending -= 1
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[str, bool]] = loop.create_future()
+        self._coalesced.append((queue, job, done))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush())
+        return await done
+
+    async def _flush(self) -> None:
+        """Send what enqueue_one callers queued, batch after batch, until none is left."""
+        batch: list[tuple[str, NewJob, asyncio.Future[tuple[str, bool]]]] = []
+        try:
+            while self._coalesced:
+                batch, self._coalesced = self._coalesced, []
+                self._sending += 1
+                try:
+                    results = await self._enqueue_mixed([(queue, job) for queue, job, _ in batch])
+                except Exception as exc:
+                    for _, _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                finally:
+                    self._sending -= 1
+                for (_, _, done), result in zip(batch, results, strict=True):
+                    if not done.done():
+                        done.set_result(result)
+        finally:
+            # Cancelled (the loop is shutting down): nothing may wait for us forever.
+            for _, _, done in [*batch, *self._coalesced]:
+                done.cancel()  # a no-op for those already answered
+            self._coalesced = []
+            self._flusher = None
+
+    async def _enqueue_mixed(self, batch: Sequence[tuple[str, NewJob]]) -> list[tuple[str, bool]]:
+        """Jobs of any queues, tasks and options in one round trip; results in batch order."""
+        per_queue: dict[str, list[NewJob]] = {}
+        for queue, job in batch:
+            per_queue.setdefault(queue, []).append(job)
+        calls: list[tuple[str, list[str], list[Any]]] = []
+        spans: dict[str, tuple[int, int]] = {}
+        for queue, jobs in per_queue.items():
+            await self.remember_queue(queue)
+            queue_calls = self._enqueue_calls(queue, jobs, 1000, None)
+            spans[queue] = (len(calls), len(calls) + len(queue_calls))
+            calls += queue_calls
+        replies = await self._call_many(calls)
+        written = {queue: iter(_written(replies[a:b])) for queue, (a, b) in spans.items()}
+        return [next(written[queue]) for queue, _ in batch]
+
+    def _enqueue_calls(
+        self, queue: str, jobs: Sequence[NewJob], chunk: int, fence: Fence | None
+    ) -> list[tuple[str, list[str], list[Any]]]:
         qk = self.keys.queue(queue)
         keys = [qk.stream, qk.delayed, qk.stats, qk.outbox, qk.joblog_flag, qk.cron_leader, qk.cron_last]
         guard = [fence.token, fence.schedule, fence.tick_ms] if fence else ["", "", 0]
         head = [qk.job_prefix, qk.idem_prefix, now_ms(), self.keys.wake_channel, queue, *guard]
-        calls: list[list[Any]] = []
+        calls: list[tuple[str, list[str], list[Any]]] = []
         for start in range(0, len(jobs), chunk):
             # Jobs of one enqueue share task and options; group runs of equal ones anyway.
             argv: list[Any] = []
@@ -268,22 +349,12 @@ class Gateway:
             for job in jobs[start : start + chunk]:
                 if (options := job.shared()) != shared:
                     if argv:
-                        calls.append(argv)
+                        calls.append(("enqueue", keys, argv))
                     shared = options
                     argv = [*head, *shared]
                 argv.extend((job.id, job.payload))
-            calls.append(argv)
-        if len(calls) == 1:
-            replies = [await self._call("enqueue", keys, calls[0])]
-        else:
-            replies = await self._call_many([("enqueue", keys, argv) for argv in calls])
-        if fence is not None and replies and replies[0] and str(replies[0][0]).startswith("!"):
-            raise FenceRejected(str(replies[0][0])[1:])
-        out: list[tuple[str, bool]] = []
-        for reply in replies:
-            for i in range(0, len(reply), 2):
-                out.append((reply[i], reply[i + 1] == 1))
-        return out
+            calls.append(("enqueue", keys, argv))
+        return calls
 
     # -- worker -----------------------------------------------------------------------------
 

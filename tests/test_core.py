@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import signal
 import time
+from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from engine import ConfigurationError, ConnectionFailed, Engine, JobContext, JobFailed, Status
+from engine.embedded import EmbeddedRedis
 from engine.inspect import queue_jobs
 from engine.producer import new_job_id
 from engine.testing import worker_running
@@ -294,6 +297,74 @@ async def test_enqueue_many_in_one_call(app: Engine) -> None:
         many = await echo.enqueue_many([(i,) for i in range(2500)])  # more than one chunk
         assert len({j.id for j in many}) == 2500
         assert await many[-1].result(timeout=30) == 2499
+
+
+async def test_concurrent_single_enqueues_share_round_trips_and_keep_their_own_results(
+    tmp_path: Path, namespace: str
+) -> None:
+    # Enqueues issued while another is on its way go together in one pipelined round trip
+    # (one script call per run of equal task/options); each caller still gets its own job.
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    try:
+        app = Engine(server.url, namespace=namespace)
+
+        @app.task(queue="mail")
+        async def send(ctx: JobContext, to: str) -> None: ...
+
+        @app.task(queue="reports")
+        async def report(ctx: JobContext, n: int) -> None: ...
+
+        async with app:
+            redis = app._gateway_or_connect().redis
+            await send.enqueue("warm-up")  # scripts loaded, queues known
+            before = (await redis.info("commandstats"))["cmdstat_evalsha"]["calls"]
+            handles: dict[str, Any] = {}
+
+            async def one(i: int) -> None:
+                if i % 3 == 0:
+                    handles[f"r{i}"] = await report.enqueue(i)
+                elif i % 50 == 1:  # the same key twice: one job, both callers get its id
+                    handles[f"k{i}"] = await send.with_options(idempotency_key="once").enqueue(f"k{i}")
+                else:
+                    handles[f"s{i}"] = await send.with_options(delay=60 if i % 7 == 0 else None).enqueue(
+                        f"s{i}"
+                    )
+
+            async with anyio.create_task_group() as tg:
+                for i in range(300):
+                    tg.start_soon(one, i)
+            calls = (await redis.info("commandstats"))["cmdstat_evalsha"]["calls"] - before
+            assert calls < 100, f"{calls} script calls for 300 concurrent enqueues: not coalesced"
+            keyed = {name: h for name, h in handles.items() if name.startswith("k")}
+            assert len({h.id for h in keyed.values()}) == 1
+            for name, handle in handles.items():
+                if name.startswith("k"):
+                    continue
+                info = await handle.info()
+                assert info is not None, name
+                expected = int(name[1:]) if name.startswith("r") else name
+                assert (info.queue, info.args) == ("reports" if name.startswith("r") else "mail", [expected])
+                delayed = name.startswith("s") and int(name[1:]) % 7 == 0
+                assert info.status == (Status.DELAYED if delayed else Status.WAITING), name
+            stats = await app.stats()
+            assert stats["mail"]["enqueued"] + stats["reports"]["enqueued"] == 1 + 300 - len(keyed) + 1
+            server.stop()  # a failed round trip reaches every caller of its batch, none hangs
+            results = []
+
+            async def failing(i: int) -> None:
+                try:
+                    await send.enqueue(f"lost {i}")
+                except Exception as exc:
+                    results.append(type(exc).__name__)
+
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    for i in range(20):
+                        tg.start_soon(failing, i)
+            assert len(results) == 20
+    finally:
+        server.stop()
 
 
 async def test_unreachable_redis_fails_fast_naming_the_url() -> None:
