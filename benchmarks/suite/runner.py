@@ -566,18 +566,18 @@ class Runner:
         is idle (``joblog``), and a drain long enough that it ships while the worker runs
         flat out (``joblog_sustained``)."""
         plan = self.plan
+        pairs = (("joblog", plan.joblog), ("joblog_sustained", plan.joblog_sustained))
         url = self.database_url() if self.database_url else None
-        for prefix, jobs in (("joblog", plan.joblog), ("joblog_sustained", plan.joblog_sustained)):
-            off = self.run.result(f"{prefix}_off", "engine")
-            on = self.run.result(f"{prefix}_on", "engine")
-            if url is None:
-                on.skipped = off.skipped = "skipped: PostgreSQL not available"
-                return
-            ok = await _migrate(url)
-            if ok is not True:
-                on.skipped = off.skipped = f"skipped: job log not available ({ok})"
-                return
+        ok = await _migrate(url) if url is not None else False
+        if ok is not True:
+            why = "PostgreSQL not available" if url is None else f"job log not available ({ok})"
+            for prefix, _ in pairs:  # every job-log row says why, not only the first pair's
+                for mode in ("off", "on"):
+                    self.run.result(f"{prefix}_{mode}", "engine").skipped = f"skipped: {why}"
+            return
+        for prefix, jobs in pairs:
             await self._joblog_pair(driver, url, prefix, jobs)
+            on = self.run.result(f"{prefix}_on", "engine")
             if any("no row reached PostgreSQL" in n for n in on.notes) and not on.values:
                 on.notes.clear()
                 on.skipped = "skipped: job log not available (the worker shipped no event to PostgreSQL)"
