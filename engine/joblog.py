@@ -47,6 +47,9 @@ __all__ = [
     "HistoryPage",
     "JobLog",
     "LogLine",
+    "RawEvent",
+    "check_event",
+    "decode_entry",
     "is_data_error",
     "parse_event",
     "schema_sql",
@@ -128,6 +131,36 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     message: str | None = None
 
 
+class RawEvent(msgspec.Struct, gc=False):
+    """An outbox event as a script wrote it, every value text, not yet checked (see
+    :func:`check_event`). ``id`` is the outbox entry id (for an event of a batched entry,
+    the entry id and its index in the batch); ``q`` and ``t`` come from the entry for a
+    batched event."""
+
+    e: str
+    j: str
+    q: str | None = None
+    t: str | None = None
+    v: str | None = None
+    task: str | None = None
+    status: str | None = None
+    payload: str | None = None
+    created: str | None = None
+    attempts: str | None = None
+    processed: str | None = None
+    result: str | None = None
+    finished: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    due: str | None = None
+    level: str | None = None
+    message: str | None = None
+    id: str = ""
+
+
+_RAW_BATCH = msgspec.json.Decoder(list[RawEvent])
+
+
 class _Garbage(Exception):
     pass
 
@@ -137,8 +170,7 @@ def _text(value: str) -> str:
     return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
-def _name(fields: dict[str, str], key: str, *, required: bool = True) -> str:
-    value = fields.get(key)
+def _name(value: str | None, key: str, *, required: bool = True) -> str:
     if value is None:
         if required:
             raise _Garbage(f"missing field {key!r}")
@@ -148,8 +180,7 @@ def _name(fields: dict[str, str], key: str, *, required: bool = True) -> str:
     return _text(value)
 
 
-def _int(fields: dict[str, str], key: str, maximum: int, *, required: bool = True) -> int | None:
-    value = fields.get(key)
+def _int(value: str | None, key: str, maximum: int, *, required: bool = True) -> int | None:
     if value is None or value == "":
         if required:
             raise _Garbage(f"missing field {key!r}")
@@ -162,8 +193,8 @@ def _int(fields: dict[str, str], key: str, maximum: int, *, required: bool = Tru
     return number
 
 
-def _req_int(fields: dict[str, str], key: str, maximum: int) -> int:
-    number = _int(fields, key, maximum)
+def _req_int(value: str | None, key: str, maximum: int) -> int:
+    number = _int(value, key, maximum)
     assert number is not None
     return number
 
@@ -182,56 +213,119 @@ def _json(value: str, key: str, entry_id: str) -> str:
     return msgspec.json.encode(_text(value)).decode()
 
 
-def parse_event(entry_id: str, fields: dict[str, str]) -> Event | None:
-    """Check and type one outbox entry; garbage is logged and gives None."""
+def _garbage(entry_id: str, reason: str, kind: object = None, job_id: object = None) -> None:
+    log.error(
+        "skipping a garbage job-log event",
+        entry=entry_id,
+        reason=reason,
+        event_type=str(kind)[:40] if kind is not None else None,
+        job_id=str(job_id)[:100] if job_id is not None else None,
+    )
+
+
+def _raw(entry_id: str, fields: object) -> RawEvent | None:
+    """The fields of a one-event entry (or one item of a batch) as a RawEvent; None, logged,
+    when they are not a map of text values with ``e`` and ``j``."""
     try:
-        return _parse(entry_id, fields)
-    except (_Garbage, AttributeError, TypeError, ValueError) as exc:  # the latter: values not str
-        log.error(
-            "skipping a garbage job-log event",
-            entry=entry_id,
-            reason=str(exc) if isinstance(exc, _Garbage) else f"malformed entry: {exc}",
-            event_type=str(fields.get("e"))[:40] if isinstance(fields, dict) else None,
-            job_id=str(fields.get("j"))[:100] if isinstance(fields, dict) else None,
-        )
+        raw = msgspec.convert(fields, RawEvent)
+    except msgspec.ValidationError as exc:
+        get = fields.get if isinstance(fields, dict) else {}.get
+        _garbage(entry_id, f"malformed entry: {exc}", get("e"), get("j"))
+        return None
+    raw.id = entry_id
+    return raw
+
+
+def decode_entry(entry_id: str, fields: dict[str, str]) -> tuple[list[RawEvent], int, int]:
+    """The events of one outbox entry, not yet checked: ``(events, garbage, extra)``.
+
+    An entry is one event (its fields) or, written by a script that changed a batch of
+    jobs, a batch: ``b`` a JSON array of events that share the entry's ``q`` and ``t``, and
+    ``n`` their number. ``garbage`` counts what was skipped as unreadable (an event, or the
+    whole entry); ``extra`` is what the entry adds to the outbox's count of events beyond
+    one per entry (see :func:`engine.keys.outbox_extra`).
+    """
+    batch = fields.get("b") if isinstance(fields, dict) else None
+    if batch is None:
+        raw = _raw(entry_id, fields)
+        return ([raw], 0, 0) if raw is not None else ([], 1, 0)
+    count = fields.get("n")
+    extra = int(count) - 1 if isinstance(count, str) and count.isascii() and count.isdigit() else 0
+    extra = max(0, min(extra, _MAX_INT32))
+    q, t = fields.get("q"), fields.get("t")
+    try:
+        raws = _RAW_BATCH.decode(batch)
+    except msgspec.ValidationError:
+        # Some event of the batch is malformed: take the others one by one.
+        items = msgspec.json.decode(batch)
+        if not isinstance(items, list):
+            _garbage(entry_id, "unreadable batch: 'b' is not an array of events")
+            return [], 1, extra
+        found = [_raw(f"{entry_id}.{i}", item) for i, item in enumerate(items)]
+        raws = [raw for raw in found if raw is not None]
+        garbage = len(found) - len(raws)
+    except msgspec.DecodeError as exc:
+        _garbage(entry_id, f"unreadable batch: {exc}")
+        return [], 1, extra
+    else:
+        garbage = 0
+        for i, raw in enumerate(raws):
+            raw.id = f"{entry_id}.{i}"  # each needs an id of its own: job_logs rows are keyed by it
+    for raw in raws:
+        raw.q, raw.t = q, t
+    return raws, garbage, extra
+
+
+def check_event(raw: RawEvent) -> Event | None:
+    """Check and type one event; garbage is logged and gives None."""
+    try:
+        return _check(raw)
+    except _Garbage as exc:
+        _garbage(raw.id, str(exc), raw.e, raw.j)
         return None
 
 
-def _parse(entry_id: str, fields: dict[str, str]) -> Event:
-    if not isinstance(fields, dict) or not fields:
-        raise _Garbage("entry has no fields (deleted or empty)")
-    kind = fields.get("e")
-    if kind not in _REQUIRED:
-        raise _Garbage(f"unknown event type {str(kind)[:40]!r}")
-    for key in _REQUIRED[kind]:
-        if key not in fields:
+def parse_event(entry_id: str, fields: dict[str, str]) -> Event | None:
+    """Check and type a one-event outbox entry; garbage is logged and gives None."""
+    raw = _raw(entry_id, fields)
+    return check_event(raw) if raw is not None else None
+
+
+def _check(raw: RawEvent) -> Event:
+    kind = raw.e
+    required = _REQUIRED.get(kind)
+    if required is None:
+        raise _Garbage(f"unknown event type {kind[:40]!r}")
+    for key in required:
+        if getattr(raw, key) is None:
             raise _Garbage(f"{kind} event without field {key!r}")
-    job_id = _name(fields, "j")
-    queue = _name(fields, "q")
+    entry_id = raw.id
+    job_id = _name(raw.j, "j")
+    queue = _name(raw.q, "q")
     if not job_id or not queue:
         raise _Garbage("empty job id or queue name")
-    at_ms = _req_int(fields, "t", _MAX_MS)
+    at_ms = _req_int(raw.t, "t", _MAX_MS)
     if kind == "log":
-        level = _text(fields["level"].strip().lower()[:20]) or "info"
+        assert raw.level is not None and raw.message is not None  # required
         return Event(
             entry_id=entry_id,
             type=kind,
             job_id=job_id,
             queue=queue,
-            task=_name(fields, "task", required=False),
+            task=_name(raw.task, "task", required=False),
             at_ms=at_ms,
-            version=_int(fields, "v", _MAX_INT64, required=False) or 0,
-            level=level,
-            message=_text(fields["message"]),
+            version=_int(raw.v, "v", _MAX_INT64, required=False) or 0,
+            level=_text(raw.level.strip().lower()[:20]) or "info",
+            message=_text(raw.message),
         )
-    task = _name(fields, "task")
-    version = _req_int(fields, "v", _MAX_INT64)
+    task = _name(raw.task, "task")
+    version = _req_int(raw.v, "v", _MAX_INT64)
     if version < 1:
         raise _Garbage("version 'v' must be at least 1")
     if kind == "enqueued":
-        status = fields["status"]
-        if status not in ("waiting", "delayed"):
-            raise _Garbage(f"enqueued event with status {status[:40]!r}")
+        assert raw.status is not None and raw.payload is not None  # required
+        if raw.status not in ("waiting", "delayed"):
+            raise _Garbage(f"enqueued event with status {raw.status[:40]!r}")
         return Event(
             entry_id=entry_id,
             type=kind,
@@ -240,11 +334,16 @@ def _parse(entry_id: str, fields: dict[str, str]) -> Event:
             task=task,
             at_ms=at_ms,
             version=version,
-            status=status,
-            payload=_json(fields["payload"], "payload", entry_id),
-            created_ms=_int(fields, "created", _MAX_MS, required=False) or at_ms,
+            status=raw.status,
+            payload=_json(raw.payload, "payload", entry_id),
+            created_ms=_int(raw.created, "created", _MAX_MS, required=False) or at_ms,
             attempts=0,
         )
+    # Every state event after the enqueue carries the job's payload and creation time (older
+    # engines wrote none): enough to make the whole row if its enqueue event is never written.
+    payload = raw.payload
+    created_ms = _int(raw.created, "created", _MAX_MS, required=False) if payload else None
+    payload = _json(payload, "payload", entry_id) if payload and created_ms is not None else None
     if kind == "replayed":
         return Event(
             entry_id=entry_id,
@@ -255,11 +354,11 @@ def _parse(entry_id: str, fields: dict[str, str]) -> Event:
             at_ms=at_ms,
             version=version,
             status="waiting",
+            payload=payload,
+            created_ms=created_ms,
             attempts=0,
         )
-    error = fields.get("error")
-    traceback = fields.get("traceback")
-    result = fields.get("result")
+    result = raw.result
     return Event(
         entry_id=entry_id,
         type=kind,
@@ -269,13 +368,15 @@ def _parse(entry_id: str, fields: dict[str, str]) -> Event:
         at_ms=at_ms,
         version=version,
         status=_STATUS_AFTER[kind],
-        attempts=_req_int(fields, "attempts", _MAX_INT32),
+        payload=payload,
+        created_ms=created_ms,
+        attempts=_req_int(raw.attempts, "attempts", _MAX_INT32),
         result=_json(result, "result", entry_id) if kind == "completed" and result is not None else None,
-        error=_text(error) if error else None,
-        traceback=_text(traceback) if traceback else None,
-        processed_ms=_int(fields, "processed", _MAX_MS, required=False),
-        finished_ms=_int(fields, "finished", _MAX_MS, required=kind != "retry"),
-        due_ms=_int(fields, "due", _MAX_MS) if kind == "retry" else None,
+        error=_text(raw.error) if raw.error else None,
+        traceback=_text(raw.traceback) if raw.traceback else None,
+        processed_ms=_int(raw.processed, "processed", _MAX_MS, required=False),
+        finished_ms=_int(raw.finished, "finished", _MAX_MS, required=kind != "retry"),
+        due_ms=_int(raw.due, "due", _MAX_MS) if kind == "retry" else None,
     )
 
 
@@ -457,7 +558,7 @@ class _Rows:
 
     def __init__(self, events: Sequence[Event]) -> None:
         latest: dict[str, Event] = {}  # job id -> its state event with the highest version
-        enqueued: dict[str, Event] = {}
+        facts: dict[str, Event] = {}  # job id -> an event with its payload, the enqueue's first
         earliest: dict[str, int] = {}  # job id -> earliest time seen in the batch
         processed_max: dict[str, int] = {}  # job id -> start of its latest attempt seen
         log_only: dict[str, Event] = {}
@@ -486,9 +587,9 @@ class _Rows:
             current = latest.get(job_id)
             if current is None or ev.version > current.version:
                 latest[job_id] = ev
-            if ev.type == "enqueued":
-                enqueued[job_id] = ev
-            elif ev.type in ("retry", "failed"):
+            if ev.type == "enqueued" or (ev.payload is not None and job_id not in facts):
+                facts[job_id] = ev
+            if ev.type in ("retry", "failed"):
                 # Every failed attempt leaves an error line with its traceback.
                 log_job.append(job_id)
                 log_content.append(f"{ev.error or ''}\n\n{ev.traceback or ''}")
@@ -512,7 +613,7 @@ class _Rows:
         last_event: list[str] = []
         versions: list[int] = []
         for job_id, ev in latest.items():
-            first = enqueued.get(job_id)
+            first = facts.get(job_id)
             ids.append(job_id)
             queues.append(ev.queue)
             tasks.append(first.task if first is not None and first.task else ev.task)

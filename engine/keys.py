@@ -21,6 +21,18 @@ GROUP = "workers"
 """The consumer group every worker of a queue reads with."""
 
 
+def outbox_extra(outbox: str) -> str:
+    """Beside an outbox stream: how many events it holds beyond one per entry. Scripts that
+    write a batch of events as one entry add to it and the shipper's acknowledgement takes
+    away, so the outbox's backlog in events is its length plus this."""
+    return outbox + ":extra"
+
+
+def outbox_job_prefix(outbox: str) -> str:
+    """The job key prefix of the queue an outbox stream belongs to."""
+    return outbox.removesuffix("outbox") + "job:"
+
+
 def check_name(kind: str, value: str) -> str:
     if not isinstance(value, str) or not _NAME.match(value):
         raise ConfigurationError(
@@ -66,6 +78,10 @@ class QueueKeys:
     def outbox(self) -> str:
         """Stream of job-log events, drained into PostgreSQL by the shipper."""
         return self.prefix + "outbox"
+
+    @property
+    def outbox_extra(self) -> str:
+        return outbox_extra(self.outbox)
 
     @property
     def joblog_flag(self) -> str:

@@ -1,12 +1,15 @@
 """Ship job-log events from the Redis outbox streams into PostgreSQL.
 
 Every state change of a job appends an event to its queue's outbox stream in the same Lua
-call (see ``engine/scripts/*.lua``). A :class:`Shipper` reads the outboxes with the consumer
-group ``shipper``, writes each batch through :meth:`engine.joblog.JobLog.write` in one
-transaction, and only after the commit acknowledges and deletes the entries (XDEL, then
-XACK: an entry deleted but not yet acknowledged is found again in the pending list and
-acknowledged then). So a PostgreSQL outage delays the log and loses nothing: the batch in
-hand is retried as it is, later events wait in Redis, and the backlog is watched.
+call (see ``engine/scripts/*.lua``). A script that changes a batch of jobs (an enqueue, the
+outcomes a worker records together) writes their events as one entry, a JSON array (see
+:func:`engine.joblog.decode_entry`): an entry per event cost Redis and the shipper most of
+what the job log costs. A :class:`Shipper` reads the outboxes with the consumer group
+``shipper``, writes each batch through :meth:`engine.joblog.JobLog.write` in one
+transaction, and only after the commit acknowledges and deletes the entries (``ack.lua``).
+So a PostgreSQL outage delays the log and loses nothing: the batch in hand is retried as it
+is, later events wait in Redis, and the backlog (in events: the outboxes' length plus what
+their batched entries hold beyond one event each) is watched.
 
 Several shippers may run side by side (one per worker process, say): the group spreads the
 entries over them, writes are idempotent and order-insensitive, and entries a dead shipper
@@ -25,10 +28,11 @@ from typing import Any
 import anyio
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
-from engine.joblog import Event, JobLog, is_data_error, parse_event
-from engine.keys import Keys
+from engine import scripts
+from engine.joblog import Event, JobLog, RawEvent, check_event, decode_entry, is_data_error
+from engine.keys import Keys, outbox_extra, outbox_job_prefix
 
 __all__ = ["GROUP", "Shipper", "outbox_key", "queue_outboxes"]
 
@@ -65,9 +69,13 @@ def queue_outboxes(redis: aioredis.Redis, namespace: str) -> Callable[[], Awaita
 class _Batch:
     """Entries read and not yet acknowledged: retried as they are until they are."""
 
-    ids: dict[str, list[str]]  # stream -> entry ids
-    events: list[Event]
-    count: int
+    ids: dict[str, list[tuple[str, int]]]  # stream -> (entry id, events beyond its first)
+    raws: list[RawEvent]  # as read; checked into ``events`` before the first write
+    streams: list[str]  # the outbox of each raw event
+    count: int  # entries
+    size: int  # events, garbage included
+    superseded: int = 0  # enqueued events left out: their jobs have had a newer event
+    events: list[Event] | None = None
     committed: bool = False
     skipped: int = 0
     rejected: list[str] = field(default_factory=list)
@@ -101,6 +109,10 @@ def _entries(reply: Any) -> list[tuple[str, list[tuple[str, dict[str, str] | Non
 
 # How long the shipper steps aside at a time while its worker is saturated.
 BUSY_PAUSE = 0.25
+# How long a batch may wait for workers to get through its jobs (see _skip_superseded), and
+# how often it looks.
+HOLD_MAX = 1.0
+HOLD_POLL = 0.05
 
 
 class Shipper:
@@ -109,9 +121,10 @@ class Shipper:
 
     ``outboxes`` is a list of stream keys or an async callable returning them (refreshed every
     ``refresh_interval`` seconds, so new queues are picked up). ``consumer`` names this shipper
-    in the group; give each live shipper its own name. Metrics: ``shipped`` (events written),
-    ``skipped`` (garbage entries acknowledged without a row), ``failures`` (failed attempts),
-    ``backlog`` (total length of the outboxes when last seen: events not yet shipped).
+    in the group; give each live shipper its own name. Metrics: ``shipped`` (events written, or
+    ``superseded``: enqueued events left out because a newer event of the job makes the same
+    row), ``skipped`` (garbage events acknowledged without a row), ``failures`` (failed
+    attempts), ``backlog`` (events in the outboxes when last seen: not yet shipped).
 
     The JobLog may be left unconnected: the shipper connects it when it first has something
     to write (and keeps trying, in :meth:`run`, while PostgreSQL cannot be reached).
@@ -149,6 +162,7 @@ class Shipper:
         self.busy = busy
         self.shipped = 0
         self.skipped = 0
+        self.superseded = 0
         self.failures = 0
         self.backlog = 0
         self._source = outboxes
@@ -164,6 +178,9 @@ class Shipper:
         self._next: _Batch | None = None  # read ahead while PostgreSQL commits the one in flight
         self._check_pending = True  # our own pending entries (a crash, a truncated read) first
         self._rotation = 0
+        self._per_entry = 1.0  # events per entry lately: how many entries make a batch
+        self._ack_script = self.redis.register_script(scripts.source("ack"))
+        self._versions_script = self.redis.register_script(scripts.source("versions"))
         self._last_alarm = float("-inf")
         self._next_reclaim = float("-inf")
 
@@ -190,7 +207,7 @@ class Shipper:
                 # A failed read may have left entries in our pending list: look there next.
                 self._check_pending = True
                 delay = min(MAX_BACKOFF, 0.05 * 2 ** min(attempt, 10)) * random.uniform(0.5, 1.0)
-                waiting = self._inflight.count if self._inflight is not None else 0
+                waiting = self._inflight.size if self._inflight is not None else 0
                 log.warning(
                     "job-log shipping failed, retrying",
                     error=f"{type(exc).__name__}: {exc}",
@@ -238,7 +255,11 @@ class Shipper:
         if not batch.committed:
             if not self.joblog.connected:
                 await self.joblog.connect()  # PostgreSQL was down when the shipper started
-            if self._next is None and not self._check_pending and batch.count >= self.batch:
+            if batch.events is None:
+                await self._skip_superseded(batch)
+                batch.events = [e for e in map(check_event, batch.raws) if e is not None]
+                batch.skipped += len(batch.raws) - len(batch.events)
+            if self._next is None and not self._check_pending and batch.size >= self.batch:
                 # A full batch: more is likely waiting. Read and parse it while PostgreSQL
                 # commits this one (the read-ahead is held, and retried, like this batch).
                 error: Exception | None = None
@@ -255,7 +276,8 @@ class Shipper:
             batch.committed = True
         await self._ack(batch)
         self._inflight = None
-        self.shipped += len(batch.events) - len(batch.rejected)
+        self.shipped += len(batch.events or ()) - len(batch.rejected) + batch.superseded
+        self.superseded += batch.superseded
         self.skipped += batch.skipped + len(batch.rejected)
         return batch.count
 
@@ -351,11 +373,13 @@ class Shipper:
         self, keys: list[str], start: str, block_ms: int | None, lenient: bool = True
     ) -> list[tuple[str, list[tuple[str, dict[str, str] | None]]]]:
         streams = dict.fromkeys(keys, start)
+        # Entries enough for a batch of events: a batched entry holds many.
+        count = max(1, min(self.batch, round(self.batch / self._per_entry)))
         for attempt in range(2):
             try:
                 try:
                     reply = await self.redis.xreadgroup(
-                        GROUP, self.consumer, streams, count=self.batch, block=block_ms
+                        GROUP, self.consumer, streams, count=count, block=block_ms
                     )
                 except UnicodeDecodeError:
                     if not lenient:
@@ -364,7 +388,7 @@ class Shipper:
                     # list by now; read them again undecoded and decode leniently.
                     log.warning("job-log events with invalid UTF-8, reading them leniently")
                     self._check_pending = True
-                    args: list[Any] = ["XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", self.batch]
+                    args: list[Any] = ["XREADGROUP", "GROUP", GROUP, self.consumer, "COUNT", count]
                     args += ["STREAMS", *keys, *(["0"] * len(keys))]
                     reply = await self.redis.execute_command(*args, NEVER_DECODE=True)
                 return _entries(reply)
@@ -378,34 +402,119 @@ class Shipper:
         raise AssertionError("unreachable")
 
     def _take(self, streams: list[tuple[str, list[tuple[str, dict[str, str] | None]]]]) -> _Batch:
-        """Parse up to ``batch`` entries; any beyond stay pending and are read next time."""
-        ids: dict[str, list[str]] = {}
-        events: list[Event] = []
-        skipped = 0
-        room = self.batch
+        """Parse entries up to ``batch`` events; any beyond stay pending and are read next time."""
+        ids: dict[str, list[tuple[str, int]]] = {}
+        raws: list[RawEvent] = []
+        sources: list[str] = []
+        skipped = size = count = 0
         for stream, rows in streams:
-            if not rows:
-                continue
-            if len(rows) > room:
-                rows = rows[:room]
-                self._check_pending = True
-            room -= len(rows)
-            ids[stream] = [entry_id for entry_id, _ in rows]
+            taken: list[tuple[str, int]] = []
             for entry_id, fields in rows:
-                event = parse_event(entry_id, fields) if fields else None
-                if event is None:
-                    if not fields:
-                        log.warning("job-log entry without data (deleted), acknowledging it", entry=entry_id)
-                    skipped += 1
+                if size >= self.batch:
+                    self._check_pending = True
+                    break
+                if fields:
+                    parsed, garbage, extra = decode_entry(entry_id, fields)
                 else:
-                    events.append(event)
-            if room <= 0:
-                self._check_pending = True
-                break
-        count = sum(len(v) for v in ids.values())
-        return _Batch(ids=ids, events=events, count=count, skipped=skipped)
+                    log.warning("job-log entry without data (deleted), acknowledging it", entry=entry_id)
+                    parsed, garbage, extra = [], 1, 0
+                raws += parsed
+                sources += [stream] * len(parsed)
+                skipped += garbage
+                size += len(parsed) + garbage
+                taken.append((entry_id, extra))
+            if taken:
+                ids[stream] = taken
+                count += len(taken)
+        if count:
+            self._per_entry = max(1.0, size / count)
+        return _Batch(ids=ids, raws=raws, streams=sources, count=count, size=size, skipped=skipped)
+
+    async def _skip_superseded(self, batch: _Batch) -> None:
+        """Leave out the enqueued events of jobs that have had a newer state event since.
+
+        Every state event after the enqueue carries the job's payload and creation time, so
+        the newer one (shipped already, in this batch or still in the outbox) makes the same
+        row: one write per job instead of two. While workers are getting through the jobs
+        of the batch (a backlog draining), wait for them a little, up to ``HOLD_MAX``
+        seconds: the shipper then trails the workers and writes each job once. Jobs nobody
+        is getting to are written as they are at once.
+        """
+        newer = {raw.j for raw in batch.raws if raw.e not in ("enqueued", "log")}
+        asked = [
+            (stream, raw)
+            for stream, raw in zip(batch.streams, batch.raws, strict=True)
+            if raw.e == "enqueued" and raw.j not in newer and raw.v is not None and raw.v.isdigit()
+        ]
+        skip: set[int] = set()
+        start = time.monotonic()
+        await self._trail(asked, start)
+        while asked:
+            per_stream: dict[str, list[RawEvent]] = {}
+            for stream, raw in asked:
+                per_stream.setdefault(stream, []).append(raw)
+            still: list[tuple[str, RawEvent]] = []
+            for (stream, raws), codes in zip(
+                per_stream.items(), await self._moved_on(per_stream), strict=True
+            ):
+                for raw, code in zip(raws, codes, strict=True):
+                    if code == 1:
+                        skip.add(id(raw))
+                    elif code == 0:
+                        still.append((stream, raw))  # (-1: its hash is gone: write what we know)
+            elapsed = time.monotonic() - start
+            if not still or len(still) == len(asked) or elapsed >= HOLD_MAX:
+                break  # done, or nobody is getting to these jobs now
+            await anyio.sleep(HOLD_POLL)  # a few still running: they are about to finish
+            asked = still
+        if skip:
+            kept = [(s, raw) for s, raw in zip(batch.streams, batch.raws, strict=True) if id(raw) not in skip]
+            batch.streams = [s for s, _ in kept]
+            batch.raws = [raw for _, raw in kept]
+            batch.superseded += len(skip)
+
+    async def _trail(self, asked: list[tuple[str, RawEvent]], start: float) -> None:
+        """Wait, up to ``HOLD_MAX`` seconds from ``start``, while workers are between the
+        first and the last of these jobs of each outbox (they run in about the order they
+        were enqueued in): a look at two jobs per outbox, not at each of them every time."""
+        while time.monotonic() - start < HOLD_MAX:
+            ends: dict[str, list[RawEvent]] = {}
+            for stream, raw in asked:
+                ends.setdefault(stream, [raw, raw])[1] = raw
+            if not any(codes == [1, 0] for codes in await self._moved_on(ends)):
+                return
+            await anyio.sleep(HOLD_POLL)
+
+    async def _moved_on(self, per_stream: dict[str, list[RawEvent]]) -> list[list[int]]:
+        """Per outbox, per enqueued event: 1 if its job has had a newer state event since, 0
+        if not, -1 if the job's hash is gone (``versions.lua``)."""
+        calls = [
+            ([stream], [outbox_job_prefix(stream), *(x for raw in raws for x in (raw.j, raw.v))])
+            for stream, raws in per_stream.items()
+        ]
+        return await self._evalsha(self._versions_script, calls)
+
+    async def _evalsha(
+        self, script: Any, calls: list[tuple[list[str], list[Any]]], more: Callable[[Any], None] | None = None
+    ) -> list[Any]:
+        """Run a script once per (keys, args) in one pipelined round trip, then whatever
+        ``more`` adds to the pipeline; the replies in order. A script the server lost (a
+        restart, SCRIPT FLUSH) is loaded and its calls rerun: a refused call did nothing."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if more is not None:
+                more(pipe)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        for i, (keys, args) in enumerate(calls):
+            if isinstance(replies[i], NoScriptError):
+                replies[i] = await script(keys=keys, args=args)
+            elif isinstance(replies[i], Exception):
+                raise replies[i]
+        return replies
 
     async def _write(self, batch: _Batch) -> None:
+        assert batch.events is not None
         try:
             await self.joblog.write(batch.events)
         except Exception as exc:
@@ -439,24 +548,31 @@ class Shipper:
 
     async def _ack(self, batch: _Batch) -> None:
         keys = await self._outboxes()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, ids in batch.ids.items():
-                # XDEL first: should the XACK be lost, the entry is still pending, comes back
-                # without data on the next pending read and is acknowledged then.
-                pipe.xdel(stream, *ids)
-                pipe.xack(stream, GROUP, *ids)
-            for key in keys:
-                pipe.xlen(key)
-            replies = await pipe.execute()
-        if keys:
-            self._observe(sum(int(n) for n in replies[-len(keys) :]))
+        acks = [
+            ([stream, outbox_extra(stream)], [GROUP, *(x for pair in ids for x in pair)])
+            for stream, ids in batch.ids.items()
+        ]
+        replies = await self._evalsha(self._ack_script, acks, lambda pipe: self._queue_lengths(pipe, keys))
+        self._observe_lengths(replies[len(acks) :])
 
     async def _measure(self, keys: list[str]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.xlen(key)
-            replies = await pipe.execute()
-        self._observe(sum(int(n) for n in replies))
+            self._queue_lengths(pipe, keys)
+            replies = await pipe.execute(raise_on_error=False)
+        self._observe_lengths(replies)
+
+    @staticmethod
+    def _queue_lengths(pipe: Any, keys: list[str]) -> None:
+        for key in keys:
+            pipe.xlen(key)
+            pipe.get(outbox_extra(key))
+
+    def _observe_lengths(self, replies: list[Any]) -> None:
+        """The backlog in events, from the replies of :meth:`_queue_lengths`."""
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        self._observe(sum(int(n or 0) for n in replies))
 
     def _observe(self, backlog: int) -> None:
         self.backlog = backlog

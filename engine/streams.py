@@ -339,6 +339,7 @@ class Gateway:
     ) -> list[tuple[str, list[str], list[Any]]]:
         qk = self.keys.queue(queue)
         keys = [qk.stream, qk.delayed, qk.stats, qk.outbox, qk.joblog_flag, qk.cron_leader, qk.cron_last]
+        keys += [qk.outbox_extra]
         guard = [fence.token, fence.schedule, fence.tick_ms] if fence else ["", "", 0]
         head = [qk.job_prefix, qk.idem_prefix, now_ms(), self.keys.wake_channel, queue, *guard]
         calls: list[tuple[str, list[str], list[Any]]] = []
@@ -439,7 +440,7 @@ class Gateway:
         for queue, argv in per_queue.items():
             qk = self.keys.queue(queue)
             tput = qk.throughput(now // 60_000)
-            keys = [qk.stream, qk.delayed, qk.dlq, qk.stats, qk.outbox, qk.joblog_flag, tput]
+            keys = [qk.stream, qk.delayed, qk.dlq, qk.stats, qk.outbox, qk.joblog_flag, tput, qk.outbox_extra]
             head = [qk.job_prefix, GROUP, now, retention.completed_ms, retention.failed_ms, channel]
             calls.append(("finish", keys, [*head, self.keys.wake_channel, queue, msgpack_encode(argv)]))
         replies = await self._call_many(calls)

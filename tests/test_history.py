@@ -3,7 +3,8 @@ lines, an outage of PostgreSQL mid-run, queries and pruning."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -11,7 +12,10 @@ import asyncpg
 import pytest
 
 from engine import Backoff, Engine, JobContext, JobFailed
+from engine.dashboard import metrics
 from engine.embedded import EmbeddedPostgres
+from engine.joblog import JobLog
+from engine.shipper import Shipper
 from engine.testing import worker_running
 from tests.helpers import eventually, fresh_database
 
@@ -179,3 +183,83 @@ async def test_migrate_command(database_url: str) -> None:
     assert {"jobs", "job_logs"} <= tables
     bad = run("-m", "engine", "migrate", "--database-url", "postgresql://nobody:secret@127.0.0.1:1/x")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and "secret" not in bad.stderr
+
+
+async def test_a_batch_of_jobs_is_one_outbox_entry_counted_in_events(logged_app: Engine) -> None:
+    app = logged_app
+
+    @app.task(timeout=5)
+    async def export(ctx: JobContext, n: int) -> int:
+        return n
+
+    async with app:
+        gateway = await app._ready()
+        qk = gateway.keys.queue("default")
+        handles = await export.enqueue_many([(i,) for i in range(50)])
+        assert await gateway.redis.xlen(qk.outbox) == 1  # one entry for the whole batch
+        assert await gateway.redis.get(qk.outbox_extra) == "49"
+        text = await metrics.render(app)
+        assert 'engine_outbox_length{queue="default"} 50' in text
+
+        joblog = JobLog(app.database_url, migrate_on_connect=True)
+        shipper = Shipper(gateway.redis, joblog, [qk.outbox], "s1")
+        try:
+            assert await shipper.run_once() == 1
+            assert (shipper.shipped, shipper.backlog) == (50, 0)
+        finally:
+            await joblog.close()
+        assert await gateway.redis.xlen(qk.outbox) == 0
+        assert await gateway.redis.exists(qk.outbox_extra) == 0
+        found = await rows(app, "SELECT id, status, payload FROM jobs ORDER BY id")
+        assert [r["id"] for r in found] == sorted(h.id for h in handles)
+        assert {r["status"] for r in found} == {"waiting"}  # nobody ran them: written at once
+
+
+async def test_enqueue_events_of_jobs_that_moved_on_are_not_written_twice(logged_app: Engine) -> None:
+    # A shipper behind its workers finds the enqueue of a job that is done: the job's newer
+    # event carries its payload and creation time too, so the row is made once, exactly.
+    app = logged_app
+
+    @app.task(timeout=5)
+    async def export(ctx: JobContext, n: int) -> int:
+        return n * 2
+
+    async with app:
+        gateway = await app._ready()
+        qk = gateway.keys.queue("default")
+        done = await export.enqueue_many([(i,) for i in range(30)])
+        cancelled = await export.enqueue(99)
+        waiting = await export.with_options(delay=3600).enqueue(100)
+        assert await cancelled.cancel()
+        async with worker_running(app, shipper=False):
+            for handle in done:
+                await handle.result(timeout=20)
+        created = {h.id: int(await gateway.redis.hget(qk.job(h.id), "created")) for h in [*done, cancelled]}
+
+        joblog = JobLog(app.database_url, migrate_on_connect=True)
+        # An entry at a time: the enqueues are not in the batch of the events that supersede them.
+        shipper = Shipper(gateway.redis, joblog, [qk.outbox], "s1", batch=1)
+        try:
+            while await shipper.run_once():
+                pass
+        finally:
+            await joblog.close()
+        # 32 enqueued (31 superseded), 30 completed, 1 cancelled.
+        assert (shipper.superseded, shipper.shipped, shipper.skipped) == (31, 63, 0)
+        found = {
+            r["id"]: r
+            for r in await rows(
+                app, "SELECT id, status, payload, created_at, result, last_event, version FROM jobs"
+            )
+        }
+        assert len(found) == 32
+        for n, handle in enumerate(done):
+            row = found[handle.id]
+            assert (row["status"], row["last_event"], row["version"]) == ("completed", "completed", 2)
+            assert json.loads(row["payload"]) == {"args": [n], "kwargs": {}}
+            assert json.loads(row["result"]) == n * 2
+        for handle in [*done, cancelled]:
+            assert found[handle.id]["created_at"] == datetime.fromtimestamp(created[handle.id] / 1000, UTC)
+        assert found[cancelled.id]["status"] == "cancelled"
+        assert json.loads(found[cancelled.id]["payload"]) == {"args": [99], "kwargs": {}}
+        assert found[waiting.id]["status"] == "delayed"

@@ -15,9 +15,11 @@ import pytest
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
+from engine import scripts
 from engine.embedded import EmbeddedPostgres
 from engine.errors import ConfigurationError, ConnectionFailed
 from engine.joblog import SCHEMA_VERSION, Event, JobLog, parse_event
+from engine.keys import Keys, outbox_extra, outbox_job_prefix
 from engine.shipper import GROUP, Shipper, outbox_key, queue_outboxes
 from tests.helpers import eventually, free_port
 
@@ -517,6 +519,52 @@ async def test_a_batch_postgres_refuses_is_split_and_only_the_bad_event_set_asid
     assert await count(joblog, "jobs") == 10 and await joblog.job("bad") is None
     assert any(x["event"].startswith("skipping a job-log event PostgreSQL refuses") for x in logs)
     assert await redis.xlen(stream) == 0
+
+
+def batched(events: list[dict], t: int = T0) -> dict:
+    """An outbox entry of a script that changed a batch of jobs: the events share q and t."""
+    inner = [{k: v for k, v in event.items() if k not in ("q", "t")} for event in events]
+    return {"q": "default", "t": str(t), "n": str(len(events)), "b": json.dumps(inner)}
+
+
+async def test_batched_entries_ship_and_their_garbage_is_set_aside(
+    joblog: JobLog, redis: Any, namespace: str
+) -> None:
+    stream = outbox_key(namespace, "default")
+    good = [enqueued(f"g{i}", 1, T0 + i) for i in range(3)]
+    broken = {**batched([good[0], good[1]]), "b": "[not json"}
+    mixed = batched([good[0], {"e": "enqueued", "j": 5}, good[1]])
+    mixed["b"] = mixed["b"][:-1] + ', "nonsense"]'
+    await xadd_all(redis, stream, [mixed, broken, batched([good[2]]), completed("g2", 2, T0 + 9)])
+    await redis.set(outbox_extra(stream), 2 + 1)  # what the scripts add: n - 1 per entry
+    shipper = Shipper(redis, joblog, [stream], "s1")
+    with capture_logs() as logs:
+        assert await shipper.run_once() == 4
+    assert (shipper.shipped, shipper.skipped, shipper.backlog) == (4, 3, 0)
+    assert sum(x["event"].startswith("skipping a garbage job-log") for x in logs) == 3
+    jobs = {j.id: j for j in (await joblog.history()).jobs}
+    assert {i: j.status for i, j in jobs.items()} == {"g0": "waiting", "g1": "waiting", "g2": "completed"}
+    assert jobs["g1"].args == [1] and jobs["g1"].created_at == at(T0 + 1)
+    assert await redis.xlen(stream) == 0 and await redis.exists(outbox_extra(stream)) == 0
+
+
+async def test_acknowledging_twice_takes_batched_events_off_the_count_once(
+    redis: Any, namespace: str
+) -> None:
+    stream = outbox_key(namespace, "default")
+    extra = outbox_extra(stream)
+    assert outbox_job_prefix(stream) == Keys(namespace).queue("default").job_prefix
+    await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    ids = await xadd_all(redis, stream, [{"n": "5", "b": "[]"}, {"n": "3", "b": "[]"}, {"e": "log"}])
+    await redis.set(extra, 4 + 2)
+    await redis.xreadgroup(GROUP, "c1", {stream: ">"})
+    ack = redis.register_script(scripts.source("ack"))
+    assert await ack(keys=[stream, extra], args=[GROUP, ids[0], 4]) == 1
+    assert await ack(keys=[stream, extra], args=[GROUP, ids[0], 4]) == 0  # a retry after a lost reply
+    assert await redis.get(extra) == "2"
+    await redis.set(extra, 7)  # drift (someone deleted entries by hand): gone once the outbox is empty
+    assert await ack(keys=[stream, extra], args=[GROUP, ids[1], 2, ids[2], 0]) == 2
+    assert await redis.exists(extra) == 0
 
 
 async def test_backlog_alarm(joblog: JobLog, redis: Any, namespace: str) -> None:

@@ -86,10 +86,12 @@ async def render(engine: Engine) -> str:
             pipe.zcard(qk.delayed)
             pipe.xlen(qk.dlq)
             pipe.xlen(qk.outbox)
+            pipe.get(qk.outbox_extra)  # events of batched entries beyond one each
             pipe.hgetall(qk.stats)
             for job_id in running:
                 pipe.exists(qk.job(job_id))
-            length, pending, delayed, dlq, outbox, stats, *owned = await pipe.execute(raise_on_error=False)
+            replies = await pipe.execute(raise_on_error=False)
+        length, pending, delayed, dlq, outbox, extra, stats, *owned = replies
         pending_n = int(pending["pending"]) if isinstance(pending, dict) else 0
         length_n = int(length) if isinstance(length, int) else 0
         stats = stats if isinstance(stats, dict) else {}
@@ -99,7 +101,8 @@ async def render(engine: Engine) -> str:
         gauges["engine_queue_active"][queue] = sum(1 for hit in owned if hit == 1)
         gauges["engine_queue_delayed"][queue] = int(delayed) if isinstance(delayed, int) else 0
         gauges["engine_dlq_depth"][queue] = int(dlq) if isinstance(dlq, int) else 0
-        gauges["engine_outbox_length"][queue] = int(outbox) if isinstance(outbox, int) else 0
+        outbox_n = int(outbox) if isinstance(outbox, int) else 0
+        gauges["engine_outbox_length"][queue] = outbox_n + (int(extra) if isinstance(extra, str) else 0)
         for name, field, _ in COUNTERS:
             counters[name][queue] = int(stats.get(field, 0) or 0)
         cumulative = 0

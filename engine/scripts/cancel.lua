@@ -41,10 +41,12 @@ if tonumber(ARGV[4]) > 0 then
 end
 redis.call("HINCRBY", KEYS[3], "cancelled", 1)
 if redis.call("EXISTS", KEYS[5]) == 1 then
-  local job = redis.call("HMGET", jobKey, "task", "attempts")
+  -- With the payload and creation time, as every state event after the enqueue (finish.lua).
+  local job = redis.call("HMGET", jobKey, "task", "attempts", "payload", "created")
   local v = redis.call("HINCRBY", jobKey, "v", 1)
   redis.call("XADD", KEYS[4], "*", "e", "cancelled", "j", ARGV[2], "q", ARGV[7], "task", job[1] or "",
-    "t", ARGV[3], "v", v, "attempts", job[2] or "0", "error", "", "finished", ARGV[3])
+    "t", ARGV[3], "v", v, "attempts", job[2] or "0", "error", "", "finished", ARGV[3],
+    "payload", job[3] or "", "created", job[4] or "")
 end
 redis.call("PUBLISH", ARGV[5] .. ARGV[2], "cancelled")
 return 1

@@ -7,6 +7,7 @@
   KEYS[1] stream        KEYS[2] delayed zset     KEYS[3] stats hash     KEYS[4] outbox stream
   KEYS[5] job-log flag (exists while a shipper drains the outbox)
   KEYS[6] cron leader lock  KEYS[7] cron last-fired zset (both used only by a fenced call)
+  KEYS[8] the outbox's count of events beyond one per entry (see engine/shipper.py)
   ARGV[1] job key prefix  ARGV[2] idempotency key prefix
   ARGV[3] now (ms, the producer's clock, compared with the due time)
   ARGV[4] promoter wake-up channel  ARGV[5] queue name
@@ -51,6 +52,8 @@ if maxAttempts ~= "" then entry[#entry + 1] = "m"; entry[#entry + 1] = maxAttemp
 if tick ~= "" then entry[#entry + 1] = "k"; entry[#entry + 1] = tick end
 local out = {}
 local added = 0
+-- The job-log events of the batch: one outbox entry for all of them (see finish.lua).
+local events = {}
 for b = 16, #ARGV, 2 do
   local id, payload = ARGV[b], ARGV[b + 1]
   local jobKey = jobPrefix .. id
@@ -82,14 +85,17 @@ for b = 16, #ARGV, 2 do
     end
     redis.call("HSET", jobKey, unpack(fields))
     if outbox then
-      local v = redis.call("HINCRBY", jobKey, "v", 1)
-      redis.call("XADD", KEYS[4], "*", "e", "enqueued", "j", id, "q", queue, "task", task,
-        "t", ARGV[3], "v", v, "payload", payload, "status", status, "created", created)
+      events[#events + 1] = {e = "enqueued", j = id, task = task, payload = payload,
+        v = tostring(redis.call("HINCRBY", jobKey, "v", 1)), status = status, created = created}
     end
     out[#out + 1] = id
     out[#out + 1] = 1
     added = added + 1
   end
+end
+if #events > 0 then
+  redis.call("XADD", KEYS[4], "*", "q", queue, "t", ARGV[3], "n", #events, "b", cjson.encode(events))
+  if #events > 1 then redis.call("INCRBY", KEYS[8], #events - 1) end
 end
 if added > 0 then redis.call("HINCRBY", KEYS[3], "enqueued", added) end
 if added > 0 and status == "delayed" then redis.call("PUBLISH", ARGV[4], KEYS[2]) end

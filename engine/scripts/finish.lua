@@ -6,6 +6,7 @@
   KEYS[1] stream  KEYS[2] delayed zset  KEYS[3] dlq stream  KEYS[4] stats hash
   KEYS[5] outbox stream  KEYS[6] job-log flag (exists while a shipper drains the outbox)
   KEYS[7] this minute's throughput hash (completed/failed counts, kept two hours)
+  KEYS[8] the outbox's count of events beyond one per entry (see engine/shipper.py)
   ARGV[1] job key prefix  ARGV[2] group  ARGV[3] unused (times come from the server clock)
   ARGV[4] completed retention (ms, 0 = keep)  ARGV[5] failed retention (ms, 0 = keep)
   ARGV[6] notification channel prefix  ARGV[7] promoter wake-up channel
@@ -49,13 +50,21 @@ local function observe(ms)
 end
 local queue, outbox = ARGV[8], redis.call("EXISTS", KEYS[6]) == 1
 
--- The job-log event of an outcome, in the same atomic step (see engine/shipper.py).
-local function event(jobKey, id, kind, ...)
+-- The job-log events of the batch, written as one outbox entry at the end of this script
+-- (so in the same atomic step as the outcomes): one entry per batch rather than per job is
+-- what keeps the job log cheap for Redis and for the shipper (see engine/shipper.py).
+-- Like every state event after the enqueue, each carries the job's payload and creation
+-- time: the shipper may then skip an enqueued event the job has moved on from.
+-- One table constructor per event (fields that do not apply are nil): filling a table field
+-- by field rehashes it as it grows, and cost Redis twice as much.
+local events = {}
+local function event(jobKey, id, kind, result, err, tb, due, finished)
   if not outbox then return end
-  local job = redis.call("HMGET", jobKey, "task", "attempts", "processed")
-  local v = redis.call("HINCRBY", jobKey, "v", 1)
-  redis.call("XADD", KEYS[5], "*", "e", kind, "j", id, "q", queue, "task", job[1] or "",
-    "t", now, "v", v, "attempts", job[2] or "0", "processed", job[3] or "", ...)
+  local job = redis.call("HMGET", jobKey, "task", "attempts", "processed", "payload", "created")
+  events[#events + 1] = {e = kind, j = id, task = job[1] or "",
+    v = tostring(redis.call("HINCRBY", jobKey, "v", 1)), attempts = job[2] or "0",
+    processed = job[3] or "", payload = job[4] or nil, created = job[5] or nil, result = result,
+    error = err, traceback = tb, due = due, finished = finished}
 end
 
 -- A job's log lines live beside its hash and go when it goes.
@@ -81,14 +90,14 @@ for i = 1, #outcomes, 7 do
     observe(ran)
     if kind == "completed" then
       redis.call("HSET", jobKey, "status", "completed", "result", value, "finished", now)
-      event(jobKey, id, "completed", "result", value, "finished", now)
+      event(jobKey, id, "completed", value, nil, nil, nil, now)
       if keepDone > 0 then expire(jobKey, keepDone) end
       counts.completed = counts.completed + 1
       redis.call("PUBLISH", channel .. id, "completed")
     elseif kind == "retry" then
       redis.call("HSET", jobKey, "status", "delayed", "error", value, "traceback", tb, "due", due)
       redis.call("ZADD", KEYS[2], due, id)
-      event(jobKey, id, "retry", "error", value, "traceback", tb, "due", due)
+      event(jobKey, id, "retry", nil, value, tb, due, nil)
       counts.retried = counts.retried + 1
       retried = true
     elseif kind == "failed" then
@@ -100,20 +109,24 @@ for i = 1, #outcomes, 7 do
       local dead = redis.call("XADD", KEYS[3], "*", "j", id, "task", job[2] or "", "error", value,
         "traceback", tb, "attempts", job[1] or "0", "at", now)
       redis.call("HSET", jobKey, "dlq", dead)
-      event(jobKey, id, "failed", "error", value, "traceback", tb, "finished", now)
+      event(jobKey, id, "failed", nil, value, tb, nil, now)
       if keepFailed > 0 then expire(jobKey, keepFailed) end
       counts.failed = counts.failed + 1
       redis.call("PUBLISH", channel .. id, "failed")
     else
       redis.call("HSET", jobKey, "status", "cancelled", "finished", now)
       if value ~= "" then redis.call("HSET", jobKey, "error", value) end
-      event(jobKey, id, "cancelled", "error", value, "finished", now)
+      event(jobKey, id, "cancelled", nil, value, nil, nil, now)
       if keepDone > 0 then expire(jobKey, keepDone) end
       counts.cancelled = counts.cancelled + 1
       redis.call("PUBLISH", channel .. id, "cancelled")
     end
     out[#out + 1] = 1
   end
+end
+if #events > 0 then
+  redis.call("XADD", KEYS[5], "*", "q", queue, "t", now, "n", #events, "b", cjson.encode(events))
+  if #events > 1 then redis.call("INCRBY", KEYS[8], #events - 1) end
 end
 for name, n in pairs(counts) do
   if n > 0 then redis.call("HINCRBY", KEYS[4], name, n) end

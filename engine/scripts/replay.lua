@@ -19,9 +19,10 @@ redis.call("HSET", jobKey, "status", "waiting", "attempts", 0, "msg", msg, "repl
 redis.call("HDEL", jobKey, "dlq", "finished", "result")
 redis.call("HINCRBY", KEYS[3], "replayed", 1)
 if redis.call("EXISTS", KEYS[5]) == 1 then
-  local task = redis.call("HGET", jobKey, "task") or ""
+  -- With the payload and creation time, as every state event after the enqueue (finish.lua).
+  local job = redis.call("HMGET", jobKey, "task", "payload", "created")
   local v = redis.call("HINCRBY", jobKey, "v", 1)
-  redis.call("XADD", KEYS[4], "*", "e", "replayed", "j", ARGV[2], "q", ARGV[4], "task", task,
-    "t", ARGV[3], "v", v)
+  redis.call("XADD", KEYS[4], "*", "e", "replayed", "j", ARGV[2], "q", ARGV[4], "task", job[1] or "",
+    "t", ARGV[3], "v", v, "payload", job[2] or "", "created", job[3] or "")
 end
 return 1
