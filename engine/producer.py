@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -59,7 +59,7 @@ class TaskSpec:
 class Options:
     """Per-enqueue options (``task.with_options(...)``)."""
 
-    delay: float | None = None
+    delay: float | timedelta | None = None
     run_at: datetime | None = None
     idempotency_key: str | None = None
     idempotency_ttl: float | None = None
@@ -179,14 +179,17 @@ def build_job(
     if options.delay is not None and options.run_at is not None:
         raise ConfigurationError("pass either delay= or run_at=, not both")
     if options.delay is not None:
+        delay = options.delay.total_seconds() if isinstance(options.delay, timedelta) else options.delay
         if (
-            isinstance(options.delay, bool)
-            or not isinstance(options.delay, int | float)
-            or not (math.isfinite(options.delay) and options.delay >= 0)
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not (math.isfinite(delay) and delay >= 0)
         ):
-            raise ConfigurationError(f"delay must be a number of seconds >= 0, not {options.delay!r}")
-        if options.delay > 0:
-            due_ms = int((now + options.delay) * 1000)
+            raise ConfigurationError(
+                f"delay must be a number of seconds or a timedelta, >= 0, not {options.delay!r}"
+            )
+        if delay > 0:
+            due_ms = int((now + delay) * 1000)
     if options.run_at is not None:
         if not isinstance(options.run_at, datetime) or options.run_at.tzinfo is None:
             raise ConfigurationError("run_at must be a time-zone-aware datetime")

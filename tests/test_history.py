@@ -229,7 +229,7 @@ async def test_enqueue_events_of_jobs_that_moved_on_are_not_written_twice(logged
         qk = gateway.keys.queue("default")
         done = await export.enqueue_many([(i,) for i in range(30)])
         cancelled = await export.enqueue(99)
-        waiting = await export.with_options(delay=3600).enqueue(100)
+        waiting = await export.with_options(delay=timedelta(hours=1)).enqueue(100)
         assert await cancelled.cancel()
         async with worker_running(app, shipper=False):
             for handle in done:

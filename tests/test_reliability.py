@@ -11,7 +11,16 @@ from typing import Any
 import anyio
 import pytest
 
-from engine import Backoff, Engine, JobContext, JobFailed, Retry, Status, UnrecoverableError
+from engine import (
+    Backoff,
+    ConfigurationError,
+    Engine,
+    JobContext,
+    JobFailed,
+    Retry,
+    Status,
+    UnrecoverableError,
+)
 from engine.embedded import EmbeddedRedis
 from engine.keys import GROUP
 from engine.testing import worker_running
@@ -126,11 +135,14 @@ async def test_delay_and_run_at(app: Engine) -> None:
     async with worker_running(app):
         t0 = time.time()
         delayed = await mark.with_options(delay=0.5).enqueue("delay")
+        by_delta = await mark.with_options(delay=timedelta(seconds=0.4)).enqueue("timedelta")
         at = await mark.with_options(run_at=datetime.now(UTC) + timedelta(seconds=0.3)).enqueue("at")
-        assert await delayed.status() == Status.DELAYED
-        await delayed.result(timeout=10)
-        await at.result(timeout=10)
-    assert ran["delay"] - t0 >= 0.5 and ran["at"] - t0 >= 0.3
+        assert await delayed.status() == Status.DELAYED and await by_delta.status() == Status.DELAYED
+        for job in (delayed, by_delta, at):
+            await job.result(timeout=10)
+        with pytest.raises(ConfigurationError, match="delay must be"):
+            await mark.with_options(delay=timedelta(seconds=-1)).enqueue("never")
+    assert ran["delay"] - t0 >= 0.5 and ran["timedelta"] - t0 >= 0.4 and ran["at"] - t0 >= 0.3
 
 
 async def test_cancel_delayed_and_running_jobs(app: Engine) -> None:
