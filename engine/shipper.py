@@ -87,6 +87,10 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _digits(value: Any) -> bool:
+    return isinstance(value, str | bytes) and value.isdigit() and value.isascii()
+
+
 def _entries(reply: Any) -> list[tuple[str, list[tuple[str, dict[str, str] | None]]]]:
     """XREADGROUP's reply as [(stream, [(entry id, fields or None)])], RESP2 or RESP3, str or bytes."""
     if not reply:
@@ -454,9 +458,8 @@ class Shipper:
             for stream, raw in asked:
                 per_stream.setdefault(stream, []).append(raw)
             still: list[tuple[str, RawEvent]] = []
-            for (stream, raws), codes in zip(
-                per_stream.items(), await self._moved_on(per_stream), strict=True
-            ):
+            moved = await self._moved_on(per_stream)
+            for (stream, raws), codes in zip(per_stream.items(), moved, strict=True):
                 for raw, code in zip(raws, codes, strict=True):
                     if code == 1:
                         skip.add(id(raw))
@@ -568,11 +571,9 @@ class Shipper:
             pipe.get(outbox_extra(key))
 
     def _observe_lengths(self, replies: list[Any]) -> None:
-        """The backlog in events, from the replies of :meth:`_queue_lengths`."""
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        self._observe(sum(int(n or 0) for n in replies))
+        """The backlog in events, from the replies of :meth:`_queue_lengths` (a count key
+        someone overwrote with something else counts as 0: it is only a measurement)."""
+        self._observe(sum(n if isinstance(n, int) else int(n) if _digits(n) else 0 for n in replies))
 
     def _observe(self, backlog: int) -> None:
         self.backlog = backlog

@@ -567,6 +567,20 @@ async def test_acknowledging_twice_takes_batched_events_off_the_count_once(
     assert await redis.exists(extra) == 0
 
 
+async def test_shipper_reloads_its_scripts_after_the_server_lost_them(
+    joblog: JobLog, redis: Any, namespace: str
+) -> None:
+    stream = outbox_key(namespace, "default")
+    shipper = Shipper(redis, joblog, [stream], "s1")
+    await xadd_all(redis, stream, [batched([enqueued("f1"), enqueued("f2")])])
+    assert await shipper.run_once() == 1
+    await redis.script_flush()  # a restart or failover: the scripts are gone
+    await xadd_all(redis, stream, [batched([enqueued("f3"), enqueued("f4")])])
+    assert await shipper.run_once() == 1
+    assert shipper.shipped == 4 and await count(joblog, "jobs") == 4
+    assert await redis.xlen(stream) == 0 and (await redis.xpending(stream, GROUP))["pending"] == 0
+
+
 async def test_backlog_alarm(joblog: JobLog, redis: Any, namespace: str) -> None:
     stream = outbox_key(namespace, "default")
     await xadd_all(redis, stream, [enqueued(f"b{i}") for i in range(10)])
