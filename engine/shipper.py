@@ -28,13 +28,14 @@ from typing import Any
 import anyio
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from engine import scripts
 from engine.joblog import Event, JobLog, RawEvent, check_event, decode_entry, is_data_error
 from engine.keys import Keys, outbox_extra, outbox_job_prefix
+from engine.streams import run_scripts
 
-__all__ = ["GROUP", "Shipper", "outbox_key", "queue_outboxes"]
+__all__ = ["GROUP", "Shipper", "outbox_events", "outbox_key", "queue_outboxes"]
 
 log = structlog.get_logger("engine.shipper")
 
@@ -87,8 +88,14 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _digits(value: Any) -> bool:
-    return isinstance(value, str | bytes) and value.isdigit() and value.isascii()
+def outbox_events(length: Any, extra: Any) -> int:
+    """An outbox's backlog in events, from the replies of XLEN on it and GET on its count of
+    events beyond one per entry (:func:`engine.keys.outbox_extra`). Anything else (an error,
+    a count someone overwrote) counts as 0: it is only a measurement."""
+    events = length if isinstance(length, int) else 0
+    if isinstance(extra, str | bytes) and extra.isdigit() and extra.isascii():
+        events += int(extra)
+    return events
 
 
 def _entries(reply: Any) -> list[tuple[str, list[tuple[str, dict[str, str] | None]]]]:
@@ -492,29 +499,14 @@ class Shipper:
         """Per outbox, per enqueued event: 1 if its job has had a newer state event since, 0
         if not, -1 if the job's hash is gone (``versions.lua``)."""
         calls = [
-            ([stream], [outbox_job_prefix(stream), *(x for raw in raws for x in (raw.j, raw.v))])
+            (
+                self._versions_script,
+                [stream],
+                [outbox_job_prefix(stream), *(x for r in raws for x in (r.j, r.v))],
+            )
             for stream, raws in per_stream.items()
         ]
-        return await self._evalsha(self._versions_script, calls)
-
-    async def _evalsha(
-        self, script: Any, calls: list[tuple[list[str], list[Any]]], more: Callable[[Any], None] | None = None
-    ) -> list[Any]:
-        """Run a script once per (keys, args) in one pipelined round trip, then whatever
-        ``more`` adds to the pipeline; the replies in order. A script the server lost (a
-        restart, SCRIPT FLUSH) is loaded and its calls rerun: a refused call did nothing."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            if more is not None:
-                more(pipe)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        for i, (keys, args) in enumerate(calls):
-            if isinstance(replies[i], NoScriptError):
-                replies[i] = await script(keys=keys, args=args)
-            elif isinstance(replies[i], Exception):
-                raise replies[i]
-        return replies
+        return await run_scripts(self.redis, calls)
 
     async def _write(self, batch: _Batch) -> None:
         assert batch.events is not None
@@ -552,10 +544,10 @@ class Shipper:
     async def _ack(self, batch: _Batch) -> None:
         keys = await self._outboxes()
         acks = [
-            ([stream, outbox_extra(stream)], [GROUP, *(x for pair in ids for x in pair)])
+            (self._ack_script, [stream, outbox_extra(stream)], [GROUP, *(x for pair in ids for x in pair)])
             for stream, ids in batch.ids.items()
         ]
-        replies = await self._evalsha(self._ack_script, acks, lambda pipe: self._queue_lengths(pipe, keys))
+        replies = await run_scripts(self.redis, acks, lambda pipe: self._queue_lengths(pipe, keys))
         self._observe_lengths(replies[len(acks) :])
 
     async def _measure(self, keys: list[str]) -> None:
@@ -571,9 +563,8 @@ class Shipper:
             pipe.get(outbox_extra(key))
 
     def _observe_lengths(self, replies: list[Any]) -> None:
-        """The backlog in events, from the replies of :meth:`_queue_lengths` (a count key
-        someone overwrote with something else counts as 0: it is only a measurement)."""
-        self._observe(sum(n if isinstance(n, int) else int(n) if _digits(n) else 0 for n in replies))
+        """The backlog in events, from the replies of :meth:`_queue_lengths`."""
+        self._observe(sum(outbox_events(replies[i], replies[i + 1]) for i in range(0, len(replies), 2)))
 
     def _observe(self, backlog: int) -> None:
         self.backlog = backlog

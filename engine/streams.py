@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -63,6 +63,34 @@ def check_redis_url(url: str) -> str:
     if parts.scheme != "unix" and not parts.hostname:
         raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: no host name")
     return url
+
+
+async def run_scripts(
+    redis: Any,
+    calls: Sequence[tuple[Any, Sequence[str], Sequence[Any]]],
+    more: Callable[[Any], None] | None = None,
+) -> list[Any]:
+    """Run redis-py ``Script`` objects, each with its (keys, args), in one pipelined round trip,
+    then whatever ``more`` adds to the pipeline; the replies in order.
+
+    redis-py's pipelines check every script with SCRIPT EXISTS first: a second round trip
+    on the hot path. Instead send EVALSHA straight away and, in the rare case the server
+    lost its scripts (a restart or SCRIPT FLUSH), rerun just the refused calls, which load
+    the script (a NOSCRIPT call did nothing, so nothing runs twice). Replies of ``more``'s
+    commands are returned as they are, errors included.
+    """
+    async with redis.pipeline(transaction=False) as pipe:
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        if more is not None:
+            more(pipe)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+    for i, (script, keys, args) in enumerate(calls):
+        if isinstance(replies[i], NoScriptError):
+            replies[i] = await script(keys=list(keys), args=list(args))
+        elif isinstance(replies[i], Exception):
+            raise replies[i]
+    return replies
 
 
 def _written(replies: Iterable[list[Any]]) -> list[tuple[str, bool]]:
@@ -232,23 +260,10 @@ class Gateway:
         return await self._scripts[name](keys=list(keys), args=list(args))
 
     async def _call_many(self, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]) -> list[Any]:
-        """Run several scripts in one pipelined round trip; replies in order.
-
-        redis-py's pipelines check every script with SCRIPT EXISTS first: a second round trip
-        on the hot path. Instead send EVALSHA straight away and, in the rare case the server
-        lost its scripts (a restart or SCRIPT FLUSH), rerun just the refused calls, which
-        load the script (a NOSCRIPT call did nothing, so nothing runs twice).
-        """
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for name, keys, args in calls:
-                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        for i, reply in enumerate(replies):
-            if isinstance(reply, NoScriptError):
-                replies[i] = await self._call(*calls[i])
-            elif isinstance(reply, Exception):
-                raise reply
-        return replies
+        """Run several scripts, by name, in one pipelined round trip (:func:`run_scripts`)."""
+        return await run_scripts(
+            self.redis, [(self._scripts[name], keys, args) for name, keys, args in calls]
+        )
 
     # -- producer ---------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from engine import inspect as engine_inspect
 from engine.dashboard.service import queue_lags, queue_names
 from engine.keys import GROUP
+from engine.shipper import outbox_events
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -101,8 +102,7 @@ async def render(engine: Engine) -> str:
         gauges["engine_queue_active"][queue] = sum(1 for hit in owned if hit == 1)
         gauges["engine_queue_delayed"][queue] = int(delayed) if isinstance(delayed, int) else 0
         gauges["engine_dlq_depth"][queue] = int(dlq) if isinstance(dlq, int) else 0
-        outbox_n = int(outbox) if isinstance(outbox, int) else 0
-        gauges["engine_outbox_length"][queue] = outbox_n + (int(extra) if isinstance(extra, str) else 0)
+        gauges["engine_outbox_length"][queue] = outbox_events(outbox, extra)
         for name, field, _ in COUNTERS:
             counters[name][queue] = int(stats.get(field, 0) or 0)
         cumulative = 0
