@@ -21,14 +21,8 @@ from engine.handle import Job, Notifier
 from engine.job import json_decoder, json_encoder
 from engine.joblog import HistoryPage, JobLog, LogLine
 from engine.keys import check_name
-from engine.producer import (
-    Options,
-    TaskSpec,
-    build_job,
-    check_attempts,
-    check_timeout,
-    task_signature,
-)
+from engine.limits import check_attempts, check_timeout
+from engine.producer import Options, TaskSpec, build_job, task_signature
 from engine.retry import Backoff
 from engine.streams import Gateway, Retention, check_redis_url
 

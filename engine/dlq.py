@@ -50,7 +50,7 @@ class DeadLetters:
                     task=fields.get("task", ""),
                     queue=self.queue,
                     status=Status.FAILED,
-                    attempts=int(fields.get("attempts") or 0),
+                    attempts=_attempts(fields.get("attempts")),
                     error=fields.get("error"),
                     traceback=fields.get("traceback") or None,
                     finished_at=ms_to_datetime(fields.get("at")),
@@ -93,3 +93,10 @@ class DeadLetters:
         """Delete every dead letter and its failed job's data; returns how many."""
         gateway = await self.engine._ready()
         return await gateway.purge_dlq(self.queue)
+
+
+def _attempts(raw: str | None) -> int:
+    try:
+        return int(raw or 0)
+    except ValueError:
+        return 0  # a dead letter someone wrote by hand

@@ -52,8 +52,8 @@ class Retry(Exception):
     """
 
     def __init__(self, delay: float | None = None, reason: str | None = None) -> None:
-        if delay is not None and delay < 0:
-            raise ValueError("Retry(delay=...) must be >= 0 seconds")
+        if delay is not None and not (0 <= delay <= 10 * 365 * 86_400):  # limits.MAX_DELAY_S; refuses NaN
+            raise ValueError("Retry(delay=...) must be a number of seconds from 0 to 10 years")
         self.delay = delay
         super().__init__(reason or (f"retry requested in {delay}s" if delay else "retry requested"))
 

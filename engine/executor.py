@@ -9,6 +9,7 @@ it propagates and the job's entry stays pending, to be reclaimed.
 from __future__ import annotations
 
 import functools
+import math
 import time
 import traceback
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ import structlog
 from engine.context import JobContext
 from engine.errors import JobTimeout, Retry, UnrecoverableError
 from engine.job import ms_to_datetime, payload_decoder
+from engine.limits import MAX_DELAY_S, MAX_WORKER_DEATHS
 from engine.streams import Outcome, Started
 
 if TYPE_CHECKING:
@@ -28,6 +30,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("engine.worker")
 _encode = msgspec.json.Encoder().encode
+
+# An error message and a traceback are stored in the job, its dead letter and the job log:
+# a task that raises with a megabyte of text must not put it in all three.
+MAX_ERROR_CHARS = 16_384
+MAX_TRACEBACK_CHARS = 65_536
 
 
 class Executor:
@@ -51,12 +58,37 @@ class Executor:
         return True
 
     async def run(self, job: Started) -> Outcome:
+        """The attempt's outcome; never raises but for cancellation from outside.
+
+        What the task raises is its failure (retried, then dead-lettered). Anything raised
+        by the engine itself while preparing or classifying the attempt (a value read back
+        from Redis that no check foresaw, a bug) dead-letters the job with the reason: the
+        worker goes on, and the job does not loop through every worker in turn."""
         started = time.perf_counter()
-        outcome = await self._run(job)
+        try:
+            outcome = await self._run(job)
+        except Exception as exc:
+            log.exception("could not run the job; dead-lettering it", **_bound(job))
+            outcome = self._dead(
+                job,
+                f"InternalError: the worker could not run this job: {describe(exc)}",
+                _text("".join(traceback.format_exception(exc)), MAX_TRACEBACK_CHARS),
+            )
         outcome.ran_ms = int((time.perf_counter() - started) * 1000)
         return outcome
 
     async def _run(self, job: Started) -> Outcome:
+        if job.problem is not None:
+            return self._dead(job, job.problem, "")
+        if job.deliveries > MAX_WORKER_DEATHS:
+            # Its entry was delivered again and again: every worker that ran it died.
+            return self._dead(
+                job,
+                f"PoisonJob: delivered {job.deliveries} times without an outcome: the workers "
+                f"running it died (or stalled past the visibility timeout) {job.deliveries - 1} "
+                "times, so it is not run again",
+                "",
+            )
         task = self.engine.tasks.get(job.task)
         if task is None:
             return self._dead(
@@ -73,7 +105,7 @@ class Executor:
             )
         try:
             payload = payload_decoder.decode(job.payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             return self._dead(job, f"PayloadError: cannot decode the job's arguments: {exc}", "")
         timeout = job.timeout or task.timeout
         ctx = JobContext(
@@ -118,17 +150,21 @@ class Executor:
         )
 
     def _failure(self, job: Started, task: Task[Any], max_attempts: int, exc: Exception) -> Outcome:
-        error = f"{type(exc).__name__}: {exc}"
-        tb = "".join(traceback.format_exception(exc))
-        if isinstance(exc, msgspec.EncodeError | TypeError) and "encode" in str(exc).lower():
-            error = f"ResultError: the task's return value cannot be encoded as JSON: {exc}"
-        bound = log.bind(job_id=job.job_id, task=job.task, queue=job.queue, attempt=job.attempt)
+        error = _text(describe(exc), MAX_ERROR_CHARS)
+        tb = _text("".join(traceback.format_exception(exc)), MAX_TRACEBACK_CHARS)
+        unencodable = isinstance(exc, msgspec.EncodeError | TypeError | UnicodeEncodeError)
+        if unencodable and "encode" in error.lower():
+            error = f"ResultError: the task's return value cannot be encoded as JSON: {error}"
+        bound = log.bind(**_bound(job))
         if isinstance(exc, UnrecoverableError) or job.attempt >= max_attempts:
             bound.error("job failed", error=error, max_attempts=max_attempts)
             return self._dead(job, error, tb)
         delay = (
             exc.delay if isinstance(exc, Retry) and exc.delay is not None else task.backoff.delay(job.attempt)
         )
+        # Retry(delay=) and Backoff are bounded where they are made; stay within a datetime
+        # whatever reaches here.
+        delay = min(max(delay, 0.0), MAX_DELAY_S) if math.isfinite(delay) else MAX_DELAY_S
         bound.warning("job attempt failed; retrying", error=error, retry_in_s=round(delay, 3))
         due = int((time.time() + delay) * 1000)
         return Outcome(job.queue, job.entry_id, job.job_id, "retry", error, tb, due)
@@ -136,3 +172,25 @@ class Executor:
     @staticmethod
     def _dead(job: Started, error: str, tb: str) -> Outcome:
         return Outcome(job.queue, job.entry_id, job.job_id, "failed", error, tb)
+
+
+def _bound(job: Started) -> dict[str, Any]:
+    return {"job_id": job.job_id, "task": job.task, "queue": job.queue, "attempt": job.attempt}
+
+
+def describe(exc: BaseException) -> str:
+    """ "Type: message", even for an exception whose ``__str__`` itself raises."""
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<the exception's message could not be read>"
+    return f"{type(exc).__name__}: {message}"
+
+
+def _text(value: str, limit: int) -> str:
+    """Fit for Redis, the job log and a terminal: at most ``limit`` characters, and lone
+    surrogates (which no UTF-8 encoder takes) escaped."""
+    if len(value) > limit:
+        cut = f"\n... ({len(value) - limit:,} characters cut) ...\n"
+        value = value[: limit // 2] + cut + value[-limit // 2 :]
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")

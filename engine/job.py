@@ -34,9 +34,29 @@ json_decoder = msgspec.json.Decoder()
 
 
 def ms_to_datetime(value: str | bytes | int | None) -> datetime | None:
+    """Milliseconds since the epoch as a datetime; None when unset, or when the value is
+    not a time a datetime can hold (garbage someone wrote into a hash must show, not crash
+    a page or a listing)."""
     if value is None or value in ("", b""):
         return None
-    return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+    try:
+        return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _number(raw: str | None, kind: type[int] | type[float]) -> Any:
+    try:
+        return kind(raw) if raw else None
+    except (ValueError, OverflowError):
+        return None
+
+
+def _status(raw: str | None) -> Status:
+    try:
+        return Status(raw or "waiting")
+    except ValueError:
+        return Status.FAILED  # not a status the engine writes: the hash was tampered with
 
 
 class JobInfo(msgspec.Struct, kw_only=True):
@@ -70,27 +90,25 @@ class JobInfo(msgspec.Struct, kw_only=True):
         try:
             payload = payload_decoder.decode(raw_payload) if raw_payload else Payload()
             raw_payload = ""
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             payload = Payload()  # garbage is shown as it is (raw_payload), never a crash
         try:
             result = json_decoder.decode(h["result"]) if h.get("result") else None
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             result = h["result"]
-        progress = float(h["progress"]) if h.get("progress") else None
-        max_attempts = int(h["max_attempts"]) if h.get("max_attempts") else None
         return cls(
             id=job_id,
             task=h.get("task", ""),
             queue=queue,
-            status=Status(h.get("status", "waiting")),
-            attempts=int(h.get("attempts") or 0),
-            max_attempts=max_attempts,
+            status=_status(h.get("status")),
+            attempts=_number(h.get("attempts"), int) or 0,
+            max_attempts=_number(h.get("max_attempts"), int),
             args=payload.args,
             kwargs=payload.kwargs,
             result=result,
             error=h.get("error") or None,
             traceback=h.get("traceback") or None,
-            progress=progress,
+            progress=_number(h.get("progress"), float),
             created_at=ms_to_datetime(h.get("created")),
             scheduled_for=ms_to_datetime(h.get("due")),
             processed_at=ms_to_datetime(h.get("processed")),

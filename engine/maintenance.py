@@ -41,13 +41,15 @@ def backoff(failures: int) -> float:
 
 
 async def forever(name: str, step: Callable[[], Awaitable[float]], worker_id: str) -> None:
-    """Run ``step`` (returns seconds to wait) in a loop, backing off on Redis errors."""
+    """Run ``step`` (returns seconds to wait) in a loop, backing off on errors: a duty that
+    fails (Redis away, or data it did not expect) logs and tries again, and never takes
+    the worker down with it."""
     failures = 0
     while True:
         try:
             wait = await step()
             if failures:
-                log.info(f"{name}: redis reachable again", worker=worker_id)
+                log.info(f"{name}: working again", worker=worker_id)
             failures = 0
         except (RedisError, OSError) as exc:
             failures += 1
@@ -58,6 +60,10 @@ async def forever(name: str, step: Callable[[], Awaitable[float]], worker_id: st
                 error=str(exc),
                 retry_in_s=round(wait, 2),
             )
+        except Exception:
+            failures += 1
+            wait = backoff(failures)
+            log.exception(f"{name}: failed unexpectedly; retrying", worker=worker_id, retry_in_s=wait)
         await anyio.sleep(wait)
 
 
@@ -91,6 +97,11 @@ class Promoter:
             except (RedisError, OSError) as exc:
                 failures += 1
                 log.warning("promoter: redis unavailable; retrying", worker=worker_id, error=str(exc))
+                await anyio.sleep(backoff(failures))
+                continue
+            except Exception:
+                failures += 1
+                log.exception("promoter: failed unexpectedly; retrying", worker=worker_id)
                 await anyio.sleep(backoff(failures))
                 continue
             wait = PROMOTE_SAFETY_S
@@ -280,6 +291,10 @@ class Listener:
             except (RedisError, OSError) as exc:
                 failures += 1
                 log.warning("listener: redis unavailable; retrying", worker=worker_id, error=str(exc))
+                await anyio.sleep(backoff(failures))
+            except Exception:
+                failures += 1
+                log.exception("listener: failed unexpectedly; retrying", worker=worker_id)
                 await anyio.sleep(backoff(failures))
             finally:
                 with anyio.CancelScope(shield=True):

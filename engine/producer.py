@@ -8,7 +8,6 @@ bad options.
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +19,15 @@ import msgspec
 
 from engine.errors import ConfigurationError, PayloadTooLarge
 from engine.job import Payload, json_encoder
+from engine.limits import (
+    MAX_DELAY_S,
+    MAX_KEY_LENGTH,
+    MAX_PAYLOAD_DEPTH,
+    check_attempts,
+    check_delay,
+    check_timeout,
+    payload_depth_exceeded,
+)
 from engine.retry import Backoff
 from engine.streams import NewJob
 
@@ -78,28 +86,6 @@ class Options:
         return replace(self, **changes)
 
 
-def check_timeout(value: Any, what: str) -> float:
-    if value is None:
-        raise ConfigurationError(
-            f"{what}: timeout=None is not allowed; every task needs a finite timeout in "
-            "seconds (omit it to use the engine default)"
-        )
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigurationError(f"{what}: timeout must be a finite number of seconds > 0, not {value!r}")
-    return float(value)
-
-
-def check_attempts(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{what}: max_attempts must be an integer >= 1, not {value!r}")
-    return value
-
-
 def task_signature(fn: Callable[..., Any]) -> tuple[inspect.Signature, bool]:
     """The signature callers must match, and whether the function takes the context first.
 
@@ -147,9 +133,14 @@ def encode_payload(spec: TaskSpec, args: Sequence[Any], kwargs: Mapping[str, Any
             spec.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"task {spec.name!r}: {exc} (signature: {spec.name}{spec.signature})") from None
+    if payload_depth_exceeded(args) or payload_depth_exceeded(kwargs):
+        raise TypeError(
+            f"task {spec.name!r}: arguments nest deeper than {MAX_PAYLOAD_DEPTH} levels of lists, "
+            "dicts or objects; flatten them or store the data elsewhere and pass a reference"
+        )
     try:
         data = json_encoder.encode(Payload(args=list(args), kwargs=dict(kwargs)))
-    except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+    except (TypeError, msgspec.EncodeError, OverflowError, RecursionError, UnicodeEncodeError) as exc:
         raise TypeError(
             f"task {spec.name!r}: arguments cannot be encoded as JSON ({exc}); pass plain data "
             "(str, int, float, bool, None, list, dict, datetime, UUID, dataclasses, msgspec Structs)"
@@ -161,6 +152,14 @@ def encode_payload(spec: TaskSpec, args: Sequence[Any], kwargs: Mapping[str, Any
             "reference"
         )
     return data
+
+
+def check_key(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_KEY_LENGTH:
+        raise ConfigurationError(
+            f"{name} must be a non-empty string of at most {MAX_KEY_LENGTH} characters, not {value!r:.80}"
+        )
+    return value
 
 
 def build_job(
@@ -180,28 +179,24 @@ def build_job(
         raise ConfigurationError("pass either delay= or run_at=, not both")
     if options.delay is not None:
         delay = options.delay.total_seconds() if isinstance(options.delay, timedelta) else options.delay
-        if (
-            isinstance(delay, bool)
-            or not isinstance(delay, int | float)
-            or not (math.isfinite(delay) and delay >= 0)
-        ):
-            raise ConfigurationError(
-                f"delay must be a number of seconds or a timedelta, >= 0, not {options.delay!r}"
-            )
-        if delay > 0:
+        if check_delay(delay, f"task {spec.name!r}: delay") > 0:
             due_ms = int((now + delay) * 1000)
     if options.run_at is not None:
         if not isinstance(options.run_at, datetime) or options.run_at.tzinfo is None:
             raise ConfigurationError("run_at must be a time-zone-aware datetime")
-        due_ms = int(options.run_at.timestamp() * 1000)
+        at = options.run_at.timestamp()
+        if at > now + MAX_DELAY_S:
+            raise ConfigurationError(
+                f"task {spec.name!r}: run_at={options.run_at.isoformat()} is more than 10 years ahead"
+            )
+        due_ms = max(0, int(at * 1000))
     idem_ttl = default_idempotency_ttl if options.idempotency_ttl is None else options.idempotency_ttl
     if options.idempotency_key is not None:
-        if not isinstance(options.idempotency_key, str) or not options.idempotency_key:
-            raise ConfigurationError("idempotency_key must be a non-empty string")
-        if not (isinstance(idem_ttl, int | float) and math.isfinite(idem_ttl) and idem_ttl > 0):
+        check_key("idempotency_key", options.idempotency_key)
+        if check_delay(idem_ttl, "idempotency_ttl") <= 0:
             raise ConfigurationError(f"idempotency_ttl must be a number of seconds > 0, not {idem_ttl!r}")
-    if options.job_id is not None and (not isinstance(options.job_id, str) or not options.job_id):
-        raise ConfigurationError("job_id must be a non-empty string")
+    if options.job_id is not None:
+        check_key("job_id", options.job_id)
     return NewJob(
         id=options.job_id or new_job_id(),
         task=spec.name,

@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 
 from engine.errors import ConfigurationError
+from engine.limits import MAX_DELAY_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,11 @@ class Backoff:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ConfigurationError(f"Backoff({name}={value!r}) must be a finite number >= 0")
+        for name in ("initial", "max"):
+            if getattr(self, name) > MAX_DELAY_S:
+                raise ConfigurationError(
+                    f"Backoff({name}={getattr(self, name)!r}) must be at most {MAX_DELAY_S:,.0f} s (10 years)"
+                )
         if self.factor < 1:
             raise ConfigurationError(f"Backoff(factor={self.factor}) must be >= 1")
         if self.jitter > 1:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import msgspec
@@ -24,10 +24,18 @@ from engine import scripts
 from engine.errors import ConfigurationError, ConnectionFailed
 from engine.job import json_encoder
 from engine.keys import GROUP, Keys
+from engine.limits import MAX_ATTEMPTS, MAX_EPOCH_MS, MAX_TIMEOUT_S
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
 
 msgpack_encode = msgspec.msgpack.Encoder().encode
+
+# The field under which reclaim() reports how often an entry was delivered (not a field of
+# the entry: entries hold j, t, p, o, m and k, see enqueue.lua).
+DELIVERIES = "#deliveries"
+
+# How long a command waits for a free pooled connection before giving up.
+POOL_WAIT_S = 60.0
 
 
 def now_ms() -> int:
@@ -35,16 +43,22 @@ def now_ms() -> int:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced, fit for logs and error messages."""
+    """The URL with its password replaced (in the user info and in a ``?password=``
+    parameter), fit for logs and error messages."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    if parts.query:
+        query = [
+            (name, "***" if name.lower() == "password" else value)
+            for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{netloc}")
+    return urlunsplit(parts)
 
 
 def check_redis_url(url: str) -> str:
@@ -91,6 +105,18 @@ async def run_scripts(
         elif isinstance(replies[i], Exception):
             raise replies[i]
     return replies
+
+
+# Errors a script meets because the server cannot take writes now (a failover, memory
+# full, loading): these pass, unlike an error in the script's own work on some data.
+_TRANSIENT = ("READONLY", "OOM", "BUSY", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def script_failed(exc: ResponseError) -> bool:
+    """Whether ``exc`` is a script that failed on its data (Redis names the script in the
+    message), rather than a server that refused to run it for now."""
+    message = str(exc)
+    return " script: " in message and not message.startswith(_TRANSIENT)
 
 
 def _written(replies: Iterable[list[Any]]) -> list[tuple[str, bool]]:
@@ -161,6 +187,67 @@ class Started:
     """Set once ``start.lua`` answered for this job; until then its outcome must wait."""
     dropped: bool = False
     """``start.lua`` refused it (cancelled meanwhile, or poison): no outcome is recorded."""
+    deliveries: int = 1
+    """Times its entry was delivered: more than once means its workers died running it."""
+    problem: str | None = None
+    """Why it cannot run (options read back from Redis that are malformed or out of
+    bounds); the executor dead-letters it with this reason."""
+
+    @classmethod
+    def parse(
+        cls,
+        queue: str,
+        entry_id: str,
+        job_id: str,
+        task: Any,
+        payload: Any,
+        fields: Sequence[Any],
+        *,
+        deliveries: int = 1,
+        confirmed: anyio.Event | None = None,
+    ) -> Started:
+        """From the text Redis holds: ``fields`` are attempt, timeout, max_attempts, tick and
+        created, each "" when unset. Whatever they hold, this returns a job (with a
+        ``problem`` when a field is garbage), never raises: a worker must not die of one."""
+        problems: list[str] = []
+        if len(fields) != 5:
+            problems.append(f"expected 5 option fields, got {len(fields)}")
+            fields = ("", "", "", "", "")
+        attempt, timeout, max_attempts, tick, created = fields
+        job = cls(
+            queue,
+            entry_id,
+            job_id,
+            task if isinstance(task, str) else "",
+            payload if isinstance(payload, str) else "",
+            _bounded("attempts", attempt, int, 1, 1 << 62, problems) or 1,
+            _bounded("timeout", timeout, float, 1e-9, MAX_TIMEOUT_S, problems),
+            _bounded("max_attempts", max_attempts, int, 1, MAX_ATTEMPTS, problems),
+            _bounded("tick", tick, int, 0, MAX_EPOCH_MS, problems),
+            _bounded("created", created, int, 0, MAX_EPOCH_MS, problems),
+            confirmed,
+            deliveries=deliveries,
+        )
+        if problems:
+            job.problem = "InvalidJob: malformed job options in Redis: " + "; ".join(problems)
+        return job
+
+
+def _bounded(
+    name: str, raw: Any, kind: Callable[[Any], Any], low: float, high: float, problems: list[str]
+) -> Any:
+    """``raw`` (text from Redis, "" or None when unset) as a number in [low, high], or None;
+    a value that is not one is noted in ``problems``."""
+    if raw is None or raw == "":
+        return None
+    try:
+        value = kind(raw)
+        if low <= value <= high:
+            return value
+    except (TypeError, ValueError, OverflowError):
+        pass
+    problems.append(f"{name}={str(raw)[:40]!r} is not a number from {low:g} to {high:g}")
+    return None
 
 
 def runnable_entry(queue: str, entry_id: str, fields: dict[str, str]) -> Started | None:
@@ -170,23 +257,10 @@ def runnable_entry(queue: str, entry_id: str, fields: dict[str, str]) -> Started
     job_id, task, payload = fields.get("j"), fields.get("t"), fields.get("p")
     if not job_id or not task or payload is None:
         return None
-    try:
-        timeout, max_attempts, tick = fields.get("o"), fields.get("m"), fields.get("k")
-        return Started(
-            queue=queue,
-            entry_id=entry_id,
-            job_id=job_id,
-            task=task,
-            payload=payload,
-            attempt=1,  # a fresh entry, delivered for the first time
-            timeout=float(timeout) if timeout else None,
-            max_attempts=int(max_attempts) if max_attempts else None,
-            tick_ms=int(tick) if tick else None,
-            created_ms=int(entry_id.split("-", 1)[0]),  # XADD's time: within a ms of "created"
-            confirmed=anyio.Event(),
-        )
-    except ValueError:
-        return None
+    # XADD's time, within a ms of "created"; a fresh entry is on its first delivery.
+    created = entry_id.split("-", 1)[0]
+    options = ("1", fields.get("o"), fields.get("m"), fields.get("k"), created)
+    return Started.parse(queue, entry_id, job_id, task, payload, options, confirmed=anyio.Event())
 
 
 @dataclass(slots=True)
@@ -215,14 +289,27 @@ class Retention:
 class Gateway:
     """One Redis connection pool and the engine's scripts, for one namespace."""
 
-    def __init__(self, url: str, namespace: str, *, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, namespace: str, *, connect_timeout: float = 5.0, max_connections: int = 100
+    ) -> None:
         self.url = check_redis_url(url)
         self.keys = Keys(namespace)
-        # redis-py's type hints are unions of bytes/str that fight decode_responses=True;
-        # the gateway is the one place that talks to it, so it is typed loosely here only.
-        self.redis: Any = aioredis.Redis.from_url(
+        # A pool that waits for a free connection: redis-py's default pool raises
+        # MaxConnectionsError past its 100 connections, which failed jobs (ctx.log, progress)
+        # at a concurrency above 100 and producers with many calls in flight. Commands take
+        # well under a millisecond, so waiting for one of 100 is quick; a minute of waiting
+        # means the server is gone, and the caller sees a ConnectionError.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=POOL_WAIT_S,
             decode_responses=True,
+            # Replies are text, and any bytes decode: a stream entry or hash written by
+            # someone else with bytes that are not UTF-8 arrives with them escaped ("\xff")
+            # instead of raising UnicodeDecodeError out of whatever read it (a worker's
+            # fetch, the reclaimer, a DLQ listing). What the engine writes is always UTF-8,
+            # so its own data is unaffected.
+            encoding_errors="backslashreplace",
             socket_connect_timeout=connect_timeout,
             socket_keepalive=True,
             health_check_interval=30,
@@ -230,6 +317,9 @@ class Gateway:
             # let the caller see the error; the worker's loops add their own backoff.
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5),
         )
+        # redis-py's type hints are unions of bytes/str that fight decode_responses=True;
+        # the gateway is the one place that talks to it, so it is typed loosely here only.
+        self.redis: Any = aioredis.Redis.from_pool(pool)
         self.connect_timeout = connect_timeout
         self._scripts: dict[str, Any] = {
             name: self.redis.register_script(scripts.source(name)) for name in scripts.NAMES
@@ -405,13 +495,41 @@ class Gateway:
         return await self.start(worker_id, {queue: ["read", count] for queue in queues})
 
     async def start_entries(
-        self, worker_id: str, entries: Iterable[tuple[str, str, dict[str, str]]]
+        self, worker_id: str, entries: Sequence[tuple[str, str, dict[str, str]]]
     ) -> list[Started]:
-        """Mark entries already read (blocking read, reclaim) active."""
+        """Mark entries already read (blocking read, reclaim) active.
+
+        Should start.lua fail on some entry, the entries are started one by one and the one
+        it fails on is buried (:meth:`bury`) with the reason: the others start as usual."""
+        try:
+            return await self._start_entries(worker_id, entries)
+        except ResponseError as exc:
+            if not script_failed(exc):
+                raise
+            started: list[Started] = []
+            for queue, entry_id, fields in entries:
+                try:
+                    started += await self._start_entries(worker_id, [(queue, entry_id, fields)])
+                except ResponseError as alone:
+                    if not script_failed(alone):
+                        raise
+                    await self.bury(queue, entry_id, fields.get("j", ""), f"could not start: {alone}")
+            return started
+
+    async def _start_entries(
+        self, worker_id: str, entries: Sequence[tuple[str, str, dict[str, str]]]
+    ) -> list[Started]:
         per_queue: dict[str, list[Any]] = {}
+        deliveries: dict[str, int] = {}
         for queue, entry_id, fields in entries:
             per_queue.setdefault(queue, []).extend((entry_id, fields.get("j", "")))
-        return await self.start(worker_id, per_queue)
+            if DELIVERIES in fields:
+                deliveries[entry_id] = int(fields[DELIVERIES])
+        started = await self.start(worker_id, per_queue)
+        if deliveries:
+            for job in started:
+                job.deliveries = deliveries.get(job.entry_id, 1)
+        return started
 
     async def start(self, worker_id: str, per_queue: dict[str, list[Any]]) -> list[Started]:
         """Run start.lua per queue (all in one round trip)."""
@@ -423,29 +541,41 @@ class Gateway:
             qk = self.keys.queue(queue)
             calls.append(("start", [qk.stream, qk.dlq], [qk.job_prefix, GROUP, now, worker_id, *pairs]))
         replies = await self._call_many(calls)
-        started: list[Started] = []
-        for queue, reply in zip(per_queue, replies, strict=True):
-            for row in reply:
-                if row[2] != 1:
-                    continue
-                started.append(
-                    Started(
-                        queue=queue,
-                        entry_id=row[0],
-                        job_id=row[1],
-                        task=row[3],
-                        payload=row[4],
-                        attempt=int(row[5]),
-                        timeout=float(row[6]) if row[6] else None,
-                        max_attempts=int(row[7]) if row[7] else None,
-                        tick_ms=int(row[8]) if row[8] else None,
-                        created_ms=int(row[9]) if row[9] else None,
-                    )
-                )
-        return started
+        return [
+            Started.parse(queue, row[0], row[1], row[3], row[4], row[5:10])
+            for queue, reply in zip(per_queue, replies, strict=True)
+            for row in reply
+            if row[2] == 1
+        ]
 
     async def finish(self, outcomes: Sequence[Outcome], retention: Retention) -> int:
-        """Record outcomes and XACK their entries: one script per queue, one round trip."""
+        """Record outcomes and XACK their entries: one script per queue, one round trip.
+
+        Should the script fail on some outcome (data no check foresaw), the batch is split
+        until that outcome stands alone, and it is buried (:meth:`bury`): every other
+        outcome is recorded, and the call never fails the same way twice."""
+        try:
+            return await self._finish(outcomes, retention)
+        except ResponseError as exc:
+            if not script_failed(exc):
+                raise
+            if len(outcomes) == 1:
+                (outcome,) = outcomes
+                reason = f"could not record its outcome ({outcome.kind}): {exc}"
+                return await self.bury(outcome.queue, outcome.entry_id, outcome.job_id, reason)
+            half = len(outcomes) // 2
+            return await self.finish(outcomes[:half], retention) + await self.finish(
+                outcomes[half:], retention
+            )
+
+    async def bury(self, queue: str, entry_id: str, job_id: str, reason: str) -> int:
+        """Acknowledge an entry that cannot be started or recorded, leaving a dead letter
+        with ``reason`` (bury.lua); 1 if it was still pending."""
+        qk = self.keys.queue(queue)
+        keys = [qk.stream, qk.dlq, qk.stats]
+        return int(await self._call("bury", keys, [qk.job_prefix, GROUP, entry_id, job_id, reason]))
+
+    async def _finish(self, outcomes: Sequence[Outcome], retention: Retention) -> int:
         per_queue: dict[str, list[Any]] = {}
         for outcome in outcomes:
             per_queue.setdefault(outcome.queue, []).extend(outcome.argv())
@@ -477,7 +607,10 @@ class Gateway:
         """XAUTOCLAIM entries idle past ``min_idle_ms``; same shape as :meth:`read`."""
         qk = self.keys.queue(queue)
         flat = await self._call("reclaim", [qk.stream, qk.stats], [GROUP, consumer, min_idle_ms, count])
-        return [(queue, flat[i], {"j": flat[i + 1]} if flat[i + 1] else {}) for i in range(0, len(flat), 2)]
+        return [
+            (queue, flat[i], {"j": flat[i + 1], DELIVERIES: str(flat[i + 2])} if flat[i + 1] else {})
+            for i in range(0, len(flat), 3)
+        ]
 
     async def replay(self, queue: str, job_id: str) -> int:
         qk = self.keys.queue(queue)

@@ -35,7 +35,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from engine.cron import Scheduler
 from engine.errors import ConfigurationError, ConnectionFailed
-from engine.executor import Executor
+from engine.executor import Executor, describe
 from engine.joblog import JobLog
 from engine.keys import check_name
 from engine.maintenance import (
@@ -360,12 +360,19 @@ class Worker:
                 self._backlogged = len(started) >= count
                 self._backlogged_at = time.monotonic()
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # The stream or group vanished (FLUSHALL, a restart without persistence).
-                self._log.warning("consumer group missing; recreating it")
-                for queue in self.queues:
-                    await gateway.ensure_group(queue)
+                failures += 1
+                if "NOGROUP" in str(exc):
+                    # The stream or group vanished (FLUSHALL, a restart without persistence).
+                    self._log.warning("consumer group missing; recreating it")
+                    with contextlib.suppress(RedisError, OSError):
+                        for queue in self.queues:
+                            await gateway.ensure_group(queue)
+                else:
+                    # A script that failed on some entry's data: the entries it read stay
+                    # pending and come back, one at a time, through the reclaimer, which
+                    # buries the one at fault (Gateway.start_entries).
+                    self._log.error("fetch failed; retrying", error=str(exc))
+                await anyio.sleep(backoff(failures))
                 continue
             except (RedisError, OSError) as exc:
                 # Entries read but not started stay pending under this worker's name and
@@ -374,6 +381,12 @@ class Worker:
                 delay = backoff(failures)
                 self._log.warning("redis unavailable; retrying", error=str(exc), retry_in_s=round(delay, 2))
                 await anyio.sleep(delay)
+                continue
+            except Exception:
+                # Nothing read may take the worker down (the entries stay pending, as above).
+                failures += 1
+                self._log.exception("fetch failed unexpectedly; retrying")
+                await anyio.sleep(backoff(failures))
                 continue
             if failures:
                 self._log.info("redis reachable again")
@@ -440,9 +453,26 @@ class Worker:
                         )
                         return
                 await anyio.sleep(backoff(failures))
+            except Exception:
+                # Not Redis: the batch itself cannot be sent (a value no check foresaw).
+                # Record the outcomes one by one, burying those that cannot be.
+                self._log.exception("could not record outcomes; recording them one by one", jobs=len(batch))
+                await self._commit_each(gateway, batch)
+                break
         for outcome in batch:
             self._inflight[outcome.queue].discard(outcome.entry_id)
         self.processed += len(batch)
+
+    async def _commit_each(self, gateway: Gateway, batch: list[Outcome]) -> None:
+        for outcome in batch:
+            try:
+                await gateway.finish([outcome], self.engine.retention)
+            except (RedisError, OSError):
+                pass  # still pending: reclaimed and run again, as after a crash
+            except Exception as exc:
+                reason = f"could not record its outcome ({outcome.kind}): {describe(exc)}"
+                with contextlib.suppress(RedisError, OSError):
+                    await gateway.bury(outcome.queue, outcome.entry_id, outcome.job_id, reason)
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -61,8 +61,13 @@ local events = {}
 local function event(jobKey, id, kind, result, err, tb, due, finished)
   if not outbox then return end
   local job = redis.call("HMGET", jobKey, "task", "attempts", "processed", "payload", "created")
+  local v = redis.pcall("HINCRBY", jobKey, "v", 1)
+  if type(v) ~= "number" then  -- a version someone overwrote: start it again
+    v = 1
+    redis.call("HSET", jobKey, "v", v)
+  end
   events[#events + 1] = {e = kind, j = id, task = job[1] or "",
-    v = tostring(redis.call("HINCRBY", jobKey, "v", 1)), attempts = job[2] or "0",
+    v = tostring(v), attempts = job[2] or "0",
     processed = job[3] or "", payload = job[4] or nil, created = job[5] or nil, result = result,
     error = err, traceback = tb, due = due, finished = finished}
 end
@@ -80,12 +85,24 @@ for i = 1, #outcomes, 7 do
   local due = string.format("%d", outcomes[i + 5])
   local ran = tonumber(outcomes[i + 6])
   local jobKey = jobPrefix .. id
-  if redis.call("XACK", KEYS[1], group, entry) == 0 then
-    out[#out + 1] = 0
-  else
+  local status = nil
+  if redis.call("XACK", KEYS[1], group, entry) == 1 then
     redis.call("XDEL", KEYS[1], entry)
+    -- Read through pcall: a job key of another type must not fail the batch (the outcomes
+    -- before it would stay recorded, those after it not, and the batch would be retried).
+    status = redis.pcall("HGET", jobKey, "status")
+  end
+  if status == nil then
+    out[#out + 1] = 0
+  elseif type(status) == "table" and status.err then
+    redis.call("XADD", KEYS[3], "*", "j", id, "entry", entry,
+      "error", "could not record the outcome (" .. kind .. "): job data unreadable: " .. status.err,
+      "at", now)
+    counts.failed = counts.failed + 1
+    out[#out + 1] = 1
+  else
     -- A cancel that arrived while the attempt ran wins over its outcome.
-    if redis.call("HGET", jobKey, "status") == "cancelled" then kind = "cancelled" end
+    if status == "cancelled" then kind = "cancelled" end
     redis.call("HDEL", jobKey, "worker", "msg")
     observe(ran)
     if kind == "completed" then

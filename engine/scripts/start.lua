@@ -15,6 +15,10 @@
   For each pair returns {entry id, job id, code, task, payload, attempts, timeout,
   max_attempts, tick, created}; code 1 = run it, 0 = skipped (cancelled, or poison moved
   to the DLQ; the entry was acknowledged and deleted).
+
+  No entry or job hash, whatever it holds, makes this script fail (its writes so far would
+  stay, and the entries it read would be stuck pending): reads of a job's key that can fail
+  on its type or contents go through redis.pcall, and such a job is dead-lettered here.
 ]]
 -- Timestamps come from the Redis server's clock, one clock for every machine, so a job's
 -- created, started and finished times are ordered as Redis executed those steps.
@@ -57,25 +61,38 @@ local function entryPayload(entry)
   return false
 end
 
+local function poison(entry, id, reason)
+  redis.call("XADD", KEYS[2], "*", "j", id, "entry", entry, "error", reason, "at", now)
+  drop(entry)
+  out[#out + 1] = {entry, id, 0}
+end
+
 for _, t in ipairs(todo) do
   local entry, id = t[1], t[2]
   local jobKey = jobPrefix .. id
   local h = nil
   if id ~= "" then
-    h = redis.call("HMGET", jobKey, "status", "task", "payload", "timeout", "max_attempts",
+    h = redis.pcall("HMGET", jobKey, "status", "task", "payload", "timeout", "max_attempts",
       "tick", "created")
   end
-  if h == nil or not h[1] then
+  local attempts = nil
+  if h ~= nil and h.err == nil and h[1] and h[1] ~= "cancelled" and h[1] ~= "completed"
+      and h[1] ~= "failed" then
+    attempts = redis.pcall("HINCRBY", jobKey, "attempts", 1)
+  end
+  if h ~= nil and h.err ~= nil then
+    poison(entry, id, "job data unreadable: " .. h.err)
+  elseif h == nil or not h[1] then
     -- A poison entry: no job id, or a job hash that does not exist. Keep the evidence.
-    local reason = id == "" and "stream entry has no job id" or "job data missing"
-    redis.call("XADD", KEYS[2], "*", "j", id, "entry", entry, "error", reason, "at", now)
-    drop(entry)
-    out[#out + 1] = {entry, id, 0}
+    poison(entry, id, id == "" and "stream entry has no job id" or "job data missing")
   elseif h[1] == "cancelled" or h[1] == "completed" or h[1] == "failed" then
     drop(entry)
     out[#out + 1] = {entry, id, 0}
+  elseif type(attempts) ~= "number" then
+    local reason = "job data unreadable: attempts: " .. tostring(attempts.err)
+    redis.pcall("HSET", jobKey, "status", "failed", "error", reason, "finished", now)
+    poison(entry, id, reason)
   else
-    local attempts = redis.call("HINCRBY", jobKey, "attempts", 1)
     local payload = h[3]
     if payload then
       redis.call("HSET", jobKey, "status", "active", "processed", now, "worker", worker,

@@ -41,3 +41,11 @@ async def crash(ctx: JobContext) -> None:
     """Kills its own worker process, every time: a poison job."""
     await (await _redis()).hincrby(runs_key(app.namespace), ctx.job_id, 1)
     os._exit(137)
+
+
+@app.task(timeout=30, max_attempts=1000)
+async def crash_often(ctx: JobContext) -> None:
+    """Kills its own worker process every time, with attempts to spare: only the count of
+    worker deaths can stop it."""
+    await (await _redis()).hincrby(runs_key(app.namespace), ctx.job_id, 1)
+    os._exit(137)
