@@ -494,7 +494,13 @@ class Engine:
                 f"unknown task {task_name!r} in namespace {self.namespace!r}: it is not registered "
                 f"in this app and no worker has announced it (known tasks: {', '.join(known) or 'none'})"
             )
-        ann = msgspec.json.decode(raw, type=TaskAnnouncement)
+        try:
+            ann = msgspec.json.decode(raw, type=TaskAnnouncement)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise UnknownTaskError(
+                f"task {task_name!r}: its announcement in Redis is unreadable ({exc}); restart a worker "
+                "that runs it to announce it again"
+            ) from None
         return TaskSpec(
             name=task_name,
             queue=ann.queue,
@@ -526,7 +532,7 @@ class Engine:
     async def _read_logs(self, queue: str, job_id: str) -> list[dict[str, Any]]:
         gateway = self._gateway_or_connect()
         lines = await gateway.redis.lrange(gateway.keys.queue(queue).logs(job_id), 0, -1)
-        return [json_decoder.decode(line) for line in lines]
+        return [_log_line(line) for line in lines]
 
     async def _set_progress(self, queue: str, job_id: str, value: float) -> None:
         gateway = self._gateway_or_connect()
@@ -565,6 +571,17 @@ class Engine:
         from engine.worker import Worker
 
         return Worker(self, queues=queues, concurrency=concurrency, **options)
+
+
+def _log_line(raw: str) -> dict[str, Any]:
+    """A stored log line (see Gateway.append_log); one someone overwrote shows as text."""
+    try:
+        line = json_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        line = None
+    if isinstance(line, dict) and isinstance(line.get("message"), str):
+        return line
+    return {"at": 0, "level": "unknown", "message": raw}
 
 
 def _positive(name: str, value: Any) -> float:

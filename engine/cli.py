@@ -20,7 +20,8 @@ import anyio
 
 from engine import log as logsetup
 from engine.app import Engine
-from engine.errors import EngineError
+from engine.errors import ConfigurationError, EngineError
+from engine.producer import Options
 
 
 class UsageError(Exception):
@@ -171,7 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description="Engine command line.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run a self-contained demo on an embedded Valkey")
+    demo = sub.add_parser(
+        "demo",
+        help="run a self-contained demo on an embedded Valkey",
+        description="Start an embedded Valkey and PostgreSQL and a worker, run a mix of jobs, "
+        "print a summary and stop everything it started. Ctrl-C, SIGTERM and SIGHUP stop "
+        "everything too; the exit code is then 128 + the signal number (130, 143, 129), or 0 "
+        "if the demo had finished (--keep, after the summary).",
+    )
     demo.add_argument("--jobs", type=int, default=500, help="jobs to enqueue (default 500)")
     demo.add_argument("--data-dir", default=".engine-demo", help="where the embedded servers keep data")
     demo.add_argument("--port", type=int, default=0, help="dashboard port (default: a free one)")
@@ -184,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("task")
     enqueue.add_argument("--args", default="[]", help="JSON list of positional arguments")
     enqueue.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
+    enqueue.add_argument("--queue", default=None, help="a queue other than the task's own")
+    enqueue.add_argument("--delay", type=float, metavar="SECONDS", help="run it this much later")
+    enqueue.add_argument("--timeout", type=float, metavar="SECONDS", help="its timeout (default: the task's)")
+    enqueue.add_argument("--max-attempts", type=int, metavar="N", help="its attempts (default: the task's)")
+    enqueue.add_argument(
+        "--idempotency-key", default=None, metavar="KEY", help="enqueue at most once per key within its TTL"
+    )
     _add_common(enqueue)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the job-log tables in PostgreSQL")
@@ -275,10 +290,16 @@ async def _enqueue(app: Engine, args: argparse.Namespace) -> int:
         raise UsageError(f"--args/--kwargs must be JSON: {exc}") from None
     if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
         raise UsageError("--args must be a JSON list and --kwargs a JSON object")
+    options = {
+        name: value
+        for name in ("queue", "delay", "timeout", "max_attempts", "idempotency_key")
+        if (value := getattr(args, name)) is not None
+    }
     async with app:
         try:
-            job = await app.enqueue(args.task, *call_args, **call_kwargs)
-        except TypeError as exc:
+            spec = await app._spec(args.task)
+            (job,) = await app._enqueue(spec, [(call_args, call_kwargs)], Options().merged(**options))
+        except (TypeError, ConfigurationError) as exc:
             raise UsageError(str(exc)) from None
         print(job.id)
     return 0

@@ -85,6 +85,17 @@ async def test_enqueue_stats_and_dlq_commands(redis_url: str, namespace: str) ->
         assert_one_line_error(bad, 2, "charge")
         bad_json = run("-m", "engine", "enqueue", "charge", "--args", "[oops", *common)
         assert_one_line_error(bad_json, 2, "JSON")
+        for flags, words in (
+            (["--timeout", "1e12"], "timeout must be"),
+            (["--max-attempts", "1000000"], "max_attempts must be"),
+            (["--delay", "1e12"], "delay must be"),
+            (["--delay", "nan"], "delay must be"),
+            (["--args", "[" * 200 + "]" * 200], "deeper than 64"),
+        ):
+            absurd = run("-m", "engine", "enqueue", "charge", "--args", "[1]", *flags, *common)
+            assert_one_line_error(absurd, 2, words)
+        delayed = run("-m", "engine", "enqueue", "charge", "--args", "[1]", "--delay", "3600", *common)
+        assert delayed.returncode == 0 and (await app.stats())["default"]["delayed"] == 1
         unknown = run("-m", "engine", "enqueue", "nope", *common)
         assert_one_line_error(unknown, 1, "unknown task 'nope'")
 

@@ -122,6 +122,9 @@ async def test_dead_letters_and_hashes_of_any_bytes_can_be_listed_and_read(app: 
         assert tampered.raw_payload is not None and tampered.raw_payload.startswith("[[[")
         info = await app.job("tampered", "default").info()
         assert info is not None and info.status == Status.FAILED
+        await raw.rpush(qk.logs("tampered"), b"\xff", b"{not json", b'{"message": 1}')
+        lines = await app.job("tampered", "default").logs()
+        assert [line["message"] for line in lines] == ["\\xff", "{not json", '{"message": 1}']
     await raw.aclose()
 
 
