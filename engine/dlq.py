@@ -90,7 +90,8 @@ class DeadLetters:
         return replayed
 
     async def purge(self) -> int:
-        """Delete every dead letter and its failed job's data; returns how many."""
+        """Delete every dead letter and its failed job's data (its job-log history too);
+        returns how many."""
         gateway = await self.engine._ready()
         return await gateway.purge_dlq(self.queue)
 

@@ -184,8 +184,9 @@ class Job(Generic[R]):
         return code in (1, 2)
 
     async def delete(self) -> bool:
-        """Delete the job and everything kept about it in Redis; False if there is no such
-        job. A running job is refused (:class:`JobRunning`): cancel it first."""
+        """Delete the job and everything kept about it: its data in Redis at once and, with
+        the job log on, its history in PostgreSQL as soon as the shipper gets to it; False if
+        there is no such job. A running job is refused (:class:`JobRunning`): cancel it first."""
         queue = await self._queue()
         if queue is None:
             return False

@@ -11,7 +11,10 @@ order-insensitive:
   arrive, so a job first seen through a late event (completed before enqueued) is created
   from what that event carries and completed by the enqueue event later;
 - every log line and every failed attempt's error becomes one ``job_logs`` row keyed by its
-  outbox entry id, so shipping an entry twice adds nothing.
+  outbox entry id, so shipping an entry twice adds nothing;
+- a ``deleted`` event (a job deleted, a dead-letter queue purged) deletes the job's rows and
+  leaves a tombstone, so an event of the job from that outbox entry or an earlier one that
+  arrives late (another shipper's, a dead shipper's reclaimed entries) writes nothing.
 
 Reads (:meth:`JobLog.history`, :meth:`JobLog.job`, :meth:`JobLog.logs`) serve the dashboard;
 :meth:`JobLog.prune` is the retention policy (failed jobs are kept unless asked).
@@ -42,6 +45,7 @@ __all__ = [
     "LOG_LEVELS",
     "SCHEMA_VERSION",
     "STATUSES",
+    "TOMBSTONE_RETENTION",
     "Event",
     "HistoryJob",
     "HistoryPage",
@@ -61,10 +65,15 @@ SCHEMA_VERSION = 1
 """Version of ``schema.sql``; :meth:`JobLog.migrate` records it in ``engine_schema_version``."""
 
 _MIGRATE_LOCK = 0x656E67696E6501  # pg_advisory_xact_lock key: "engine" + 1
+# Held shared by every write and exclusively by a write that deletes jobs (see JobLog.write).
+_DELETE_LOCK = 0x656E67696E6502
+# How long a deleted job's tombstone is kept: far longer than any event of it can wait in
+# an outbox (a dead shipper's entries are taken over within about a visibility timeout).
+TOMBSTONE_RETENTION = timedelta(days=7)
 
 STATUSES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-EVENT_TYPES = ("enqueued", "retry", "completed", "failed", "cancelled", "replayed", "log")
+EVENT_TYPES = ("enqueued", "retry", "completed", "failed", "cancelled", "replayed", "log", "deleted")
 
 # Status a job has after each state event (``enqueued`` carries its own).
 _STATUS_AFTER = {
@@ -83,6 +92,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "cancelled": ("attempts", "finished"),
     "replayed": (),
     "log": ("level", "message"),
+    "deleted": (),
 }
 # Limits that keep every value inside what PostgreSQL accepts (so one odd entry can never
 # make a whole batch fail): btree index rows must stay under ~2.7 kB (an index holds a queue
@@ -105,7 +115,8 @@ def schema_sql() -> str:
 
 
 class Event(msgspec.Struct, frozen=True, gc=False):
-    """One outbox entry, checked and typed. Times are ms since the epoch."""
+    """One outbox event, checked and typed. Times are ms since the epoch. ``entry_id`` is the
+    outbox entry's id (with ``.index`` for an event of a batched entry)."""
 
     entry_id: str
     type: str
@@ -305,6 +316,12 @@ def _check(raw: RawEvent) -> Event:
     if not job_id or not queue:
         raise _Garbage("empty job id or queue name")
     at_ms = _req_int(raw.t, "t", _MAX_MS)
+    if kind == "deleted":
+        # Its place in the outbox is what counts (see JobLog.write), not a version: the
+        # job's hash, which holds the version, is gone.
+        return Event(
+            entry_id=entry_id, type=kind, job_id=job_id, queue=queue, task="", at_ms=at_ms, version=0
+        )
     if kind == "log":
         assert raw.level is not None and raw.message is not None  # required
         return Event(
@@ -545,6 +562,15 @@ ORDER BY u.n
 ON CONFLICT (job_id, event_id) DO NOTHING
 """
 
+# A re-shipped deletion keeps the later position.
+_UPSERT_TOMBSTONES = """
+INSERT INTO deleted_jobs AS d (id, queue_name, entry_ms, entry_seq)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+ON CONFLICT (id) DO UPDATE SET entry_ms = excluded.entry_ms, entry_seq = excluded.entry_seq,
+                               deleted_at = now()
+WHERE (excluded.entry_ms, excluded.entry_seq) > (d.entry_ms, d.entry_seq)
+"""
+
 _JOB_COLUMNS = (
     "id, queue_name, task_name, payload::text AS payload, attempts, status, result::text AS result, "
     "error, traceback, created_at, processed_at, finished_at, updated_at"
@@ -671,6 +697,17 @@ class _Rows:
             versions,
         )
         self.logs: tuple[list[Any], ...] = (log_job, log_content, log_level, log_at, log_entry)
+
+
+def _position(entry_id: str) -> tuple[int, int]:
+    """Where an event stands in its outbox: its entry id ``ms-seq`` (of a batched entry's
+    event, ``ms-seq.index``: the events of one entry stand together). Entry ids of a stream
+    only grow, and a job's events all go to its queue's outbox. An id that is not one (only
+    hand-made events have them) stands first."""
+    ms, _, seq = entry_id.partition(".")[0].partition("-")
+    if ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit() and len(ms) <= 18 and len(seq) <= 18:
+        return int(ms), int(seq)
+    return 0, 0
 
 
 def is_data_error(exc: BaseException) -> bool:
@@ -803,11 +840,57 @@ class JobLog:
     # -- writes -----------------------------------------------------------------------------
 
     async def write(self, events: Sequence[Event]) -> None:
-        """Apply a batch of events in one transaction (idempotent, order-insensitive)."""
+        """Apply a batch of events in one transaction (idempotent, order-insensitive).
+
+        A ``deleted`` event deletes the job's rows (its log lines go with them) and records
+        a tombstone with the event's outbox position; events of the job from the same entry
+        or an earlier one are dropped, in this batch and in any later one. Shippers work on
+        an outbox side by side, so such an event may well be written after the deletion.
+        A write holds a lock shared by all writes, and one that deletes holds it alone: so a
+        write that started before a deletion commits before it (and its rows are deleted),
+        and one that starts after it sees its tombstones.
+        """
         if not events:
             return
-        rows = _Rows(events)
+        deletions: dict[str, tuple[tuple[int, int], str]] = {}  # job id -> (position, queue)
+        rest: list[Event] = []
+        for ev in events:
+            if ev.type != "deleted":
+                rest.append(ev)
+                continue
+            position = _position(ev.entry_id)
+            seen = deletions.get(ev.job_id)
+            if seen is None or position > seen[0]:
+                deletions[ev.job_id] = (position, ev.queue)
         async with self._conn() as conn, conn.transaction():
+            if deletions:
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _DELETE_LOCK)
+                ids = sorted(deletions)
+                await conn.execute(
+                    _UPSERT_TOMBSTONES,
+                    ids,
+                    [deletions[i][1] for i in ids],
+                    [deletions[i][0][0] for i in ids],
+                    [deletions[i][0][1] for i in ids],
+                )
+                # Before the events of this batch: one from after the deletion makes a new row.
+                await conn.execute("DELETE FROM jobs WHERE id = ANY($1::text[])", ids)
+            else:
+                await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", _DELETE_LOCK)
+            if not rest:
+                return
+            tombstones = await conn.fetch(
+                "SELECT id, entry_ms, entry_seq FROM deleted_jobs WHERE id = ANY($1::text[])",
+                list({ev.job_id for ev in rest}),
+            )
+            if tombstones:
+                deleted_at = {r["id"]: (r["entry_ms"], r["entry_seq"]) for r in tombstones}
+                rest = [
+                    ev
+                    for ev in rest
+                    if ev.job_id not in deleted_at or _position(ev.entry_id) > deleted_at[ev.job_id]
+                ]
+            rows = _Rows(rest)
             if rows.jobs[0]:
                 await conn.execute(_UPSERT_JOBS, *rows.jobs)
             if rows.logs[0]:
@@ -913,7 +996,8 @@ class JobLog:
         """Delete finished jobs (and their logs) older than the cutoffs; the number of jobs deleted.
 
         Completed and cancelled jobs go after ``completed_older_than``; failed jobs are kept
-        unless ``failed_older_than`` is given. Deletes ``batch`` rows per statement, each its
+        unless ``failed_older_than`` is given. Tombstones of deleted jobs go after
+        ``TOMBSTONE_RETENTION``. Deletes ``batch`` rows per statement, each its
         own transaction, so the table is never locked for long.
         """
         for name, value in (
@@ -941,6 +1025,16 @@ class JobLog:
                 total += deleted
                 if deleted < batch:
                     break
+        while True:
+            async with self._conn() as conn:
+                reply = await conn.execute(
+                    "DELETE FROM deleted_jobs WHERE id IN (SELECT id FROM deleted_jobs WHERE deleted_at < $1"
+                    " LIMIT $2)",
+                    now - TOMBSTONE_RETENTION,
+                    batch,
+                )
+            if int(reply.rsplit(" ", 1)[-1]) < batch:
+                break
         if total:
             log.info("pruned the job history", deleted=total)
         return total

@@ -55,3 +55,17 @@ CREATE TABLE IF NOT EXISTS job_logs (
 
 -- A job's log lines in order (also serves the ON DELETE CASCADE lookups).
 CREATE INDEX IF NOT EXISTS job_logs_job_idx ON job_logs (job_id, id);
+
+-- A tombstone per job deleted (a delete, a dead-letter purge) by its "deleted" outbox event:
+-- the event's entry id (ms-seq). An event of the job from that entry or an earlier one can
+-- reach PostgreSQL after the deletion (shippers work side by side; a dead one's entries are
+-- taken over later): it is dropped instead of writing the job again. Pruned after a week.
+CREATE TABLE IF NOT EXISTS deleted_jobs (
+    id         text PRIMARY KEY,
+    queue_name text NOT NULL,
+    entry_ms   bigint NOT NULL,
+    entry_seq  bigint NOT NULL,
+    deleted_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX IF NOT EXISTS deleted_jobs_deleted_idx ON deleted_jobs (deleted_at);

@@ -12,13 +12,21 @@ is, later events wait in Redis, and the backlog (in events: the outboxes' length
 their batched entries hold beyond one event each) is watched.
 
 Several shippers may run side by side (one per worker process, say): the group spreads the
-entries over them, writes are idempotent and order-insensitive, and entries a dead shipper
-had read are reclaimed (XAUTOCLAIM) after a minute.
+entries over them and writes are idempotent and order-insensitive. Entries a shipper has read
+are leased to it like jobs to a worker, for the engine's visibility timeout: while it holds
+them (writing them, or retrying through a PostgreSQL outage) it renews the lease three times
+per timeout (``renew.lua``, the workers' script), and every shipper scans four times per
+timeout for entries idle past it (XAUTOCLAIM). So a dead shipper's entries ship within about
+1.25 timeouts of its last renewal, and a live one's are not taken while it renews them.
+
+A ``deleted`` event (``delete.lua``, ``purge.lua``) removes the job's rows; see
+:meth:`engine.joblog.JobLog.write` for why a late event of the job cannot bring them back.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,7 +51,6 @@ GROUP = "shipper"
 """The consumer group every shipper reads the outboxes with."""
 
 ALARM_INTERVAL = 30.0
-RECLAIM_INTERVAL = 30.0
 MAX_BACKOFF = 5.0
 
 Outboxes = Callable[[], Awaitable[Sequence[str]]] | Sequence[str]
@@ -80,6 +87,7 @@ class _Batch:
     committed: bool = False
     skipped: int = 0
     rejected: list[str] = field(default_factory=list)
+    lost: set[str] = field(default_factory=set)  # entries another shipper has taken over since
 
 
 def _text(value: Any) -> str:
@@ -135,7 +143,14 @@ class Shipper:
     in the group; give each live shipper its own name. Metrics: ``shipped`` (events written, or
     ``superseded``: enqueued events left out because a newer event of the job makes the same
     row), ``skipped`` (garbage events acknowledged without a row), ``failures`` (failed
-    attempts), ``backlog`` (events in the outboxes when last seen: not yet shipped).
+    attempts), ``backlog`` (events in the outboxes when last seen: not yet shipped),
+    ``reclaimed`` (entries taken over from dead shippers), ``lost`` (held entries another
+    shipper took over: this one stalled past the timeout; both write them, which is harmless).
+
+    ``visibility_timeout`` (seconds; pass the engine's) is the lease on the entries a shipper
+    holds: :meth:`run` renews it every third of the timeout and takes over other shippers'
+    entries idle for longer than ``reclaim_idle_ms`` (the timeout by default; lower only in
+    tests: below the renewal interval it takes live shippers' entries too).
 
     The JobLog may be left unconnected: the shipper connects it when it first has something
     to write (and keeps trying, in :meth:`run`, while PostgreSQL cannot be reached).
@@ -151,12 +166,19 @@ class Shipper:
         batch: int = 2000,
         block_ms: int = 1000,
         alarm_length: int = 100_000,
-        reclaim_idle_ms: int = 60_000,
+        visibility_timeout: float = 30.0,
+        reclaim_idle_ms: int | None = None,
         refresh_interval: float = 5.0,
         busy: Callable[[], bool] | None = None,
     ) -> None:
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch must be a positive integer, not {batch!r}")
+        if not (isinstance(visibility_timeout, int | float) and 0 < visibility_timeout < math.inf):
+            raise ValueError(
+                f"visibility_timeout must be a positive number of seconds, not {visibility_timeout!r}"
+            )
+        if reclaim_idle_ms is None:
+            reclaim_idle_ms = math.ceil(visibility_timeout * 1000)
         if block_ms < 0 or reclaim_idle_ms < 0 or alarm_length < 0:
             raise ValueError("block_ms, reclaim_idle_ms and alarm_length must be >= 0")
         if not consumer:
@@ -168,7 +190,13 @@ class Shipper:
         self.batch = batch
         self.block_ms = block_ms
         self.alarm_length = alarm_length
+        self.visibility_timeout = float(visibility_timeout)
         self.reclaim_idle_ms = reclaim_idle_ms
+        # As the workers do with jobs: renewing three times per timeout leaves room for two
+        # failed renewals, and scanning four times per timeout takes a dead shipper's entries
+        # over within about 1.25 timeouts of its last renewal.
+        self.renew_interval = self.visibility_timeout / 3
+        self.reclaim_interval = self.visibility_timeout / 4
         self.refresh_interval = refresh_interval
         self.busy = busy
         self.shipped = 0
@@ -176,6 +204,8 @@ class Shipper:
         self.superseded = 0
         self.failures = 0
         self.backlog = 0
+        self.reclaimed = 0
+        self.lost = 0
         self._source = outboxes
         self._static: list[str] | None = None
         if not callable(outboxes):
@@ -192,20 +222,38 @@ class Shipper:
         self._per_entry = 1.0  # events per entry lately: how many entries make a batch
         self._ack_script = self.redis.register_script(scripts.source("ack"))
         self._versions_script = self.redis.register_script(scripts.source("versions"))
+        self._renew_script = self.redis.register_script(scripts.source("renew"))
         self._last_alarm = float("-inf")
         self._next_reclaim = float("-inf")
 
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Ship forever (until cancelled), riding out PostgreSQL and Redis outages."""
+        """Ship forever (until cancelled), riding out PostgreSQL and Redis outages, and keep
+        the lease on the entries held meanwhile."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._keep_leases)
+            await self._ship()
+
+    async def _keep_leases(self) -> None:
+        while True:
+            await anyio.sleep(self.renew_interval)
+            try:
+                await self.renew()
+            except Exception as exc:
+                # Two more tries before the lease lapses; the shipping loop meets a Redis
+                # outage too and reports it.
+                log.warning("renewing the job-log lease failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _ship(self) -> None:
         attempt = 0
         while True:
             try:
-                idle = self._inflight is None and self._next is None
-                if idle and time.monotonic() >= self._next_reclaim:
+                # Not while a batch fails to be written: taking on more would not help, and a
+                # shipper that can write may take them instead.
+                if self._inflight is None and time.monotonic() >= self._next_reclaim:
                     await self.reclaim()
-                    self._next_reclaim = time.monotonic() + RECLAIM_INTERVAL
+                    self._next_reclaim = time.monotonic() + self.reclaim_interval
                 if await self._step_aside():
                     continue
                 await self.run_once(block=True)
@@ -292,28 +340,67 @@ class Shipper:
         self.skipped += batch.skipped + len(batch.rejected)
         return batch.count
 
+    async def renew(self) -> int:
+        """Renew the lease on the entries this shipper holds (the batch being written and the
+        one read ahead), so no other shipper takes them over; how many it had lost."""
+        held: dict[str, list[str]] = {}
+        owner: dict[tuple[str, str], _Batch] = {}
+        for batch in (self._inflight, self._next):
+            if batch is not None:
+                for stream, ids in batch.ids.items():
+                    for entry_id, _ in ids:
+                        if entry_id not in batch.lost:
+                            held.setdefault(stream, []).append(entry_id)
+                            owner[stream, entry_id] = batch
+        if not held:
+            return 0
+        calls = [(self._renew_script, [stream], [GROUP, self.consumer, *ids]) for stream, ids in held.items()]
+        replies = await run_scripts(self.redis, calls)
+        lost = [
+            (stream, _text(entry_id))
+            for stream, reply in zip(held, replies, strict=True)
+            for entry_id in reply
+        ]
+        if lost:
+            # This shipper stalled past the timeout and another took the entries over. Both
+            # writing them is harmless (idempotent), and the first to acknowledge deletes them.
+            for stream, entry_id in lost:
+                owner[stream, entry_id].lost.add(entry_id)
+            self.lost += len(lost)
+            log.warning("job-log lease lost: another shipper took over held entries", entries=len(lost))
+        return len(lost)
+
     async def reclaim(self) -> int:
-        """Take over entries another (dead) shipper read but never acknowledged; how many."""
+        """Take over entries other shippers read and have not renewed for ``reclaim_idle_ms``
+        (they died, or stalled): up to ``batch`` entries; how many."""
         keys = await self._outboxes()
         if not keys:
             return 0
         await self._ensure_groups(keys)
         total = 0
         for key in keys:
-            try:
-                reply = await self.redis.xautoclaim(
-                    key, GROUP, self.consumer, self.reclaim_idle_ms, "0-0", count=self.batch, justid=True
-                )
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    self._ready.discard(key)
-                    continue
-                raise
-            # With JUSTID redis-py returns just the claimed ids (the cursor is dropped).
-            total += len(reply)
+            cursor = "0-0"
+            while total < self.batch:
+                try:
+                    # XAUTOCLAIM looks at COUNT * 10 pending entries per call at most: follow
+                    # the cursor past live shippers' entries to the dead ones'.
+                    reply = await self.redis.execute_command(
+                        "XAUTOCLAIM", key, GROUP, self.consumer, self.reclaim_idle_ms, cursor,
+                        "COUNT", self.batch - total, "JUSTID",
+                    )  # fmt: skip
+                except ResponseError as exc:
+                    if "NOGROUP" in str(exc):
+                        self._ready.discard(key)
+                        break
+                    raise
+                cursor = _text(reply[0])
+                total += len(reply[1])
+                if cursor == "0-0":
+                    break
         if total:
+            self.reclaimed += total
             self._check_pending = True
-            log.info("reclaimed job-log events from an idle shipper", entries=total)
+            log.info("reclaimed job-log events from a dead or stalled shipper", entries=total)
         return total
 
     # -- steps ------------------------------------------------------------------------------
@@ -374,7 +461,10 @@ class Shipper:
             if any(rows for _, rows in streams):
                 return self._take(streams)
             self._check_pending = False
-        block_ms = self.block_ms if block and self.block_ms > 0 else None
+        # A read blocks no longer than the reclaim interval: an idle shipper is the one that
+        # takes a dead shipper's entries over, and it looks between reads.
+        longest = min(self.block_ms, max(1, int(self.reclaim_interval * 1000)))
+        block_ms = longest if block and self.block_ms > 0 else None
         streams = await self._xreadgroup(order, ">", block_ms, lenient)
         if not any(rows for _, rows in streams):
             return None

@@ -621,7 +621,8 @@ class Gateway:
         qk = self.keys.queue(queue)
         total = 0
         while True:
-            removed = int(await self._call("purge", [qk.dlq], [qk.job_prefix, batch]))
+            keys = [qk.dlq, qk.outbox, qk.joblog_flag, qk.outbox_extra]
+            removed = int(await self._call("purge", keys, [qk.job_prefix, batch, queue]))
             total += removed
             if removed < batch:
                 return total
@@ -702,7 +703,8 @@ class Gateway:
 
     async def delete(self, queue: str, job_id: str) -> int:
         qk = self.keys.queue(queue)
-        return int(await self._call("delete", [qk.stream, qk.delayed, qk.dlq], [qk.job_prefix, job_id]))
+        keys = [qk.stream, qk.delayed, qk.dlq, qk.outbox, qk.joblog_flag]
+        return int(await self._call("delete", keys, [qk.job_prefix, job_id, queue]))
 
     async def acquire_lock(self, key: str, token: str, lease_ms: int) -> bool:
         return bool(await self.redis.set(key, token, nx=True, px=lease_ms))

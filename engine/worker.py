@@ -117,6 +117,7 @@ class Worker:
                 self._joblog,
                 self._outboxes,
                 consumer=self.id,
+                visibility_timeout=engine.visibility_timeout,
                 busy=self._saturated if jobs else None,
             )
         if not jobs and self.scheduler is None and self.shipper is None:
