@@ -4,7 +4,12 @@ Exactly once per tick: whichever worker leads (a Redis lock per queue, with a ra
 and a lease renewed three times per lease), every tick is enqueued through one script that
 checks the leader's token (a deposed leader cannot enqueue) and moves the schedule's
 last-fired tick forward only (``ZADD GT``), so no tick fires twice across a leader change
-or clock skew. After a leader dies, another takes over within one lease.
+or clock skew.
+
+After a leader dies, another takes over within one lease of its last renewal: a follower that
+finds the lock taken reads its remaining time (``PTTL``) and sleeps until the lock expires,
+never a whole poll interval past it, then fires the tick that became due meanwhile (per the
+misfire policy), at once rather than at the next tick.
 
 Ticks follow the wall clock of the schedule's time zone. A tick that falls in a skipped
 hour (spring forward) fires once, shifted forward by the gap (PEP 495, fold=0); a tick in a
@@ -49,6 +54,10 @@ MISFIRE_POLICIES = ("latest", "skip", "all")
 ON_TIME_S = 1.0
 # Never enqueue more than this many missed ticks in one go under "all".
 MAX_CATCH_UP_TICKS = 1000
+# A follower tries for the lock this long after the expiry PTTL announced: PTTL rounds to the
+# millisecond and Redis expires a key only once its time is strictly past, so waking exactly
+# on time could find it still there and cost a further sleep.
+TAKEOVER_SLACK_S = 0.005
 
 
 def check_expression(expr: str, what: str) -> str:
@@ -204,8 +213,7 @@ class Scheduler:
 
     async def run_once(self) -> float:
         """Elect, fire what is due; returns seconds until the next thing to do."""
-        await self._elect()
-        wake = self.lease / 3
+        wake = await self._elect()
         now = datetime.now(UTC)
         for queue, lease_end in list(self.leading.items()):
             for schedule in self.by_queue[queue]:
@@ -218,23 +226,35 @@ class Scheduler:
                 wake = min(wake, (upcoming - datetime.now(UTC)).total_seconds())
         return max(0.0, wake)
 
-    async def _elect(self) -> None:
+    async def _elect(self) -> float:
+        """Renew the locks held, try for the others; returns seconds until the next try.
+
+        That is a third of the lease (when a leader renews), or sooner: the moment the first
+        lock another scheduler holds runs out, so that a dead leader's successor acts on the
+        expiry rather than at its next poll, up to a third of a lease later.
+        """
         gateway = self.engine._gateway_or_connect()
         lease_ms = int(self.lease * 1000)
+        wake = self.lease / 3
         for queue in self.by_queue:
             key = gateway.keys.queue(queue).cron_leader
             started = time.monotonic()
             if queue in self.leading:
-                held = await gateway.renew_lock(key, self.token, lease_ms)
-                if not held:
-                    self.leading.pop(queue)
-                    self._log.warning("lost cron leadership", queue=queue)
+                if await gateway.renew_lock(key, self.token, lease_ms):
+                    self.leading[queue] = started + self.lease
                     continue
-            elif await gateway.acquire_lock(key, self.token, lease_ms):
+                self.leading.pop(queue)
+                self._log.warning("lost cron leadership", queue=queue)
+            acquired, remaining_ms = await gateway.acquire_lock(key, self.token, lease_ms)
+            if acquired:
+                self.leading[queue] = started + self.lease
                 self._log.info("became cron leader", queue=queue)
-            else:
-                continue
-            self.leading[queue] = started + self.lease
+            elif remaining_ms == -2:
+                wake = 0.0  # expired between the two commands: free now
+            elif remaining_ms >= 0:
+                wake = min(wake, remaining_ms / 1000 + TAKEOVER_SLACK_S)
+            # -1, a lock without expiry (set by hand), can only be polled for.
+        return wake
 
     async def _fire_due(self, schedule: Schedule, now: datetime) -> None:
         gateway = self.engine._gateway_or_connect()

@@ -267,6 +267,8 @@ class EmbeddedRedis(_Server):
                 stdout=stdio,
                 stderr=stdio,
                 cwd=self.data_dir,
+                # Its own session: a terminal's Ctrl-C reaches the owner, which stops it in order.
+                start_new_session=True,
             )
         except OSError as exc:
             stdio.close()

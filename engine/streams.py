@@ -706,8 +706,14 @@ class Gateway:
         keys = [qk.stream, qk.delayed, qk.dlq, qk.outbox, qk.joblog_flag]
         return int(await self._call("delete", keys, [qk.job_prefix, job_id, queue]))
 
-    async def acquire_lock(self, key: str, token: str, lease_ms: int) -> bool:
-        return bool(await self.redis.set(key, token, nx=True, px=lease_ms))
+    async def acquire_lock(self, key: str, token: str, lease_ms: int) -> tuple[bool, int]:
+        """``SET NX PX``, and the lock's remaining ms (``PTTL``: -2 gone, -1 no expiry) in
+        the same round trip, so a follower can sleep until the holder's lease runs out."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(key, token, nx=True, px=lease_ms)
+            pipe.pttl(key)
+            acquired, remaining_ms = await pipe.execute()
+        return bool(acquired), int(remaining_ms)
 
     async def renew_lock(self, key: str, token: str, lease_ms: int) -> bool:
         """Extend the lease if ``token`` still holds the lock; lease_ms=0 releases it."""

@@ -217,6 +217,43 @@ async def test_a_deposed_leader_cannot_enqueue(redis_url: str, namespace: str) -
         assert stats["default"]["enqueued"] == new.fired == 1
 
 
+async def test_a_follower_takes_over_when_the_lock_expires_not_at_its_next_poll(
+    redis_url: str, namespace: str
+) -> None:
+    app = Engine(redis_url, namespace=namespace)  # the default lease: 10 s, polls 3.3 s apart
+
+    @app.cron("* * * * * *", name="tick", timeout=5)
+    async def tick(ctx: JobContext) -> None: ...
+
+    async with app:
+        gateway = app._gateway_or_connect()
+        qk = gateway.keys.queue("default")
+        # A leader died 9.7 s after its last renewal, 5 s after firing its last tick.
+        last = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
+        await gateway.redis.zadd(qk.cron_last, {"tick": int(last.timestamp() * 1000)})
+        left = 0.3
+        await gateway.redis.set(qk.cron_leader, "dead-leader|token", px=int(left * 1000))
+        expires = time.monotonic() + left
+        follower = Scheduler(app, "follower", lease=app.cron_lease)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follower.run)
+            await eventually(
+                lambda: _true(follower.fired >= 1), timeout=app.cron_lease, interval=0.005, what="a tick"
+            )
+            late = time.monotonic() - expires
+            tg.cancel_scope.cancel()
+        # A time bound is the behaviour here: the follower tries for the lock on its expiry
+        # (it was a whole poll, 3.3 s, before). The margin absorbs a loaded machine.
+        print(f"\n[cron] follower took over {late * 1000:.0f} ms after the lock expired")
+        assert late <= 1.5, late
+        fired = await gateway.redis.zscore(qk.cron_last, "tick")
+        assert fired is not None and fired >= (last + timedelta(seconds=5)).timestamp() * 1000
+        # misfire="latest": the tick due at takeover only, none of the four missed before it
+        for missed in range(1, 5):
+            tick_ms = int((last + timedelta(seconds=missed)).timestamp() * 1000)
+            assert await app.job(f"cron-tick-{tick_ms}").info() is None
+
+
 async def test_killed_leader_is_replaced_and_no_tick_fires_twice(redis_url: str, namespace: str) -> None:
     from tests.apps.cronapp import ticks_key
 
