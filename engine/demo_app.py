@@ -57,8 +57,8 @@ async def charge_card(ctx: JobContext, order_id: int, amount_cents: int) -> str:
 
 
 # --- The monthly report: orders aggregated per region and month, in PostgreSQL -----------
-# The same tables and query as examples/monthly_report.py (which runs it on the 1st of each
-# month in Jakarta); the demo seeds a month of orders and aggregates it every 3 seconds.
+# examples/monthly_report.py runs this aggregation on the 1st of each month in Jakarta (and
+# imports it from here); the demo seeds a month of orders and aggregates it every 3 seconds.
 
 JAKARTA = ZoneInfo("Asia/Jakarta")
 REGIONS = ("jakarta", "surabaya", "bandung", "medan")

@@ -6,97 +6,32 @@ into ``monthly_reports`` (one row per region) in PostgreSQL. The aggregation is 
 so a retried or replayed run gives the same rows: at-least-once delivery stays harmless.
 
     ENGINE_DATABASE_URL=postgresql://... python -m engine.worker examples.monthly_report:app
+
+The tables, the aggregation query and the sample data live in ``engine/demo_app.py``, which
+the demo runs on a fast schedule (so that ``python -m engine demo`` works from a plain
+install); this is the job as you would schedule it.
 """
 
 from __future__ import annotations
 
-import random
-from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
-
-import asyncpg
+from datetime import UTC, datetime
 
 from engine import Engine, JobContext
+from engine.demo_app import AGGREGATE, JAKARTA, REGIONS, SCHEMA, aggregate, month_before, seed
 
-JAKARTA = ZoneInfo("Asia/Jakarta")
-REGIONS = ("jakarta", "surabaya", "bandung", "medan")
+__all__ = [
+    "AGGREGATE",
+    "JAKARTA",
+    "REGIONS",
+    "SCHEMA",
+    "aggregate",
+    "app",
+    "month_before",
+    "monthly_report",
+    "seed",
+]
 
 app = Engine()
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sample_orders (
-    id           bigserial PRIMARY KEY,
-    region       text NOT NULL,
-    amount_cents bigint NOT NULL,
-    ordered_at   timestamptz NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sample_orders_ordered_idx ON sample_orders (ordered_at);
-CREATE TABLE IF NOT EXISTS monthly_reports (
-    month         date NOT NULL,
-    region        text NOT NULL,
-    orders        bigint NOT NULL,
-    revenue_cents bigint NOT NULL,
-    generated_at  timestamptz NOT NULL,
-    job_id        text NOT NULL,
-    PRIMARY KEY (month, region)
-);
-"""
-
-AGGREGATE = """
-INSERT INTO monthly_reports (month, region, orders, revenue_cents, generated_at, job_id)
-SELECT $1::date, region, count(*), sum(amount_cents), now(), $4
-FROM sample_orders
-WHERE ordered_at >= $2 AND ordered_at < $3
-GROUP BY region
-ON CONFLICT (month, region) DO UPDATE
-SET orders = excluded.orders, revenue_cents = excluded.revenue_cents,
-    generated_at = excluded.generated_at, job_id = excluded.job_id
-"""
-
-
-def month_before(tick: datetime) -> tuple[date, datetime, datetime]:
-    """The calendar month (in Jakarta) that ended at ``tick``: (first day, start, end)."""
-    local = tick.astimezone(JAKARTA)
-    last_day = (local.replace(day=1) - timedelta(days=1)).date()
-    first = last_day.replace(day=1)
-    start = datetime(first.year, first.month, 1, tzinfo=JAKARTA)
-    end = datetime(local.year, local.month, 1, tzinfo=JAKARTA)
-    return first, start, end
-
-
-async def aggregate(database_url: str, tick: datetime, job_id: str) -> tuple[date, int]:
-    month, start, end = month_before(tick)
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(SCHEMA)
-        status = await conn.execute(AGGREGATE, month, start, end, job_id)
-    finally:
-        await conn.close()
-    return month, int(status.split()[-1])
-
-
-async def seed(database_url: str, month: date, orders: int = 1000, rng: random.Random | None = None) -> None:
-    """Sample orders spread over one month (Jakarta time), for the demo and the tests."""
-    rng = rng or random.Random(month.toordinal())
-    start = datetime(month.year, month.month, 1, tzinfo=JAKARTA)
-    next_month = (start + timedelta(days=32)).replace(day=1)
-    span = (next_month - start).total_seconds()
-    rows = [
-        (
-            rng.choice(REGIONS),
-            rng.randint(1_000, 500_000),
-            start + timedelta(seconds=rng.uniform(0, span - 1)),
-        )
-        for _ in range(orders)
-    ]
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(SCHEMA)
-        await conn.copy_records_to_table(
-            "sample_orders", records=rows, columns=["region", "amount_cents", "ordered_at"]
-        )
-    finally:
-        await conn.close()
 
 
 @app.cron("0 0 1 * *", tz="Asia/Jakarta", queue="reports", timeout=600, max_attempts=3)
