@@ -3,11 +3,15 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import asyncpg
 import pytest
+import redis.asyncio as aioredis
 
 from engine import Engine
 from engine.embedded import EmbeddedPostgres, EmbeddedRedis
+from engine.joblog import SCHEMA_VERSION, JobLog
 
 # --- Real servers for the whole session --------------------------------------------------
 # Point ENGINE_TEST_REDIS_URL / ENGINE_TEST_DATABASE_URL at existing servers to skip the
@@ -58,3 +62,32 @@ async def logged_app(redis_url: str, database_url: str, namespace: str) -> Async
     engine = Engine(redis_url, database_url=await fresh_database(database_url), namespace=namespace)
     yield engine
     await engine.close()
+
+
+@pytest.fixture
+async def joblog(database_url: str) -> AsyncIterator[JobLog]:
+    """A JobLog in a schema of its own, migrated, dropped afterwards."""
+    schema = f"t{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f'CREATE SCHEMA "{schema}"')
+        store = JobLog(database_url, schema=schema)
+        await store.connect()
+        try:
+            assert await store.migrate() == SCHEMA_VERSION
+            yield store
+        finally:
+            await store.close()
+            await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def redis(redis_url: str, namespace: str) -> AsyncIterator[Any]:
+    client: Any = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    keys = [key async for key in client.scan_iter(match=f"{namespace}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()

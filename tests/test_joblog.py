@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,6 @@ from typing import Any
 import anyio
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
 from engine import scripts
@@ -31,35 +28,6 @@ def at(ms: int) -> datetime:
 
 
 # --- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def joblog(database_url: str) -> AsyncIterator[JobLog]:
-    """A JobLog in a schema of its own, migrated, dropped afterwards."""
-    schema = f"t{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f'CREATE SCHEMA "{schema}"')
-        store = JobLog(database_url, schema=schema)
-        await store.connect()
-        try:
-            assert await store.migrate() == SCHEMA_VERSION
-            yield store
-        finally:
-            await store.close()
-            await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    finally:
-        await admin.close()
-
-
-@pytest.fixture
-async def redis(redis_url: str, namespace: str) -> AsyncIterator[Any]:
-    client: Any = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    keys = [key async for key in client.scan_iter(match=f"{namespace}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 # --- event builders (the fields the Lua scripts write) ----------------------------------------

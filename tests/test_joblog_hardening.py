@@ -10,8 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -21,7 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from engine import Backoff, Engine, JobContext, JobFailed
-from engine.joblog import SCHEMA_VERSION, JobLog, parse_event
+from engine.joblog import JobLog, parse_event
 from engine.keys import outbox_extra
 from engine.shipper import GROUP, Shipper, outbox_key
 from engine.testing import worker_running
@@ -30,35 +29,6 @@ from tests.test_joblog import T0, completed, enqueued, logline, xadd_all
 
 VT = 2.0  # a short visibility timeout, so that leases lapse within a test
 FAST = Backoff(initial=0.05, factor=2.0, max=1.0, jitter=0.0)
-
-
-@pytest.fixture
-async def joblog(database_url: str) -> AsyncIterator[JobLog]:
-    """A JobLog in a schema of its own, migrated, dropped afterwards."""
-    schema = f"t{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f'CREATE SCHEMA "{schema}"')
-        store = JobLog(database_url, schema=schema)
-        await store.connect()
-        try:
-            assert await store.migrate() == SCHEMA_VERSION
-            yield store
-        finally:
-            await store.close()
-            await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    finally:
-        await admin.close()
-
-
-@pytest.fixture
-async def redis(redis_url: str, namespace: str) -> AsyncIterator[Any]:
-    client: Any = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    keys = [key async for key in client.scan_iter(match=f"{namespace}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def count(store: JobLog, table: str) -> int:
