@@ -556,7 +556,8 @@ class Engine:
 
     def dashboard(self, **options: Any) -> ASGIApp:
         """The dashboard and JSON API as an ASGI app, to mount in a Starlette/FastAPI service
-        (options: token=, basic_auth=, read_only=; see ``engine.dashboard.create_app``)."""
+        (options: token=, basic_auth=, read_only=, allowed_hosts=, metrics_token=,
+        metrics_public=; see ``engine.dashboard.create_app``)."""
         from engine.dashboard import create_app
 
         return create_app(self, **options)

@@ -151,3 +151,7 @@ class Keys:
 
     def done_channel(self, job_id: str) -> str:
         return f"{self.namespace}:done:{job_id}"
+
+    def revoked_session(self, session_id: str) -> str:
+        """Exists while a logged-out dashboard session must be refused (expires with it)."""
+        return f"{self.namespace}:dashboard:revoked:{session_id}"

@@ -9,21 +9,21 @@ Assets ship in the package: it works offline.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from engine.dashboard import api, pages
-from engine.dashboard.auth import Security, SecurityMiddleware, route_path
+from engine.dashboard.auth import Security, SecurityMiddleware, check_secret, is_api, route_path
+from engine.dashboard.guard import BODY_LIMIT, Guard, parse_allowed_hosts
 from engine.dashboard.service import DashboardError
 from engine.dashboard.web import UNAVAILABLE, error_json, make_templates, unavailable_message
 from engine.errors import ConfigurationError
@@ -31,7 +31,7 @@ from engine.errors import ConfigurationError
 if TYPE_CHECKING:
     from engine.app import Engine
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "parse_basic_auth"]
 
 log = structlog.get_logger("engine.dashboard")
 
@@ -47,6 +47,7 @@ def parse_basic_auth(raw: str) -> tuple[str, str]:
     user, sep, password = raw.partition(":")
     if not sep or not user or not password:
         raise ConfigurationError("basic auth must be given as USER:PASSWORD (both non-empty)")
+    check_secret("basic auth password", password)
     return user, password
 
 
@@ -56,19 +57,30 @@ def create_app(
     token: str | None = None,
     read_only: bool = False,
     basic_auth: tuple[str, str] | None = None,
+    allowed_hosts: Sequence[str] | str | None = None,
+    metrics_token: str | None = None,
+    metrics_public: bool = False,
 ) -> ASGIApp:
-    """The dashboard of ``engine`` as a Starlette app.
+    """The dashboard of ``engine`` as an ASGI app.
 
     ``token`` (default: ``ENGINE_DASHBOARD_TOKEN``) turns on authentication: bearer header or
     the login form's session cookie. ``basic_auth=(user, password)`` (default:
     ``ENGINE_DASHBOARD_BASIC_AUTH`` as ``user:password``) accepts HTTP basic credentials.
+    Tokens and passwords need at least 16 characters (ConfigurationError otherwise).
     ``read_only`` hides and refuses every action (retry, cancel, delete, replay, purge,
     enqueue). State-changing requests always need the CSRF token.
+
+    Without authentication the dashboard answers only to loopback host names (so no other
+    site can reach it through DNS rebinding); ``allowed_hosts`` (default:
+    ``ENGINE_DASHBOARD_ALLOWED_HOSTS``, comma-separated) names the others it answers to, and
+    then applies with authentication too. ``/metrics`` takes the token, or ``metrics_token``
+    (default: ``ENGINE_DASHBOARD_METRICS_TOKEN``), which opens nothing else; with
+    ``metrics_public=True`` it needs nothing.
     """
     if token is None:
         token = os.environ.get("ENGINE_DASHBOARD_TOKEN") or None
-    if token is not None and (not isinstance(token, str) or not token.strip()):
-        raise ConfigurationError("the dashboard token must be a non-empty string")
+    if token is not None:
+        check_secret("dashboard token", token)
     if basic_auth is None:
         basic_auth = _basic_from_env()
     elif not (
@@ -77,11 +89,30 @@ def create_app(
         and all(isinstance(x, str) and x for x in basic_auth)
     ):
         raise ConfigurationError("basic_auth must be a (user, password) pair of non-empty strings")
-    security = Security(token=token, basic_auth=basic_auth, read_only=bool(read_only))
+    else:
+        check_secret("basic auth password", basic_auth[1])
+    if metrics_token is None:
+        metrics_token = os.environ.get("ENGINE_DASHBOARD_METRICS_TOKEN") or None
+    if metrics_token is not None:
+        check_secret("metrics token", metrics_token)
+        if token is None and basic_auth is None:
+            raise ConfigurationError(
+                "a metrics token protects nothing on a dashboard without authentication: "
+                "set the dashboard token (or basic auth) too"
+            )
+    if allowed_hosts is None:
+        allowed_hosts = os.environ.get("ENGINE_DASHBOARD_ALLOWED_HOSTS") or None
+    hosts = parse_allowed_hosts(allowed_hosts)
+    security = Security(
+        token=token,
+        basic_auth=basic_auth,
+        read_only=bool(read_only),
+        metrics_token=metrics_token,
+        metrics_public=bool(metrics_public),
+    )
 
     def wants_json(request: Request) -> bool:
-        path = request.scope.get("state", {}).get("path") or route_path(request.scope)
-        return path == "/api" or path.startswith("/api/") or path == "/metrics"
+        return is_api(request.scope.get("state", {}).get("path") or route_path(request.scope))
 
     def page_error(request: Request, status: int, message: str) -> Response:
         if wants_json(request):
@@ -106,21 +137,41 @@ def create_app(
         log.warning("dashboard request failed: Redis unavailable", error=str(exc), path=request.url.path)
         return page_error(request, 503, unavailable_message(exc))
 
+    async def on_crash(request: Request, exc: Exception) -> Response:
+        # Starlette logs the traceback (it re-raises after this answer); the client gets
+        # no details, only the same headers as every page (added outside, by the Guard).
+        try:
+            return page_error(request, 500, "internal error: the server log has the details")
+        except Exception:
+            return error_json(500, "internal error: the server log has the details")
+
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         DashboardError: on_dashboard_error,
         HTTPException: on_http_error,
         **{kind: on_unavailable for kind in UNAVAILABLE},
+        Exception: on_crash,
     }
     app = Starlette(
         routes=[
             Mount("/static", StaticFiles(packages=[("engine.dashboard", "static")]), name="static"),
+            Route("/api", api.index),
             Mount("/api", routes=api.routes()),
             *pages.routes(),
         ],
-        middleware=[Middleware(SecurityMiddleware, security=security)],
         exception_handlers=handlers,
     )
+    # No redirects to the slash-less or slashed path: Starlette builds them from the Host
+    # header, which is the client's to choose.
+    app.router.redirect_slashes = False
     app.state.engine = engine
     app.state.security = security
     app.state.templates = make_templates()
-    return app
+    payload_limit = getattr(engine, "max_payload_bytes", 0)
+    return Guard(
+        SecurityMiddleware(app, security, engine),
+        open_dashboard=not security.enabled,
+        allowed_hosts=hosts,
+        # An enqueue body carries the payload: never refuse one the engine would take.
+        body_limit=max(BODY_LIMIT, int(payload_limit) + 64 * 1024),
+        security=security,
+    )

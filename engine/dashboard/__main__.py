@@ -1,7 +1,9 @@
 """``python -m engine.dashboard MODULE:APP``: serve the dashboard and JSON API with uvicorn.
 
 Refuses to listen on a non-loopback address without authentication (a token from
-``--token``/``ENGINE_DASHBOARD_TOKEN`` or basic credentials) unless ``--insecure`` is given.
+``--token``/``ENGINE_DASHBOARD_TOKEN`` or basic credentials) unless ``--insecure`` is given,
+and refuses tokens and passwords shorter than 16 characters. Without authentication it
+answers only to loopback host names unless ``--allowed-host`` names others.
 """
 
 from __future__ import annotations
@@ -79,6 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--read-only", action="store_true", help="show everything, change nothing")
     parser.add_argument(
+        "--allowed-host",
+        metavar="HOST[,HOST...]",
+        action="append",
+        default=None,
+        help="host names the dashboard answers to besides loopback ones (jobs.example.com, "
+        "*.example.com, or * for any); repeatable; default ENGINE_DASHBOARD_ALLOWED_HOSTS. "
+        "Without authentication only loopback names are answered otherwise",
+    )
+    parser.add_argument(
+        "--metrics-token",
+        default=None,
+        help="a separate token that opens /metrics only, for scrapers; prefer ENGINE_DASHBOARD_METRICS_TOKEN",
+    )
+    parser.add_argument("--metrics-public", action="store_true", help="serve /metrics without authentication")
+    parser.add_argument(
         "--insecure",
         action="store_true",
         help="allow listening on a non-loopback address without authentication",
@@ -95,20 +112,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 < args.port < 65536:
         parser.error("--port must be from 1 to 65535")
     from engine.dashboard import create_app, parse_basic_auth
+    from engine.dashboard.auth import check_secret
+    from engine.dashboard.guard import parse_allowed_hosts
 
     try:
         logsetup.configure(args.log_level, args.log_json)
         token = args.token or os.environ.get("ENGINE_DASHBOARD_TOKEN") or None
+        if token is not None:
+            check_secret("dashboard token", token)
         raw_basic = args.basic_auth or os.environ.get("ENGINE_DASHBOARD_BASIC_AUTH") or None
         basic = parse_basic_auth(raw_basic) if raw_basic else None
-        if not is_loopback(args.host) and token is None and basic is None and not args.insecure:
+        metrics_token = args.metrics_token or os.environ.get("ENGINE_DASHBOARD_METRICS_TOKEN") or None
+        if metrics_token is not None:
+            check_secret("metrics token", metrics_token)
+        raw_hosts = (
+            ",".join(args.allowed_host)
+            if args.allowed_host
+            else os.environ.get("ENGINE_DASHBOARD_ALLOWED_HOSTS", "")
+        )
+        hosts = parse_allowed_hosts(raw_hosts)
+        open_dashboard = token is None and basic is None
+        if not is_loopback(args.host) and open_dashboard and not args.insecure:
             raise UsageError(
                 f"refusing to serve the dashboard on {args.host} without authentication: set "
                 "ENGINE_DASHBOARD_TOKEN (or --token / --basic-auth), listen on 127.0.0.1, "
                 "or pass --insecure if something in front of it authenticates"
             )
+        if not is_loopback(args.host) and open_dashboard and not hosts:
+            print(
+                "note: without authentication the dashboard answers only to loopback host names; "
+                "name the ones it is reached by with --allowed-host",
+                file=sys.stderr,
+            )
         engine = load_app(args.app)
-        app = create_app(engine, token=token, read_only=args.read_only, basic_auth=basic)
+        app = create_app(
+            engine,
+            token=token,
+            read_only=args.read_only,
+            basic_auth=basic,
+            allowed_hosts=hosts,
+            metrics_token=metrics_token,
+            metrics_public=args.metrics_public,
+        )
     except (UsageError, EngineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

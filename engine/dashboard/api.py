@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -25,8 +26,9 @@ def _query(request: Request, name: str) -> str | None:
 
 def _minutes(request: Request) -> int:
     raw = request.query_params.get("minutes", "60")
-    if not raw.isdigit() or not 1 <= int(raw) <= 120:
-        raise service.Invalid(f"minutes must be an integer from 1 to 120, not {raw!r}")
+    # ASCII digits only: str.isdigit() accepts '²', which int() refuses.
+    if not re.fullmatch(r"[0-9]{1,3}", raw, re.ASCII) or not 1 <= int(raw) <= 120:
+        raise service.Invalid(f"minutes must be an integer from 1 to 120, not {raw[:40]!r}")
     return int(raw)
 
 
@@ -94,6 +96,13 @@ async def job(request: Request) -> Response:
     return JSON(await service.job_detail(engine_of(request), request.path_params["job_id"]))
 
 
+async def job_raw(request: Request) -> Response:
+    """Everything about the job, in full, as a JSON file (the page shows a bounded part)."""
+    detail = await service.job_detail(engine_of(request), request.path_params["job_id"])
+    filename = f"job-{detail['id']}.json"
+    return JSON(detail, headers={"content-disposition": f'attachment; filename="{filename}"'})
+
+
 async def job_logs(request: Request) -> Response:
     detail = await service.job_detail(engine_of(request), request.path_params["job_id"])
     return JSON({"id": detail["id"], "logs": detail["logs"]})
@@ -127,11 +136,18 @@ async def dead_letters(request: Request) -> Response:
     return JSON({**page.as_dict(), "count": await engine.dlq(queue).count()})
 
 
-def _object(body: Any) -> dict[str, Any]:
+def _object(body: Any, allowed: frozenset[str]) -> dict[str, Any]:
+    """The body as an object with only ``allowed`` fields: a misspelt filter must not turn
+    a bulk action on a few jobs into one on all of them."""
     if body is None:
         return {}
     if not isinstance(body, dict):
         raise service.Invalid("the body must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise service.Invalid(
+            f"unknown field(s) {', '.join(unknown)[:200]}; allowed: {', '.join(sorted(allowed))}"
+        )
     return body
 
 
@@ -143,27 +159,26 @@ def _optional_text(body: dict[str, Any], name: str) -> str | None:
 
 
 async def replay(request: Request) -> Response:
+    # Everything is checked before anything is replayed.
     engine = engine_of(request)
-    body = _object(await json_body(request))
+    body = _object(await json_body(request), frozenset({"ids", "all", "task", "search"}))
     queue = request.path_params["queue"]
     ids = body.get("ids")
-    if body.get("all") is True:
+    everything = body.get("all", False)
+    if not isinstance(everything, bool):
+        raise service.Invalid("field 'all' must be true or false")
+    task, search = _optional_text(body, "task"), _optional_text(body, "search")
+    if everything:
         if ids:
             raise service.Invalid("give either 'ids' or 'all': true, not both")
-        return JSON(
-            await service.replay_matching(
-                engine, queue, _optional_text(body, "task"), _optional_text(body, "search")
-            )
-        )
-    if not isinstance(ids, list) or not ids:
-        raise service.Invalid(
-            "give 'ids' (a non-empty list of job ids) or 'all': true (with task/search filters)"
-        )
-    return JSON(await service.replay_jobs(engine, queue, ids))
+        return JSON(await service.replay_matching(engine, queue, task, search))
+    if task is not None or search is not None:
+        raise service.Invalid("'task' and 'search' filter 'all': true; with 'ids' leave them out")
+    return JSON(await service.replay_jobs(engine, queue, service.check_job_ids(ids)))
 
 
 async def purge(request: Request) -> Response:
-    body = _object(await json_body(request))
+    body = _object(await json_body(request), frozenset({"task", "search"}))
     return JSON(
         await service.purge_dead(
             engine_of(request),
@@ -207,6 +222,7 @@ def routes() -> list[BaseRoute]:
         Route("/jobs/{job_id}", job, methods=["GET"]),
         Route("/jobs/{job_id}", delete, methods=["DELETE"]),
         Route("/jobs/{job_id}/logs", job_logs),
+        Route("/jobs/{job_id}/raw", job_raw),
         Route("/jobs/{job_id}/retry", retry, methods=["POST"]),
         Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),
         Route("/workers", workers),

@@ -1,15 +1,25 @@
-"""Authentication, CSRF protection, read-only mode and security headers (pure ASGI middleware).
+"""Authentication, sessions, CSRF protection, failure throttling and read-only mode (pure ASGI).
 
 - Authentication is on when a token (``ENGINE_DASHBOARD_TOKEN``) or HTTP basic credentials
-  are configured. A request is let in with ``Authorization: Bearer <token>``, with the
-  session cookie the login form sets (an HMAC of an expiry time keyed by the token, never the
-  token itself), or with ``Authorization: Basic`` when basic credentials are configured.
-  Pages redirect to ``/login`` (token) or ask for basic credentials; the API and
-  ``/metrics`` answer 401 JSON.
+  are configured (each at least :data:`MIN_SECRET_LENGTH` characters). A request is let in
+  with ``Authorization: Bearer <token>``, with the session cookie the login form sets, or
+  with ``Authorization: Basic`` when basic credentials are configured. ``/metrics`` also
+  accepts the separate metrics token, or nothing at all when it is public. Pages redirect
+  to ``/login`` (token) or ask for basic credentials; the API and ``/metrics`` answer 401.
+- Sessions: ``<id>.<expiry>.<HMAC>``, signed with a key derived from the credentials (so
+  every dashboard process with the same token accepts them, and changing the token ends
+  them all). Logging out records the id as revoked in Redis until the session would have
+  expired, so the cookie stops working in every process at once.
 - CSRF: every state-changing request (POST, PUT, PATCH, DELETE) must carry the header
-  ``X-CSRF-Token`` equal to the ``engine_csrf`` cookie (double submit; the pages embed it,
-  API clients get it from ``GET /api/csrf``). Requests authenticated by a bearer header are
-  exempt: a browser never adds that header to a cross-site request on its own.
+  ``X-CSRF-Token`` (the login and logout forms: a ``csrf_token`` field) equal to the
+  ``engine_csrf`` cookie, and that value must be ``<nonce>.<HMAC>`` signed with the server
+  key and bound to the request's session: a cookie someone else planted (cookie tossing
+  from another port of the same host) or a token from another session does not pass.
+  Requests authenticated by a bearer header are exempt: a browser never adds that header to
+  a cross-site request on its own.
+- Throttling: wrong tokens and basic credentials are counted per client address (IPv6 per
+  /64); past :data:`FREE_FAILURES` the address is locked out for a time that doubles with
+  every further failure (429 with ``Retry-After``), while other addresses carry on.
 - Read-only mode refuses every state-changing request except logging in and out.
 """
 
@@ -19,29 +29,150 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
+import math
+import re
 import secrets
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import msgspec
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine.dashboard.web import UNAVAILABLE, unavailable_message
+from engine.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from engine.app import Engine
+
 CSRF_COOKIE = "engine_csrf"
 SESSION_COOKIE = "engine_session"
 CSRF_HEADER = "x-csrf-token"
 SESSION_TTL_S = 12 * 3600
+MIN_SECRET_LENGTH = 16
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PUBLIC_PREFIXES = ("/static/",)
 LOGIN_PATHS = ("/login", "/logout")
 
-CSP = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
+FREE_FAILURES = 5
+"""Wrong credentials an address may send before it is locked out."""
+FIRST_LOCKOUT_S = 1.0
+MAX_LOCKOUT_S = 15 * 60.0
+FORGET_AFTER_S = 3600.0
+"""An address's failures are forgotten this long after its last one."""
+MAX_TRACKED_CLIENTS = 10_000
+
+# Strict ASCII shapes: anything else is not ours (int() on a cookie accepted '²' and raised).
+_SESSION = re.compile(r"([A-Za-z0-9_-]{22})\.([0-9]{10,12})\.([A-Za-z0-9_-]{43})", re.ASCII)
+_CSRF = re.compile(r"([A-Za-z0-9_-]{24})\.([A-Za-z0-9_-]{43})", re.ASCII)
+
+
+def check_secret(what: str, value: object) -> str:
+    """``value`` if it is a usable secret; ConfigurationError naming ``what`` otherwise."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"the {what} must be a non-empty string")
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ConfigurationError(
+            f"the {what} is too short ({len(value)} characters): use at least {MIN_SECRET_LENGTH}, "
+            "e.g. the output of: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return value
+
+
+def _b64(digest: bytes) -> str:
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    expires: int
+
+
+class Throttle:
+    """Failed-credential counts per client, in memory, bounded.
+
+    After :data:`FREE_FAILURES` failures a client is locked out for ``first`` seconds, twice
+    as long after each further failure (up to ``longest``). While locked out its credentials
+    are not even checked, so guessing learns nothing. A client's success clears its own
+    count only. At most ``max_clients`` are tracked; the least recently failing are dropped
+    first (a flood of addresses cannot grow memory, and each new address still gets only
+    ``free`` guesses)."""
+
+    def __init__(
+        self,
+        *,
+        free: int = FREE_FAILURES,
+        first: float = FIRST_LOCKOUT_S,
+        longest: float = MAX_LOCKOUT_S,
+        forget_after: float = FORGET_AFTER_S,
+        max_clients: int = MAX_TRACKED_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.free = free
+        self.first = first
+        self.longest = longest
+        self.forget_after = forget_after
+        self.max_clients = max_clients
+        self.clock = clock
+        # client -> (failures, locked until, last failure)
+        self._records: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def _current(self, client: str, now: float) -> tuple[int, float, float] | None:
+        record = self._records.get(client)
+        if record is not None and now - record[2] > self.forget_after and now >= record[1]:
+            del self._records[client]
+            return None
+        return record
+
+    def retry_after(self, client: str) -> int:
+        """Whole seconds until ``client`` may try again (0: it may now)."""
+        now = self.clock()
+        record = self._current(client, now)
+        if record is None or now >= record[1]:
+            return 0
+        return max(1, math.ceil(record[1] - now))
+
+    def failed(self, client: str) -> int:
+        """Count a failure; returns the lockout it starts, in whole seconds (0: none yet)."""
+        now = self.clock()
+        record = self._current(client, now)
+        failures = (record[0] if record else 0) + 1
+        lock = 0.0
+        if failures >= self.free:
+            lock = min(self.longest, self.first * 2 ** min(failures - self.free, 64))
+        self._records[client] = (failures, now + lock, now)
+        self._records.move_to_end(client)
+        while len(self._records) > self.max_clients:
+            self._records.popitem(last=False)
+        return math.ceil(lock)
+
+    def succeeded(self, client: str) -> None:
+        self._records.pop(client, None)
+
+
+def client_key(scope: Scope) -> str:
+    """Who is guessing: the client address; IPv6 by /64 (one host usually holds a whole /64)."""
+    client = scope.get("client")
+    host = str(client[0]) if client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host or "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 @dataclass(frozen=True)
@@ -49,24 +180,50 @@ class Security:
     token: str | None = None
     basic_auth: tuple[str, str] | None = None
     read_only: bool = False
+    metrics_token: str | None = None
+    metrics_public: bool = False
+    throttle: Throttle = field(default_factory=Throttle, compare=False, repr=False)
+    _key: bytes = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.enabled:
+            # Derived from the credentials: every process with the same ones accepts the same
+            # sessions and CSRF tokens, and changing them invalidates all of both.
+            user, password = self.basic_auth or ("", "")
+            material = "\0".join((self.token or "", user, password)).encode()
+            key = hmac.new(material, b"engine-dashboard-key-v1", hashlib.sha256).digest()
+        else:
+            # Open dashboards have no secret to derive from; pages pick up a fresh CSRF
+            # token on their next refresh after a restart.
+            key = secrets.token_bytes(32)
+        object.__setattr__(self, "_key", key)
 
     @property
     def enabled(self) -> bool:
         return self.token is not None or self.basic_auth is not None
+
+    def _mac(self, *parts: str) -> str:
+        message = "\x1f".join(parts).encode("utf-8", "surrogatepass")
+        return _b64(hmac.new(self._key, message, hashlib.sha256).digest())
 
     # -- credentials ------------------------------------------------------------------------
 
     def check_token(self, candidate: str) -> bool:
         if self.token is None:
             return False
-        return hmac.compare_digest(candidate.encode(), self.token.encode())
+        return hmac.compare_digest(candidate.encode("utf-8", "surrogatepass"), self.token.encode())
+
+    def check_metrics_token(self, candidate: str) -> bool:
+        if self.metrics_token is None:
+            return False
+        return hmac.compare_digest(candidate.encode("utf-8", "surrogatepass"), self.metrics_token.encode())
 
     def check_basic(self, header_value: str) -> bool:
         if self.basic_auth is None:
             return False
         try:
             decoded = base64.b64decode(header_value, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, UnicodeDecodeError, ValueError):
             return False
         user, sep, password = decoded.partition(":")
         want_user, want_password = self.basic_auth
@@ -74,36 +231,61 @@ class Security:
         ok_password = hmac.compare_digest(password.encode(), want_password.encode())
         return bool(sep) and ok_user and ok_password
 
-    def _sign(self, expires: int) -> str:
-        assert self.token is not None
-        message = f"engine-dashboard-session:{expires}".encode()
-        return hmac.new(self.token.encode(), message, hashlib.sha256).hexdigest()
+    # -- sessions ---------------------------------------------------------------------------
 
     def new_session(self, now: float | None = None) -> str:
-        expires = int((time.time() if now is None else now) + SESSION_TTL_S)
-        return f"{expires}.{self._sign(expires)}"
+        sid = secrets.token_urlsafe(16)
+        expires = str(int((time.time() if now is None else now) + SESSION_TTL_S))
+        return f"{sid}.{expires}.{self._mac('session', sid, expires)}"
+
+    def read_session(self, value: str, now: float | None = None) -> Session | None:
+        """The session a cookie value names, if it is ours, intact and unexpired (revocation
+        is checked separately, in Redis)."""
+        match = _SESSION.fullmatch(value) if self.token is not None else None
+        if match is None:
+            return None
+        sid, expires, signature = match.groups()
+        if not hmac.compare_digest(signature, self._mac("session", sid, expires)):
+            return None
+        if int(expires) < (time.time() if now is None else now):
+            return None
+        return Session(sid, int(expires))
 
     def check_session(self, value: str) -> bool:
-        if self.token is None:
-            return False
-        expires_text, _, signature = value.partition(".")
-        if not expires_text.isdigit() or int(expires_text) < time.time():
-            return False
-        return hmac.compare_digest(signature, self._sign(int(expires_text)))
+        return self.read_session(value) is not None
 
-    def authenticate(self, headers: dict[str, str], cookies: dict[str, str]) -> str | None:
-        """How the request proved who it is: "bearer", "basic", "session", or None."""
-        authorization = headers.get("authorization", "")
-        scheme, _, credentials = authorization.partition(" ")
-        scheme = scheme.lower()
-        if scheme == "bearer" and self.check_token(credentials.strip()):
-            return "bearer"
-        if scheme == "basic" and self.check_basic(credentials.strip()):
-            return "basic"
-        session = cookies.get(SESSION_COOKIE)
-        if session and self.check_session(session):
-            return "session"
-        return None
+    # -- CSRF -------------------------------------------------------------------------------
+
+    def new_csrf(self, binding: str) -> str:
+        nonce = secrets.token_urlsafe(18)
+        return f"{nonce}.{self._mac('csrf', binding, nonce)}"
+
+    def check_csrf(self, value: str, binding: str) -> bool:
+        match = _CSRF.fullmatch(value)
+        if match is None:
+            return False
+        nonce, signature = match.groups()
+        return hmac.compare_digest(signature, self._mac("csrf", binding, nonce))
+
+
+async def revoke(engine: Engine, session: Session) -> None:
+    gateway = await engine._ready()
+    ttl = max(1, session.expires - int(time.time()) + 1)
+    await gateway.redis.set(gateway.keys.revoked_session(session.id), "1", ex=ttl)
+
+
+async def is_revoked(engine: Engine, session: Session) -> bool:
+    gateway = await engine._ready()
+    return bool(await gateway.redis.exists(gateway.keys.revoked_session(session.id)))
+
+
+def csrf_binding(how: str | None, session: Session | None) -> str:
+    """What a CSRF token is bound to: the session when there is one."""
+    if how == "session" and session is not None:
+        return "session:" + session.id
+    if how == "basic":
+        return "basic"
+    return "anonymous"
 
 
 def route_path(scope: Scope) -> str:
@@ -113,6 +295,10 @@ def route_path(scope: Scope) -> str:
     if root and path.startswith(root):
         path = path[len(root) :]
     return path or "/"
+
+
+def is_api(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/") or path == "/metrics"
 
 
 def parse_cookies(raw: str) -> dict[str, str]:
@@ -145,79 +331,128 @@ def safe_next(value: str | None) -> str:
     """A local path to go to after logging in (never another site)."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return "/"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return "/"
     return value
 
 
 class SecurityMiddleware:
-    def __init__(self, app: ASGIApp, security: Security) -> None:
+    def __init__(self, app: ASGIApp, security: Security, engine: Engine) -> None:
         self.app = app
         self.security = security
+        self.engine = engine
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        security = self.security
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         cookies = parse_cookies(headers.get("cookie", ""))
         path = route_path(scope)
         base: str = scope.get("root_path", "")
-        secure = scope.get("scheme") == "https"
-        new_csrf = None
-        csrf = cookies.get(CSRF_COOKIE, "")
-        if len(csrf) < 20:
-            csrf = new_csrf = secrets.token_urlsafe(32)
         method = scope.get("method", "GET")
         state = scope.setdefault("state", {})
-        state["csrf_token"] = csrf
         state["base"] = base
         state["path"] = path
-        state["read_only"] = self.security.read_only
-        state["auth_enabled"] = self.security.enabled
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                out = MutableHeaders(scope=message)
-                out.setdefault("content-security-policy", CSP)
-                out.setdefault("x-content-type-options", "nosniff")
-                out.setdefault("x-frame-options", "DENY")
-                out.setdefault("referrer-policy", "same-origin")
-                out.setdefault("cache-control", "no-store")
-                if new_csrf is not None:
-                    cookie = cookie_header(CSRF_COOKIE, new_csrf, path=base or "/", secure=secure)
-                    out.append("set-cookie", cookie)
-            await send(message)
+        state["read_only"] = security.read_only
+        state["auth_enabled"] = security.enabled
+        state["client"] = client_key(scope)
+        state["session"] = None
 
         if path.startswith(PUBLIC_PREFIXES):
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, receive, send)
             return
 
-        how = self.security.authenticate(headers, cookies) if self.security.enabled else "open"
+        try:
+            how = await self._authenticate(state, path, headers, cookies)
+        except _Locked as locked:
+            await send_json(
+                send,
+                429,
+                f"too many failed attempts from your address: try again in {locked.seconds} s",
+                extra=[(b"retry-after", str(locked.seconds).encode())],
+            )
+            return
+        except UNAVAILABLE as exc:
+            await send_json(send, 503, unavailable_message(exc))
+            return
         state["auth"] = how
+
+        binding = csrf_binding(how, state["session"])
+        cookie_csrf = cookies.get(CSRF_COOKIE, "")
+        valid_cookie = security.check_csrf(cookie_csrf, binding)
+        new_csrf = None if valid_cookie else security.new_csrf(binding)
+        state["csrf_token"] = cookie_csrf if valid_cookie else new_csrf
+        state["csrf_cookie"] = cookie_csrf if valid_cookie else None
+        secure = scope.get("scheme") == "https"
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start" and new_csrf is not None:
+                cookie = cookie_header(CSRF_COOKIE, new_csrf, path=base or "/", secure=secure)
+                MutableHeaders(scope=message).append("set-cookie", cookie)
+            await send(message)
+
         if how is None and path not in LOGIN_PATHS:
-            await self._refuse_unauthenticated(scope, path, base, headers, send_with_headers)
+            await self._refuse_unauthenticated(scope, path, base, headers, send_with_cookie)
             return
         if method in UNSAFE_METHODS and path not in LOGIN_PATHS:
-            if self.security.read_only:
-                await _json(send_with_headers, 403, "the dashboard is read-only: changes are disabled")
+            if security.read_only:
+                await send_json(send_with_cookie, 403, "the dashboard is read-only: changes are disabled")
                 return
             given = headers.get(CSRF_HEADER, "")
-            valid = bool(given) and new_csrf is None and hmac.compare_digest(given.encode(), csrf.encode())
+            valid = valid_cookie and bool(given) and hmac.compare_digest(given.encode(), cookie_csrf.encode())
             if how != "bearer" and not valid:
-                await _json(
-                    send_with_headers,
+                await send_json(
+                    send_with_cookie,
                     403,
                     "CSRF check failed: send the X-CSRF-Token header with the value of the "
                     f"{CSRF_COOKIE} cookie (GET {base}/api/csrf gives both)",
                 )
                 return
-        await self.app(scope, receive, send_with_headers)
+        await self.app(scope, receive, send_with_cookie)
+
+    async def _authenticate(
+        self, state: dict[str, Any], path: str, headers: dict[str, str], cookies: dict[str, str]
+    ) -> str | None:
+        """How the request proved who it is ("open", "bearer", "basic", "session", "metrics",
+        "public"), or None. Raises _Locked for a locked-out client that sends credentials."""
+        security = self.security
+        if not security.enabled:
+            return "open"
+        if path == "/metrics" and security.metrics_public:
+            return "public"
+        client = state["client"]
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        scheme = scheme.lower()
+        credentials = credentials.strip()
+        if scheme in ("bearer", "basic") and credentials:
+            wait = security.throttle.retry_after(client)
+            if wait:
+                raise _Locked(wait)
+            how = None
+            if scheme == "bearer" and security.check_token(credentials):
+                how = "bearer"
+            elif scheme == "bearer" and path == "/metrics" and security.check_metrics_token(credentials):
+                how = "metrics"
+            elif scheme == "basic" and security.check_basic(credentials):
+                how = "basic"
+            if how is not None:
+                security.throttle.succeeded(client)
+                return how
+            security.throttle.failed(client)
+        raw = cookies.get(SESSION_COOKIE)
+        session = security.read_session(raw) if raw else None
+        if session is not None and not await is_revoked(self.engine, session):
+            state["session"] = session
+            return "session"
+        return None
 
     async def _refuse_unauthenticated(
         self, scope: Scope, path: str, base: str, headers: dict[str, str], send: Send
     ) -> None:
         wants_html = "text/html" in headers.get("accept", "")
-        is_api = path == "/api" or path.startswith("/api/") or path == "/metrics"
-        if self.security.token is not None and wants_html and not is_api:
+        if self.security.token is not None and wants_html and not is_api(path):
             target = path + (
                 ("?" + scope["query_string"].decode("latin-1")) if scope.get("query_string") else ""
             )
@@ -232,7 +467,7 @@ class SecurityMiddleware:
             await send({"type": "http.response.body", "body": b""})
             return
         challenge = 'Basic realm="engine dashboard"' if self.security.basic_auth else 'Bearer realm="engine"'
-        await _json(
+        await send_json(
             send,
             401,
             "authentication required: send Authorization: Bearer <ENGINE_DASHBOARD_TOKEN>"
@@ -242,7 +477,12 @@ class SecurityMiddleware:
         )
 
 
-async def _json(
+class _Locked(Exception):
+    def __init__(self, seconds: int) -> None:
+        self.seconds = seconds
+
+
+async def send_json(
     send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     body = msgspec.json.encode({"error": message, "status": status})

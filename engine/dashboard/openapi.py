@@ -19,6 +19,7 @@ _ERRORS = {
     "401": {"$ref": "#/components/responses/Unauthorized"},
     "403": {"$ref": "#/components/responses/Forbidden"},
     "422": {"$ref": "#/components/responses/Invalid"},
+    "429": {"$ref": "#/components/responses/TooManyFailures"},
     "503": {"$ref": "#/components/responses/Unavailable"},
 }
 
@@ -62,6 +63,7 @@ def _op(
         op["parameters"] = params
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        op["responses"]["413"] = {"$ref": "#/components/responses/TooLarge"}
     if unsafe:
         op["parameters"] = [*op.get("parameters", []), {"$ref": "#/components/parameters/CSRF"}]
     return op
@@ -121,6 +123,7 @@ def openapi_document(base: str = "") -> dict[str, Any]:
                         "task": {"type": "string"},
                         "search": {"type": "string"},
                     },
+                    "additionalProperties": False,
                 },
                 extra=NOT_FOUND,
                 unsafe=True,
@@ -128,12 +131,14 @@ def openapi_document(base: str = "") -> dict[str, Any]:
         },
         "/api/queues/{queue}/dlq/purge": {
             "post": _op(
-                "Delete dead letters and their job data (all, or those matching task/search)",
+                "Delete dead letters (all, or those matching task/search): each job's data and log "
+                "lines in Redis, and its PostgreSQL history row and log rows when the job log is on",
                 {"type": "object", "properties": {"purged": {"type": "integer"}}},
                 params=[QUEUE],
                 body={
                     "type": "object",
                     "properties": {"task": {"type": "string"}, "search": {"type": "string"}},
+                    "additionalProperties": False,
                 },
                 extra=NOT_FOUND,
                 unsafe=True,
@@ -193,12 +198,21 @@ def openapi_document(base: str = "") -> dict[str, Any]:
                 extra=NOT_FOUND,
             ),
             "delete": _op(
-                "Delete a job that is not running",
+                "Delete a job that is not running: its data and log lines in Redis, and its "
+                "PostgreSQL history row and log rows when the job log is on",
                 {"type": "object"},
                 params=[JOB_ID],
                 extra={**NOT_FOUND, **CONFLICT},
                 unsafe=True,
             ),
+        },
+        "/api/jobs/{job_id}/raw": {
+            "get": _op(
+                "The whole job in full, as a JSON file (pages show a bounded part)",
+                _ref("Job"),
+                params=[JOB_ID],
+                extra=NOT_FOUND,
+            )
         },
         "/api/jobs/{job_id}/logs": {
             "get": _op("A job's log lines", {"type": "object"}, params=[JOB_ID], extra=NOT_FOUND)
@@ -229,6 +243,7 @@ def openapi_document(base: str = "") -> dict[str, Any]:
     paths["/api/jobs"]["post"]["responses"] = {
         "201": _json(_ref("Created"), "Created"),
         **_ERRORS,
+        "413": {"$ref": "#/components/responses/TooLarge"},
     }
     error = {
         "type": "object",
@@ -245,7 +260,9 @@ def openapi_document(base: str = "") -> dict[str, Any]:
             "title": "engine dashboard API",
             "version": "1",
             "description": "Inspect and operate the job engine. State-changing requests need the "
-            "X-CSRF-Token header (GET /api/csrf) unless authenticated with a bearer token.",
+            "X-CSRF-Token header (GET /api/csrf) unless authenticated with a bearer token. "
+            "Request bodies are limited to 2 MiB (413); wrong credentials are throttled per "
+            "client address (429 with Retry-After).",
         },
         "servers": [{"url": base or "/"}],
         "security": [{"bearer": []}, {"basic": []}, {"session": []}],
@@ -267,11 +284,17 @@ def openapi_document(base: str = "") -> dict[str, Any]:
             },
             "responses": {
                 "Unauthorized": err("Authentication required"),
-                "Forbidden": err("CSRF check failed, or the dashboard is read-only"),
+                "Forbidden": err(
+                    "CSRF check failed, the dashboard is read-only, or the Host is not one it answers to"
+                ),
                 "Invalid": err("Bad parameters or body; the message says which and why"),
                 "NotFound": err("Unknown queue or job"),
                 "Conflict": err("The job is not in a state that allows this"),
                 "Unavailable": err("Redis cannot be reached"),
+                "TooLarge": err("The request body is over the limit (2 MiB, or the payload limit)"),
+                "TooManyFailures": err(
+                    "Too many wrong credentials from this address: wait Retry-After seconds"
+                ),
             },
             "schemas": {
                 "Error": error,

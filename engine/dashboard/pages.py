@@ -6,19 +6,17 @@ import hmac
 from typing import Any
 from urllib.parse import parse_qs
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from engine.dashboard import metrics as prometheus
 from engine.dashboard import service
-from engine.dashboard.auth import SESSION_COOKIE, SESSION_TTL_S, Security, cookie_header, safe_next
+from engine.dashboard.auth import SESSION_COOKIE, SESSION_TTL_S, Security, cookie_header, revoke, safe_next
 from engine.dashboard.charts import throughput_chart
-from engine.dashboard.web import engine_of
+from engine.dashboard.web import TEXT_LIMIT, engine_of, shown_json, shown_text
 
 REFRESH_MS = 1500
-FAILED_LOGIN_DELAY_S = 0.5
 
 
 def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
@@ -98,9 +96,54 @@ async def queue(request: Request) -> Response:
     )
 
 
+MAX_LOG_ROWS = 300
+LOG_MESSAGE_LIMIT = 4096
+LOG_BUDGET = 128 * 1024
+MAX_TIMELINE_STEPS = 200
+
+
+def _shown_logs(logs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The newest log lines that fit the page's budget (each message cut), and how many of
+    the older ones are left out."""
+    shown: list[dict[str, Any]] = []
+    budget = LOG_BUDGET
+    for line in reversed(logs):
+        if len(shown) >= MAX_LOG_ROWS or budget <= 0:
+            break
+        text = shown_text(str(line.get("message", "")), LOG_MESSAGE_LIMIT)
+        budget -= len(text.text)
+        shown.append({**line, "message": text.text + ("\n…" if text.truncated else "")})
+    shown.reverse()
+    return shown, len(logs) - len(shown)
+
+
 async def job(request: Request) -> Response:
     detail = await service.job_detail(engine_of(request), request.path_params["job_id"])
-    return render(request, "job.html", {"job": detail, "nav": ""})
+    # Everything a job carries is bounded here: a page (refreshed every 1.5 s) costs at
+    # most a few hundred kilobytes of formatting, whatever the payload; the full data is
+    # one click away (/api/jobs/{id}/raw).
+    shown = {
+        "args": shown_json(detail["args"]),
+        "kwargs": shown_json(detail["kwargs"]),
+        "result": shown_json(detail["result"]),
+        "raw_payload": shown_text(detail["raw_payload"]),
+        "error": shown_text(detail["error"]),
+        "traceback": shown_text(detail["traceback"], keep_end=True),
+    }
+    logs, logs_omitted = _shown_logs(detail["logs"])
+    timeline = detail["timeline"][:MAX_TIMELINE_STEPS]
+    context = {
+        "job": detail,
+        "shown": shown,
+        "truncated": any(block.truncated for block in shown.values()),
+        "logs": logs,
+        "logs_omitted": logs_omitted,
+        "timeline": timeline,
+        "timeline_omitted": len(detail["timeline"]) - len(timeline),
+        "text_limit": TEXT_LIMIT,
+        "nav": "",
+    }
+    return render(request, "job.html", context)
 
 
 async def dead_letters(request: Request) -> Response:
@@ -161,6 +204,18 @@ def _security(request: Request) -> Security:
     return security
 
 
+async def _form(request: Request) -> dict[str, str]:
+    """The url-encoded form of a login/logout POST (its size bounded by the Guard)."""
+    body = await request.body()
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+
+
+def _csrf_ok(request: Request, given: str) -> bool:
+    """The form's token is the CSRF cookie, and that cookie is signed for this session."""
+    cookie = request.scope["state"].get("csrf_cookie")
+    return bool(cookie) and bool(given) and hmac.compare_digest(given.encode(), cookie.encode())
+
+
 async def login_form(request: Request) -> Response:
     security = _security(request)
     base = request.scope["state"].get("base", "")
@@ -170,27 +225,39 @@ async def login_form(request: Request) -> Response:
     return render(request, "login.html", {"next": target, "error": None, "nav": ""})
 
 
+def _locked_out(request: Request, target: str, seconds: int) -> Response:
+    context = {
+        "next": target,
+        "error": f"Too many wrong tokens from your address: try again in {seconds} s.",
+        "nav": "",
+    }
+    response = render(request, "login.html", context, status_code=429)
+    response.headers["retry-after"] = str(seconds)
+    return response
+
+
 async def login(request: Request) -> Response:
     security = _security(request)
     state = request.scope["state"]
     base = state.get("base", "")
-    body = await request.body()
-    if len(body) > 16 * 1024:
-        return PlainTextResponse("request too large", status_code=413)
-    fields = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+    fields = await _form(request)
     target = safe_next(fields.get("next"))
     if security.token is None:
         return RedirectResponse(base + target, status_code=303)
-    cookie_csrf = request.cookies.get("engine_csrf", "")
-    given_csrf = fields.get("csrf_token", "")
-    if not cookie_csrf or not hmac.compare_digest(given_csrf.encode(), cookie_csrf.encode()):
+    if not _csrf_ok(request, fields.get("csrf_token", "")):
         context = {"next": target, "error": "Your form expired; please try again.", "nav": ""}
         return render(request, "login.html", context, status_code=403)
+    client = state["client"]
+    # Checked after the body arrived: guesses sent in parallel all see the lockout.
+    wait = security.throttle.retry_after(client)
+    if wait:
+        return _locked_out(request, target, wait)
     if not security.check_token(fields.get("token", "")):
-        await anyio.sleep(FAILED_LOGIN_DELAY_S)  # slows guessing down
+        security.throttle.failed(client)
         return render(
             request, "login.html", {"next": target, "error": "Wrong token.", "nav": ""}, status_code=401
         )
+    security.throttle.succeeded(client)
     response = RedirectResponse(base + target, status_code=303)
     cookie = cookie_header(
         SESSION_COOKIE,
@@ -204,18 +271,22 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    base = request.scope["state"].get("base", "")
-    body = await request.body()
-    fields = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
-    cookie_csrf = request.cookies.get("engine_csrf", "")
-    given = fields.get("csrf_token") or request.headers.get("x-csrf-token", "")
-    if not cookie_csrf or not hmac.compare_digest(given.encode(), cookie_csrf.encode()):
-        return PlainTextResponse("CSRF check failed", status_code=403)
+    state = request.scope["state"]
+    base = state.get("base", "")
+    fields = await _form(request)
+    session = state.get("session")
     response = RedirectResponse(base + "/login", status_code=303)
     secure = request.url.scheme == "https"
     response.headers.append(
         "set-cookie", cookie_header(SESSION_COOKIE, "", path=base or "/", secure=secure, max_age=0)
     )
+    if session is None:
+        return response  # no live session: there is nothing to end, only a cookie to drop
+    given = fields.get("csrf_token") or request.headers.get("x-csrf-token", "")
+    if not _csrf_ok(request, given):
+        return PlainTextResponse("CSRF check failed", status_code=403)
+    # Revoked in Redis, so the cookie stops working in every dashboard process at once.
+    await revoke(engine_of(request), session)
     return response
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import asyncpg
 import msgspec
@@ -117,6 +118,8 @@ def check_search(value: str | None) -> str | None:
     value = value.strip()
     if len(value) > MAX_SEARCH:
         raise Invalid(f"search text is limited to {MAX_SEARCH} characters")
+    if "\x00" in value:
+        raise Invalid("search text cannot contain NUL characters")
     return value or None
 
 
@@ -150,6 +153,125 @@ async def require_queue(engine: Engine, queue: str) -> str:
     if queue not in known:
         raise NotFound(f"unknown queue {queue!r} (known queues: {', '.join(known) or 'none'})")
     return queue
+
+
+# --- reading what Redis holds, whatever it holds -----------------------------------------------
+
+_DIGITS = re.compile(r"[0-9]{1,15}", re.ASCII)
+_LENIENT_ERRORS = (
+    ValueError,
+    KeyError,
+    TypeError,
+    OverflowError,
+    OSError,
+    RecursionError,
+    msgspec.MsgspecError,
+)
+
+
+def _when(value: str | None) -> datetime | None:
+    """A millisecond timestamp field, or None when it is not one (never an exception)."""
+    if not value or not _DIGITS.fullmatch(value):
+        return None
+    try:
+        return ms_to_datetime(value)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _number(value: str | None, kind: type[int] | type[float]) -> Any:
+    if not value:
+        return None
+    try:
+        number = kind(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _lenient_json(raw: str | None) -> Any:
+    if not raw:
+        return None
+    try:
+        return msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return raw
+
+
+def read_info(job_id: str, queue: str, h: dict[str, str]) -> JobInfo:
+    """The job a Redis hash describes. A hash someone wrote by hand (or a bug did) is shown
+    field by field, whatever cannot be read left out, instead of failing the page."""
+    try:
+        info = JobInfo.from_hash(job_id, queue, h)
+    except _LENIENT_ERRORS:
+        info = None
+    if info is None:
+        raw_status = h.get("status") or "waiting"
+        try:
+            status: Any = Status(raw_status)
+        except ValueError:
+            status = raw_status  # shown as it is
+        payload_only = {"payload": h.get("payload", ""), "task": h.get("task", "")}
+        try:
+            info = JobInfo.from_hash(job_id, queue, payload_only)
+        except _LENIENT_ERRORS:
+            info = JobInfo(id=job_id, task=h.get("task", ""), queue=queue, status=Status.WAITING, attempts=0)
+            info.raw_payload = h.get("payload") or None
+        info.status = cast(Status, status)
+        info.attempts = _number(h.get("attempts"), int) or 0
+        info.max_attempts = _number(h.get("max_attempts"), int)
+        info.result = _lenient_json(h.get("result"))
+        info.error = h.get("error") or None
+        info.traceback = h.get("traceback") or None
+        info.progress = _number(h.get("progress"), float)
+        info.created_at = _when(h.get("created"))
+        info.scheduled_for = _when(h.get("due"))
+        info.processed_at = _when(h.get("processed"))
+        info.finished_at = _when(h.get("finished"))
+        info.scheduled_at = _when(h.get("tick"))
+        info.worker = h.get("worker") or None
+    if info.progress is not None and not math.isfinite(info.progress):
+        info.progress = None
+    return info
+
+
+async def live_info(engine: Engine, job_id: str, queue: str | None = None) -> JobInfo | None:
+    """The job from Redis (None when it is not there), read leniently."""
+    gateway = await engine._ready()
+    if queue is None:
+        queue = await gateway.find_queue(job_id)
+    if queue is None:
+        return None
+    h = await gateway.job_hash(queue, job_id)
+    return None if h is None else read_info(job_id, queue, h)
+
+
+def _log_line(raw: str) -> dict[str, Any]:
+    try:
+        line = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        line = None
+    if not isinstance(line, dict):
+        return {"at": None, "level": "?", "message": raw}
+    at = line.get("at")
+    when = None
+    if isinstance(at, int | float) and not isinstance(at, bool):
+        try:
+            when = datetime.fromtimestamp(at / 1000, tz=UTC)
+        except (ValueError, OverflowError, OSError):
+            when = None
+    message = line.get("message", "")
+    return {
+        "at": when,
+        "level": str(line.get("level", "info"))[:20],
+        "message": message if isinstance(message, str) else json_encoder.encode(message).decode(),
+    }
+
+
+async def _redis_logs(engine: Engine, queue: str, job_id: str) -> list[dict[str, Any]]:
+    gateway = await engine._ready()
+    lines = await gateway.redis.lrange(gateway.keys.queue(queue).logs(job_id), 0, -1)
+    return [_log_line(line) for line in lines]
 
 
 # --- views -----------------------------------------------------------------------------------
@@ -338,7 +460,7 @@ async def _page(
 
 
 async def _exact_job(engine: Engine, job_id: str, queue: str | None) -> dict[str, Any] | None:
-    info = await engine.job(job_id, queue).info()
+    info = await live_info(engine, job_id, queue)
     return None if info is None else job_view(info)
 
 
@@ -385,10 +507,7 @@ async def scan_jobs(
     sources = [(q, kind) for kind in kinds for q in queues]
     index, position = 0, None
     if cursor is not None:
-        try:
-            index, position = int(cursor[0]), cursor[1]
-        except (TypeError, ValueError, IndexError, KeyError):
-            raise Invalid("invalid cursor: pass the next_cursor of the previous page") from None
+        index, position = _scan_position(cursor, [kind for _, kind in sources])
     jobs: list[dict[str, Any]] = []
     scanned = 0
     while index < len(sources):
@@ -413,6 +532,30 @@ async def scan_jobs(
 
 
 _SOURCES = (("dlq", {"failed"}), ("delayed", {"delayed"}), ("stream", {"waiting", "active"}))
+_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}", re.ASCII)
+_MAX_STREAM_PART = 2**64 - 1
+
+
+def _scan_position(cursor: Any, kinds: Sequence[str]) -> tuple[int, Any]:
+    """(source index, position in it) from a scan cursor, or Invalid: a cursor is input."""
+    invalid = Invalid("invalid cursor: pass the next_cursor of the previous page")
+    if not isinstance(cursor, list) or len(cursor) != 2:
+        raise invalid
+    index, position = cursor
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= len(kinds):
+        raise invalid
+    if position is None or index == len(kinds):
+        return index, position
+    if kinds[index] == "delayed":
+        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < 2**53:
+            raise invalid
+    elif not (
+        isinstance(position, str)
+        and _STREAM_ID.fullmatch(position)
+        and all(int(part) <= _MAX_STREAM_PART for part in position.split("-"))
+    ):
+        raise invalid
+    return index, position
 
 
 async def _read_batch(
@@ -425,8 +568,6 @@ async def _read_batch(
         offset = int(position or 0)
         ids = await redis.zrange(qk.delayed, offset, offset + SCAN_BATCH - 1)
         return [(offset + i + 1, job_id, {}) for i, job_id in enumerate(ids)]
-    if position is not None and not re.fullmatch(r"\d+-\d+", str(position)):
-        raise Invalid("invalid cursor: pass the next_cursor of the previous page")
     if kind == "stream":
         start = "-" if position is None else f"({position}"
         entries = await redis.xrange(qk.stream, min=start, count=SCAN_BATCH)
@@ -438,10 +579,7 @@ async def _read_batch(
 
 def _info(queue: str, job_id: str, h: dict[str, str], dead: dict[str, str] | None) -> JobInfo | None:
     if h:
-        try:
-            return JobInfo.from_hash(job_id, queue, h)
-        except (ValueError, KeyError):
-            return None
+        return read_info(job_id, queue, h)
     if dead is None:
         return None
     # A dead letter whose job data is gone (a poison entry, or failed_ttl expired it).
@@ -450,10 +588,10 @@ def _info(queue: str, job_id: str, h: dict[str, str], dead: dict[str, str] | Non
         task=dead.get("task", ""),
         queue=queue,
         status=Status.FAILED,
-        attempts=int(dead.get("attempts") or 0) if (dead.get("attempts") or "0").isdigit() else 0,
+        attempts=_number(dead.get("attempts"), int) or 0,
         error=dead.get("error"),
         traceback=dead.get("traceback") or None,
-        finished_at=ms_to_datetime(dead.get("at")) if (dead.get("at") or "").isdigit() else None,
+        finished_at=_when(dead.get("at")),
     )
 
 
@@ -463,16 +601,16 @@ def _info(queue: str, job_id: str, h: dict[str, str], dead: dict[str, str] | Non
 async def job_detail(engine: Engine, job_id: str) -> dict[str, Any]:
     """Everything about one job: fields, log lines, timeline and the actions it allows."""
     check_job_id(job_id)
-    handle = engine.job(job_id)
-    info = await handle.info()
+    gateway = await engine._ready()
+    queue = await gateway.find_queue(job_id)
+    h = None if queue is None else await gateway.job_hash(queue, job_id)
     logs: list[dict[str, Any]] = []
     history_logs = await _history_logs(engine, job_id)
-    if info is not None:
-        view = job_view(info)
-        redis_logs = [_redis_log(line) for line in await handle.logs()]
+    if queue is not None and h is not None:
+        view = job_view(read_info(job_id, queue, h))
+        redis_logs = await _redis_logs(engine, queue, job_id)
         logs = history_logs if len(history_logs) >= len(redis_logs) else redis_logs
-        h = await engine._gateway_or_connect().job_hash(info.queue, job_id) or {}
-        view["replayed_at"] = ms_to_datetime(h["replayed"]) if h.get("replayed", "").isdigit() else None
+        view["replayed_at"] = _when(h.get("replayed"))
     else:
         old = await _history_job(engine, job_id)
         if old is None:
@@ -504,15 +642,6 @@ async def _task_max_attempts(engine: Engine, task: str) -> int | None:
 
 def _gone_hint() -> str:
     return " (finished jobs expire from Redis after result_ttl; " + HISTORY_NOTICE + ")"
-
-
-def _redis_log(line: dict[str, Any]) -> dict[str, Any]:
-    at = line.get("at")
-    return {
-        "at": datetime.fromtimestamp(at / 1000, tz=UTC) if isinstance(at, int | float) else None,
-        "level": str(line.get("level", "info")),
-        "message": str(line.get("message", "")),
-    }
 
 
 async def _history_logs(engine: Engine, job_id: str) -> list[dict[str, Any]]:
@@ -554,8 +683,10 @@ def timeline(view: dict[str, Any], logs: Sequence[dict[str, Any]]) -> list[dict[
         add(view["scheduled_for"], "due (retry or delay)", "delayed")
     for line in logs:
         if line["level"] in ("error", "critical"):
-            first = line["message"].strip().splitlines()
-            add(line["at"], "error: " + (first[-1] if first else ""), "failed")
+            # The last line of a traceback names the exception; only the end can hold it.
+            first = str(line["message"])[-4096:].strip().splitlines()
+            last = first[-1] if first else ""
+            add(line["at"], "error: " + (last if len(last) <= 300 else last[:299] + "…"), "failed")
     add(view.get("replayed_at"), "replayed (attempts reset)", "waiting")
     attempt = view.get("attempts") or 0
     add(view.get("processed_at"), f"attempt {attempt} started" if attempt else "started", "active")
@@ -571,7 +702,7 @@ def timeline(view: dict[str, Any], logs: Sequence[dict[str, Any]]) -> list[dict[
 
 async def retry_job(engine: Engine, job_id: str) -> dict[str, Any]:
     check_job_id(job_id)
-    info = await engine.job(job_id).info()
+    info = await live_info(engine, job_id)
     if info is None:
         raise NotFound(f"no job with id {job_id!r}")
     if info.status != Status.FAILED:
@@ -587,10 +718,10 @@ async def retry_job(engine: Engine, job_id: str) -> dict[str, Any]:
 
 async def cancel_job(engine: Engine, job_id: str) -> dict[str, Any]:
     check_job_id(job_id)
-    handle = engine.job(job_id)
-    info = await handle.info()
+    info = await live_info(engine, job_id)
     if info is None:
         raise NotFound(f"no job with id {job_id!r}")
+    handle = engine.job(job_id, info.queue)
     if info.status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
         raise Conflict(f"job {job_id} is {info.status}: only unfinished jobs can be cancelled")
     if not await handle.cancel():
@@ -610,14 +741,28 @@ async def delete_job(engine: Engine, job_id: str) -> dict[str, Any]:
     return {"id": job_id, "deleted": True}
 
 
+MAX_BULK_IDS = 1000
+
+
+def check_job_ids(job_ids: Any) -> list[str]:
+    """A non-empty list of valid job ids (every one checked before anything is done)."""
+    if not isinstance(job_ids, list) or not job_ids:
+        raise Invalid("give 'ids' (a non-empty list of job ids) or 'all': true (with task/search filters)")
+    if len(job_ids) > MAX_BULK_IDS:
+        raise Invalid(f"at most {MAX_BULK_IDS} ids at a time (or 'all': true with task/search filters)")
+    for job_id in job_ids:
+        if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+            raise Invalid(f"invalid job id {str(job_id)[:80]!r}: nothing was replayed")
+    return list(dict.fromkeys(job_ids))
+
+
 async def replay_jobs(engine: Engine, queue: str, job_ids: Sequence[str]) -> dict[str, Any]:
     await require_queue(engine, queue)
+    job_ids = check_job_ids(job_ids)
     dead = engine.dlq(queue)
     replayed: list[str] = []
     skipped: list[dict[str, str]] = []
     for job_id in job_ids:
-        if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
-            raise Invalid(f"invalid job id {str(job_id)[:80]!r}")
         try:
             if await dead.replay(job_id):
                 replayed.append(job_id)
@@ -628,11 +773,32 @@ async def replay_jobs(engine: Engine, queue: str, job_ids: Sequence[str]) -> dic
     return {"replayed": len(replayed), "ids": replayed, "skipped": skipped}
 
 
+async def _dead_matching(engine: Engine, queue: str, match: Callable[[JobInfo], bool]) -> list[JobInfo]:
+    """Every dead letter of ``queue`` that ``match`` accepts, read leniently."""
+    gateway = await engine._ready()
+    found: list[JobInfo] = []
+    position = None
+    while True:
+        batch = await _read_batch(gateway, queue, "dlq", position)
+        if not batch:
+            return found
+        hashes = await gateway.job_hashes(queue, [job_id or "-" for _, job_id, _ in batch])
+        for (pos, job_id, fields), h in zip(batch, hashes, strict=True):
+            position = pos
+            info = _info(queue, job_id, h, fields)
+            if info is not None and info.id and match(info):
+                found.append(info)
+
+
 async def replay_matching(engine: Engine, queue: str, task: str | None, search: str | None) -> dict[str, Any]:
     await require_queue(engine, queue)
     task, search = check_task(task), check_search(search)
-    count = await engine.dlq(queue).replay_all(matcher(None, search), task=task)
-    return {"replayed": count}
+    gateway = await engine._ready()
+    replayed = 0
+    for info in await _dead_matching(engine, queue, matcher(task, search)):
+        if info.task and await gateway.replay(queue, info.id) == 1:
+            replayed += 1
+    return {"replayed": replayed}
 
 
 async def purge_dead(engine: Engine, queue: str, task: str | None, search: str | None) -> dict[str, Any]:
@@ -642,10 +808,9 @@ async def purge_dead(engine: Engine, queue: str, task: str | None, search: str |
     if task is None and search is None:
         return {"purged": await engine.dlq(queue).purge()}
     gateway = await engine._ready()
-    match = matcher(task, search)
     purged = 0
-    for info in await engine.dlq(queue).list(limit=max(1, await engine.dlq(queue).count())):
-        if match(info) and await gateway.delete(queue, info.id) == 1:
+    for info in await _dead_matching(engine, queue, matcher(task, search)):
+        if await gateway.delete(queue, info.id) == 1:
             purged += 1
     return {"purged": purged}
 
@@ -684,8 +849,13 @@ async def enqueue(engine: Engine, body: Any) -> dict[str, Any]:
         jobs = await engine._enqueue(spec, [(args, kwargs)], Options().merged(**options))
     except UnknownTaskError as exc:
         raise Invalid(str(exc)) from None
-    except (TypeError, ConfigurationError, PayloadTooLarge) as exc:
+    except (TypeError, ValueError, OverflowError, ConfigurationError, PayloadTooLarge) as exc:
+        # ConfigurationError and PayloadTooLarge are ValueErrors: named for the reader.
         raise Invalid(str(exc)) from None
+    except msgspec.MsgspecError as exc:
+        raise Invalid(f"the arguments cannot be encoded: {exc}") from None
+    except RecursionError:
+        raise Invalid("the arguments are nested too deeply") from None
     job = jobs[0]
     delayed = bool(options.get("delay"))
     return {"id": job.id, "task": task, "queue": job.queue, "status": "delayed" if delayed else "waiting"}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -14,13 +16,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
-from engine.dashboard.service import DashboardError, Invalid
+from engine.dashboard.service import Invalid
 from engine.errors import ConnectionFailed
 
 if TYPE_CHECKING:
     from engine.app import Engine
 
-MAX_BODY = 2 * 1024 * 1024
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -50,16 +51,18 @@ def engine_of(request: Request) -> Engine:
 
 
 async def json_body(request: Request) -> Any:
-    """The request's JSON body (None when empty); Invalid with the parser's reason if bad."""
+    """The request's JSON body (None when empty); Invalid with the parser's reason if bad.
+
+    Its size was bounded while it arrived (``guard.Guard``: 413 past the limit)."""
     body = await request.body()
-    if len(body) > MAX_BODY:
-        raise DashboardError("request body too large")
     if not body.strip():
         return None
     try:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise Invalid(f"the request body must be JSON: {exc}") from None
+    except RecursionError:
+        raise Invalid("the request body must be JSON nested less deeply") from None
 
 
 def unavailable_message(exc: Exception) -> str:
@@ -72,6 +75,126 @@ UNAVAILABLE = (ConnectionFailed, RedisError, OSError)
 
 
 # --- templates -------------------------------------------------------------------------------
+
+TEXT_LIMIT = 32 * 1024
+"""Characters of one payload, result, error or traceback a page shows (the rest is in the
+raw JSON download): a 100 KB nested payload indents to 100 MB, which would take seconds of
+the event loop on every live refresh."""
+MAX_INDENT_LEVELS = 32
+"""Deeper levels are indented no further, so one line's indentation stays bounded too."""
+_END: Any = object()
+
+
+@dataclass(frozen=True)
+class Shown:
+    """Text for a page: at most a limit of characters, and whether something was cut."""
+
+    text: str
+    truncated: bool
+
+
+def _json_string(value: str, limit: int) -> str:
+    return json.dumps(value[: limit + 1], ensure_ascii=False)
+
+
+def _json_scalar(value: Any, limit: int) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return _json_string(value, limit)
+    if isinstance(value, int):
+        try:
+            return str(value)
+        except ValueError:  # past int's str() digit limit
+            return f"<an integer of {value.bit_length()} bits>"
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return repr(value)
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return _json_string(repr(value), limit)
+
+
+def _json_pieces(value: Any, indent: int | None, limit: int) -> Iterator[str]:
+    """JSON text of ``value`` piece by piece, without recursion (any depth), so a caller can
+    stop after the first ``limit`` characters at a cost proportional to them."""
+    item_sep = "," if indent is not None else ", "
+    # Open containers: (their items, closing bracket, is a dict, nothing written yet).
+    stack: list[tuple[Iterator[Any], str, bool, list[bool]]] = []
+    current: Any = value
+    while True:
+        if isinstance(current, dict) and current:
+            yield "{"
+            stack.append((iter(current.items()), "}", True, [True]))
+        elif isinstance(current, list | tuple) and current:
+            yield "["
+            stack.append((iter(current), "]", False, [True]))
+        elif isinstance(current, dict):
+            yield "{}"
+        elif isinstance(current, list | tuple):
+            yield "[]"
+        else:
+            yield _json_scalar(current, limit)
+        while stack:
+            items, closer, is_dict, fresh = stack[-1]
+            item = next(items, _END)
+            pad = "" if indent is None else "\n" + " " * (indent * min(len(stack), MAX_INDENT_LEVELS))
+            if item is _END:
+                stack.pop()
+                if indent is not None:
+                    pad = "\n" + " " * (indent * min(len(stack), MAX_INDENT_LEVELS))
+                yield pad + closer
+                continue
+            sep = "" if fresh[0] else item_sep
+            fresh[0] = False
+            if is_dict:
+                key, current = item
+                yield sep + pad + _json_string(key if isinstance(key, str) else str(key), limit) + ": "
+            else:
+                current = item
+                yield sep + pad
+            break
+        else:
+            return
+
+
+def _bounded(pieces: Iterator[str], limit: int) -> Shown:
+    out: list[str] = []
+    size = 0
+    for piece in pieces:
+        out.append(piece)
+        size += len(piece)
+        if size > limit:
+            return Shown("".join(out)[:limit], True)
+    return Shown("".join(out), False)
+
+
+def shown_json(value: Any, limit: int = TEXT_LIMIT) -> Shown:
+    """``value`` as indented JSON, cut after ``limit`` characters."""
+    return _bounded(_json_pieces(value, 2, limit), limit)
+
+
+def compact_json(value: Any, limit: int) -> str:
+    """``value`` as one-line JSON, cut after ``limit`` characters."""
+    return _bounded(_json_pieces(value, None, limit), limit).text
+
+
+def shown_text(value: str | None, limit: int = TEXT_LIMIT, *, keep_end: bool = False) -> Shown:
+    """Text cut to ``limit`` characters; ``keep_end`` keeps its start and its end (a
+    traceback says what went wrong last)."""
+    if value is None:
+        return Shown("", False)
+    if len(value) <= limit:
+        return Shown(value, False)
+    if not keep_end:
+        return Shown(value[:limit], True)
+    head = limit // 4
+    tail = limit - head
+    omitted = len(value) - head - tail
+    return Shown(f"{value[:head]}\n… {omitted:,} characters left out …\n{value[-tail:]}", True)
 
 
 def _dt(value: datetime | None) -> str:
@@ -98,17 +221,17 @@ def _ago(value: datetime | None) -> str:
 
 
 def _pretty(value: Any) -> str:
-    """JSON, indented, for a <pre> (escaped by autoescape like everything else)."""
-    try:
-        return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=repr)
-    except (TypeError, ValueError):
-        return repr(value)
+    """JSON, indented, for a <pre> (escaped by autoescape like everything else), bounded."""
+    shown = shown_json(value)
+    return shown.text + ("\n…" if shown.truncated else "")
 
 
 def _first_line(value: str | None, limit: int = 140) -> str:
+    """The last line of a message (where an exception says what it is), at most ``limit``."""
     if not value:
         return ""
-    lines = value.strip().splitlines()
+    # Only the end can hold the last line: never split a megabyte to find it.
+    lines = value[-(limit + 4096) :].strip().splitlines()
     line = lines[-1] if lines else ""
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
@@ -124,10 +247,17 @@ def _seconds(value: float | None) -> str:
 
 
 def _args_preview(job: dict[str, Any], limit: int = 90) -> str:
-    parts = [json.dumps(a, ensure_ascii=False, default=repr) for a in job.get("args") or []]
-    parts += [
-        f"{k}={json.dumps(v, ensure_ascii=False, default=repr)}" for k, v in (job.get("kwargs") or {}).items()
-    ]
+    parts: list[str] = []
+    size = 0
+    kwargs = job.get("kwargs")
+    named = list(kwargs.items()) if isinstance(kwargs, dict) else []
+    args = job.get("args")
+    for name, value in [(None, a) for a in (args if isinstance(args, list) else [])] + named:
+        if size > limit:
+            break
+        text = compact_json(value, limit + 1)
+        parts.append(text if name is None else f"{name}={text}")
+        size += len(parts[-1]) + 2
     text = ", ".join(parts)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

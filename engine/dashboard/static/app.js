@@ -4,7 +4,8 @@
 
 (function () {
   const meta = (name) => (document.querySelector(`meta[name="${name}"]`) || {}).content || "";
-  const csrf = meta("csrf-token");
+  // Read at each use: a refresh may bring a new token (after a restart or a new session).
+  const csrf = () => meta("csrf-token");
   const refreshMs = parseInt(document.body.dataset.refreshMs || "1500", 10);
   let busy = false;
   let timer = null;
@@ -50,6 +51,9 @@
       }
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+      const token = doc.querySelector('meta[name="csrf-token"]');
+      const current = document.querySelector('meta[name="csrf-token"]');
+      if (token && current && token.content) current.content = token.content;
       regions.forEach((region) => {
         const fresh = doc.getElementById(region.id);
         if (!fresh) return;
@@ -75,7 +79,7 @@
     const response = await fetch(url, {
       method,
       credentials: "same-origin",
-      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrf },
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrf() },
       body: JSON.stringify(body || {}),
     });
     let data = {};
