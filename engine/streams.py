@@ -25,6 +25,7 @@ from engine.errors import ConfigurationError, ConnectionFailed
 from engine.job import json_encoder
 from engine.keys import GROUP, Keys
 from engine.limits import MAX_ATTEMPTS, MAX_EPOCH_MS, MAX_TIMEOUT_S
+from engine.pool import WaitingConnectionPool
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
 
@@ -294,15 +295,11 @@ class Gateway:
     ) -> None:
         self.url = check_redis_url(url)
         self.keys = Keys(namespace)
-        # A pool that waits for a free connection: redis-py's default pool raises
-        # MaxConnectionsError past its 100 connections, which failed jobs (ctx.log, progress)
-        # at a concurrency above 100 and producers with many calls in flight. Commands take
-        # well under a millisecond, so waiting for one of 100 is quick; a minute of waiting
-        # means the server is gone, and the caller sees a ConnectionError.
-        pool = aioredis.BlockingConnectionPool.from_url(
+        # Waits for a free connection past max_connections instead of failing (engine.pool).
+        pool = WaitingConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=POOL_WAIT_S,
+            wait_timeout=POOL_WAIT_S,
             decode_responses=True,
             # Replies are text, and any bytes decode: a stream entry or hash written by
             # someone else with bytes that are not UTF-8 arrives with them escaped ("\xff")

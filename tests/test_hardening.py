@@ -427,3 +427,30 @@ async def _one_fuzz_case(redis_url: str, entry: dict[bytes, bytes], job_hash: di
             await raw.delete(*keys)
         await raw.aclose()
         await app.close()
+
+
+async def test_the_pool_waits_for_a_free_connection_then_gives_up_clearly(redis_url: str) -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from engine.pool import WaitingConnectionPool
+
+    pool = WaitingConnectionPool.from_url(redis_url, max_connections=2, wait_timeout=5.0)
+    client = aioredis.Redis.from_pool(pool)
+    # 50 calls that each hold a connection for 20 ms, through 2 connections: all succeed.
+    replies = await gather([client.blpop(["engine-test-never"], timeout=0.02) for _ in range(50)])
+    assert replies == [None] * 50
+    await client.aclose()
+
+    pool = WaitingConnectionPool.from_url(redis_url, max_connections=1, wait_timeout=0.2)
+    client = aioredis.Redis.from_pool(pool)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(client.blpop, ["engine-test-never"], 1)
+
+        async def taken() -> bool:  # the blocking call holds the only connection
+            return len(pool._in_use_connections) == 1
+
+        await eventually(taken, what="the only connection in use")
+        with pytest.raises(RedisConnectionError, match=r"no Redis connection free within 0\.2s"):
+            await client.ping()
+    assert await client.ping()  # and the pool works again once it is released
+    await client.aclose()
