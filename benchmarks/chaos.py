@@ -39,8 +39,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from engine import Engine
+from engine.core.keys import GROUP
 from engine.embedded import EmbeddedPostgres, EmbeddedRedis
-from engine.keys import GROUP
 from engine.producer import Options
 
 ROOT = Path(__file__).resolve().parent.parent

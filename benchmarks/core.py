@@ -181,7 +181,7 @@ async def joblog(
 async def memory(url: str, jobs: int, concurrency: int) -> dict[str, float]:
     """Redis memory per waiting job, and what is left after a full drain."""
     from benchmarks import apps
-    from engine.job import Payload, json_encoder
+    from engine.core.model import Payload, json_encoder
 
     namespace = f"mem{int(time.time() * 1000)}"
     app = Engine(url, namespace=namespace)

@@ -7,7 +7,8 @@ Public surface (everything else is internal and may change)::
 
 from engine.app import Engine, Task, TaskCall, call
 from engine.context import JobContext
-from engine.errors import (
+from engine.core.backoff import Backoff
+from engine.core.errors import (
     ConfigurationError,
     ConnectionFailed,
     EngineError,
@@ -20,9 +21,8 @@ from engine.errors import (
     UnknownTaskError,
     UnrecoverableError,
 )
+from engine.core.model import JobInfo, Status
 from engine.handle import Job
-from engine.job import JobInfo, Status
-from engine.retry import Backoff
 
 __all__ = [
     "Backoff",

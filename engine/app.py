@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 import msgspec
 
 from engine.context import MAX_LOG_LINES
+from engine.core.backoff import Backoff
+from engine.core.errors import ConfigurationError, UnknownTaskError
+from engine.core.keys import check_name
+from engine.core.limits import check_attempts, check_timeout
+from engine.core.model import json_decoder, json_encoder
 from engine.cron import Schedule, check_expression, check_zone, make_schedule
 from engine.dlq import DeadLetters
-from engine.errors import ConfigurationError, UnknownTaskError
 from engine.handle import Job, Notifier
-from engine.job import json_decoder, json_encoder
 from engine.joblog import HistoryPage, JobLog, LogLine
-from engine.keys import check_name
-from engine.limits import check_attempts, check_timeout
 from engine.producer import Options, TaskSpec, build_job, task_signature
-from engine.retry import Backoff
 from engine.streams import Gateway, Retention, check_redis_url
 
 if TYPE_CHECKING:

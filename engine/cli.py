@@ -20,7 +20,7 @@ import anyio
 
 from engine import log as logsetup
 from engine.app import Engine
-from engine.errors import ConfigurationError, EngineError
+from engine.core.errors import ConfigurationError, EngineError
 from engine.producer import Options
 
 

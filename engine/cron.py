@@ -39,7 +39,7 @@ import structlog
 from croniter import croniter
 from redis.exceptions import RedisError
 
-from engine.errors import ConfigurationError
+from engine.core.errors import ConfigurationError
 from engine.maintenance import backoff
 from engine.producer import Options, build_job
 from engine.streams import Fence, FenceRejected

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from engine.errors import JobNotFound
-from engine.job import JobInfo, Status, ms_to_datetime
+from engine.core.errors import JobNotFound
+from engine.core.model import JobInfo, Status, ms_to_datetime
 
 if TYPE_CHECKING:
     from engine.app import Engine

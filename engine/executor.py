@@ -20,9 +20,9 @@ import msgspec
 import structlog
 
 from engine.context import JobContext
-from engine.errors import JobTimeout, Retry, UnrecoverableError
-from engine.job import ms_to_datetime, payload_decoder
-from engine.limits import MAX_DELAY_S, MAX_WORKER_DEATHS
+from engine.core.errors import JobTimeout, Retry, UnrecoverableError
+from engine.core.limits import MAX_DELAY_S, MAX_WORKER_DEATHS
+from engine.core.model import ms_to_datetime, payload_decoder
 from engine.streams import Outcome, Started
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ import anyio
 import structlog
 from redis.exceptions import RedisError
 
-from engine.errors import JobFailed, JobNotFound, JobRunning
-from engine.job import FINAL_STATUSES, JobInfo, Status, json_decoder
+from engine.core.errors import JobFailed, JobNotFound, JobRunning
+from engine.core.model import FINAL_STATUSES, JobInfo, Status, json_decoder
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

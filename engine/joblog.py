@@ -37,7 +37,7 @@ import asyncpg.exceptions
 import msgspec
 import structlog
 
-from engine.errors import ConfigurationError, ConnectionFailed
+from engine.core.errors import ConfigurationError, ConnectionFailed
 from engine.streams import mask_url
 
 __all__ = [
@@ -97,7 +97,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 # Limits that keep every value inside what PostgreSQL accepts (so one odd entry can never
 # make a whole batch fail): btree index rows must stay under ~2.7 kB (an index holds a queue
 # or task name and a job id: 2 x 200 characters of up to 4 bytes), int columns are 32 bit.
-# Engine names are at most 100 characters (engine.keys.check_name), job ids 26.
+# Engine names are at most 100 characters (engine.core.keys.check_name), job ids 26.
 _MAX_NAME = 200
 _MAX_INT32 = 2**31 - 1
 _MAX_INT64 = 2**63 - 1
@@ -254,7 +254,7 @@ def decode_entry(entry_id: str, fields: dict[str, str]) -> tuple[list[RawEvent],
     jobs, a batch: ``b`` a JSON array of events that share the entry's ``q`` and ``t``, and
     ``n`` their number. ``garbage`` counts what was skipped as unreadable (an event, or the
     whole entry); ``extra`` is what the entry adds to the outbox's count of events beyond
-    one per entry (see :func:`engine.keys.outbox_extra`).
+    one per entry (see :func:`engine.core.keys.outbox_extra`).
     """
     batch = fields.get("b") if isinstance(fields, dict) else None
     if batch is None:

@@ -17,9 +17,9 @@ from typing import Any
 
 import msgspec
 
-from engine.errors import ConfigurationError, PayloadTooLarge
-from engine.job import Payload, json_encoder
-from engine.limits import (
+from engine.core.backoff import Backoff
+from engine.core.errors import ConfigurationError, PayloadTooLarge
+from engine.core.limits import (
     MAX_DELAY_S,
     MAX_KEY_LENGTH,
     MAX_PAYLOAD_DEPTH,
@@ -28,7 +28,7 @@ from engine.limits import (
     check_timeout,
     payload_depth_exceeded,
 )
-from engine.retry import Backoff
+from engine.core.model import Payload, json_encoder
 from engine.streams import NewJob
 
 # base32hex (RFC 4648), two characters per 10 bits: its alphabet is in ASCII order.

@@ -39,8 +39,8 @@ import structlog
 from redis.exceptions import ResponseError
 
 from engine import scripts
+from engine.core.keys import Keys, outbox_extra, outbox_job_prefix
 from engine.joblog import Event, JobLog, RawEvent, check_event, decode_entry, is_data_error
-from engine.keys import Keys, outbox_extra, outbox_job_prefix
 from engine.streams import run_scripts
 
 __all__ = ["GROUP", "Shipper", "outbox_events", "outbox_key", "queue_outboxes"]
@@ -98,7 +98,7 @@ def _text(value: Any) -> str:
 
 def outbox_events(length: Any, extra: Any) -> int:
     """An outbox's backlog in events, from the replies of XLEN on it and GET on its count of
-    events beyond one per entry (:func:`engine.keys.outbox_extra`). Anything else (an error,
+    events beyond one per entry (:func:`engine.core.keys.outbox_extra`). Anything else (an error,
     a count someone overwrote) counts as 0: it is only a measurement."""
     events = length if isinstance(length, int) else 0
     if isinstance(extra, str | bytes) and extra.isdigit() and extra.isascii():

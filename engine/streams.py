@@ -21,10 +21,10 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from engine import scripts
-from engine.errors import ConfigurationError, ConnectionFailed
-from engine.job import json_encoder
-from engine.keys import GROUP, Keys
-from engine.limits import MAX_ATTEMPTS, MAX_EPOCH_MS, MAX_TIMEOUT_S
+from engine.core.errors import ConfigurationError, ConnectionFailed
+from engine.core.keys import GROUP, Keys
+from engine.core.limits import MAX_ATTEMPTS, MAX_EPOCH_MS, MAX_TIMEOUT_S
+from engine.core.model import json_encoder
 from engine.pool import WaitingConnectionPool
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")

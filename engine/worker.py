@@ -33,11 +33,11 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.exceptions import RedisError, ResponseError
 
+from engine.core.errors import ConfigurationError, ConnectionFailed
+from engine.core.keys import check_name
 from engine.cron import Scheduler
-from engine.errors import ConfigurationError, ConnectionFailed
 from engine.executor import Executor, describe
 from engine.joblog import JobLog
-from engine.keys import check_name
 from engine.maintenance import (
     Heartbeat,
     LeaseKeeper,

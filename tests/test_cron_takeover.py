@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from engine import Engine
-from engine.job import JobInfo
+from engine.core.model import JobInfo
 from tests.apps.cronapp import ticks_key
 from tests.helpers import eventually, start_worker_process, stop_process
 

@@ -22,11 +22,11 @@ import msgspec
 import pytest
 
 from engine import Engine, JobContext, UnrecoverableError
+from engine.core.errors import ConfigurationError
 from engine.dashboard import create_app
 from engine.dashboard.auth import SESSION_TTL_S, Security, Throttle
 from engine.dashboard.guard import SECURITY_HEADERS
 from engine.dashboard.server import serving
-from engine.errors import ConfigurationError
 from engine.testing import worker_running
 from tests.helpers import ROOT
 

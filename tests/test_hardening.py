@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import Backoff, Engine, JobContext
-from engine.errors import ConfigurationError
+from engine.core.errors import ConfigurationError
+from engine.core.keys import GROUP
+from engine.core.limits import MAX_ATTEMPTS, MAX_PAYLOAD_DEPTH, MAX_WORKER_DEATHS
+from engine.core.model import JobInfo, Status, ms_to_datetime
 from engine.executor import Executor
-from engine.job import JobInfo, Status, ms_to_datetime
-from engine.keys import GROUP
-from engine.limits import MAX_ATTEMPTS, MAX_PAYLOAD_DEPTH, MAX_WORKER_DEATHS
 from engine.streams import NewJob, mask_url, runnable_entry
 from engine.testing import worker_running
 from tests.helpers import enqueue_by_spec, eventually, start_worker_process, stop_process
@@ -350,7 +350,7 @@ def test_passwords_are_masked_wherever_the_url_carries_them() -> None:
 
 
 async def test_unreachable_redis_error_masks_a_query_password() -> None:
-    from engine.errors import ConnectionFailed
+    from engine.core.errors import ConnectionFailed
     from tests.helpers import free_port
 
     app = Engine(f"redis://127.0.0.1:{free_port()}/0?password=s3cret", connect_timeout=1)

@@ -13,10 +13,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from engine import scripts
+from engine.core.errors import ConfigurationError, ConnectionFailed
+from engine.core.keys import Keys, outbox_extra, outbox_job_prefix
 from engine.embedded import EmbeddedPostgres
-from engine.errors import ConfigurationError, ConnectionFailed
 from engine.joblog import SCHEMA_VERSION, Event, JobLog, parse_event
-from engine.keys import Keys, outbox_extra, outbox_job_prefix
 from engine.shipper import GROUP, Shipper, outbox_key, queue_outboxes
 from tests.helpers import eventually, free_port
 

@@ -20,8 +20,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from engine import Backoff, Engine, JobContext, JobFailed
+from engine.core.keys import outbox_extra
 from engine.joblog import JobLog, parse_event
-from engine.keys import outbox_extra
 from engine.shipper import GROUP, Shipper, outbox_key
 from engine.testing import worker_running
 from tests.helpers import ROOT, eventually, free_port

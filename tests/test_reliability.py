@@ -21,8 +21,8 @@ from engine import (
     Status,
     UnrecoverableError,
 )
+from engine.core.keys import GROUP
 from engine.embedded import EmbeddedRedis
-from engine.keys import GROUP
 from engine.testing import worker_running
 from tests.helpers import enqueue_by_spec, eventually, start_worker_process, stop_process, task_announced
 

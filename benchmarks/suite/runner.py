@@ -518,7 +518,7 @@ class Runner:
         """The engine's memory targets: bytes per waiting job beyond its payload, and back to
         the baseline after a full drain once results expire (result_ttl 1 s for this one)."""
         from benchmarks.suite import engine_app
-        from engine.job import Payload, json_encoder
+        from engine.core.model import Payload, json_encoder
 
         plan = self.plan
         env = {"BENCH_RESULT_TTL": "1"}

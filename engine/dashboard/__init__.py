@@ -21,12 +21,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
+from engine.core.errors import ConfigurationError
 from engine.dashboard import api, pages
 from engine.dashboard.auth import Security, SecurityMiddleware, check_secret, is_api, route_path
 from engine.dashboard.guard import BODY_LIMIT, Guard, parse_allowed_hosts
 from engine.dashboard.service import DashboardError
 from engine.dashboard.web import UNAVAILABLE, error_json, make_templates, unavailable_message
-from engine.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from engine.app import Engine

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from engine import log as logsetup
 from engine.app import Engine
 from engine.cli import UsageError, load_app
-from engine.errors import EngineError
+from engine.core.errors import EngineError
 
 
 def is_loopback(host: str) -> bool:

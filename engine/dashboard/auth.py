@@ -45,8 +45,8 @@ import msgspec
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine.core.errors import ConfigurationError
 from engine.dashboard.web import UNAVAILABLE, unavailable_message
-from engine.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from engine.app import Engine

@@ -20,9 +20,9 @@ from collections.abc import Iterable
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine.core.errors import ConfigurationError
 from engine.dashboard.auth import LOGIN_PATHS, Security, route_path, send_json
 from engine.dashboard.service import DashboardError
-from engine.errors import ConfigurationError
 
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from engine import inspect as engine_inspect
+from engine.core.keys import GROUP
 from engine.dashboard.service import queue_lags, queue_names
-from engine.keys import GROUP
 from engine.shipper import outbox_events
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ import structlog
 from redis.exceptions import ResponseError
 
 from engine import inspect as engine_inspect
-from engine.errors import (
+from engine.core.errors import (
     ConfigurationError,
     ConnectionFailed,
     JobNotFound,
@@ -33,8 +33,8 @@ from engine.errors import (
     PayloadTooLarge,
     UnknownTaskError,
 )
-from engine.job import JobInfo, Status, json_encoder, ms_to_datetime
-from engine.keys import GROUP, check_name
+from engine.core.keys import GROUP, check_name
+from engine.core.model import JobInfo, Status, json_encoder, ms_to_datetime
 
 if TYPE_CHECKING:
     from engine.app import Engine

@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
+from engine.core.errors import ConnectionFailed
 from engine.dashboard.service import Invalid
-from engine.errors import ConnectionFailed
 
 if TYPE_CHECKING:
     from engine.app import Engine

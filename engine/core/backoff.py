@@ -6,8 +6,8 @@ import math
 import random
 from dataclasses import dataclass
 
-from engine.errors import ConfigurationError
-from engine.limits import MAX_DELAY_S
+from engine.core.errors import ConfigurationError
+from engine.core.limits import MAX_DELAY_S
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from engine.errors import ConfigurationError
+from engine.core.errors import ConfigurationError
 
 DAY_S = 86_400.0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from engine.errors import ConfigurationError
+from engine.core.errors import ConfigurationError
 
 # Names end up inside key names and URLs: keep them to a safe, readable alphabet, and
 # forbid braces so a queue name can never break its own hash tag.
