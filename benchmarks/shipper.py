@@ -28,8 +28,8 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from engine.embedded import EmbeddedPostgres, EmbeddedRedis
-from engine.joblog import JobLog
-from engine.shipper import Shipper, outbox_key
+from engine.history import JobLog
+from engine.history.shipper import Shipper, outbox_key
 
 
 def _pair(i: int, now: int) -> tuple[dict[str, str], dict[str, str]]:

@@ -22,7 +22,7 @@ from engine.core.model import json_decoder, json_encoder
 from engine.cron import Schedule, check_expression, check_zone, make_schedule
 from engine.dlq import DeadLetters
 from engine.handle import Job, Notifier
-from engine.joblog import HistoryPage, JobLog, LogLine
+from engine.history import HistoryPage, JobLog, LogLine
 from engine.producer import Options, TaskSpec, build_job, task_signature
 from engine.streams import Gateway, Retention, check_redis_url
 

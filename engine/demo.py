@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import anyio
-import asyncpg
 
 import engine
 from engine.app import Engine
@@ -302,13 +301,9 @@ async def _history_summary(app: Engine, total: int, since: datetime) -> None:
         for line in logs[:3]:
             _say(f"    [{line.level}] {line.content.splitlines()[0]}")
     assert app.database_url is not None
-    conn = await asyncpg.connect(app.database_url)
-    try:
-        rows = await conn.fetch(
-            "SELECT month, region, orders, revenue_cents FROM monthly_reports ORDER BY region"
-        )
-    finally:
-        await conn.close()
+    from engine import demo_app  # the environment points it at the demo's servers by now
+
+    rows = await demo_app.report_rows(app.database_url)
     if rows:
         _say(f"  monthly report ({rows[0]['month']:%Y-%m}, by the cron job):")
         for row in rows:

@@ -141,6 +141,19 @@ async def seed(database_url: str, month: date, orders: int = 1000, rng: random.R
         await conn.close()
 
 
+async def report_rows(database_url: str) -> list[asyncpg.Record]:
+    """The monthly report's rows, by region (what the demo prints)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return list(
+            await conn.fetch(
+                "SELECT month, region, orders, revenue_cents FROM monthly_reports ORDER BY region"
+            )
+        )
+    finally:
+        await conn.close()
+
+
 async def reset(database_url: str) -> None:
     """Drop the previous run's orders, so each demo reports on the month it seeds."""
     conn = await asyncpg.connect(database_url)

@@ -23,7 +23,7 @@ import msgspec
 import structlog
 from redis.exceptions import RedisError
 
-from engine.joblog import JobLog
+from engine.history import JobLog
 from engine.streams import Gateway
 
 log = structlog.get_logger("engine.worker")

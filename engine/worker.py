@@ -37,7 +37,8 @@ from engine.core.errors import ConfigurationError, ConnectionFailed
 from engine.core.keys import check_name
 from engine.cron import Scheduler
 from engine.executor import Executor, describe
-from engine.joblog import JobLog
+from engine.history import JobLog
+from engine.history.shipper import Shipper
 from engine.maintenance import (
     Heartbeat,
     LeaseKeeper,
@@ -49,7 +50,6 @@ from engine.maintenance import (
     backoff,
     forever,
 )
-from engine.shipper import Shipper
 from engine.streams import Gateway, Outcome, Started, runnable_entry
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from engine import Engine
 from engine.embedded import EmbeddedPostgres, EmbeddedRedis
-from engine.joblog import SCHEMA_VERSION, JobLog
+from engine.history import SCHEMA_VERSION, JobLog
 
 # --- Real servers for the whole session --------------------------------------------------
 # Point ENGINE_TEST_REDIS_URL / ENGINE_TEST_DATABASE_URL at existing servers to skip the

@@ -14,8 +14,8 @@ import pytest
 from engine import Backoff, Engine, JobContext, JobFailed
 from engine.dashboard import metrics
 from engine.embedded import EmbeddedPostgres
-from engine.joblog import JobLog
-from engine.shipper import Shipper
+from engine.history import JobLog
+from engine.history.shipper import Shipper
 from engine.testing import worker_running
 from tests.helpers import eventually, fresh_database
 

@@ -16,8 +16,8 @@ from engine import scripts
 from engine.core.errors import ConfigurationError, ConnectionFailed
 from engine.core.keys import Keys, outbox_extra, outbox_job_prefix
 from engine.embedded import EmbeddedPostgres
-from engine.joblog import SCHEMA_VERSION, Event, JobLog, parse_event
-from engine.shipper import GROUP, Shipper, outbox_key, queue_outboxes
+from engine.history import SCHEMA_VERSION, Event, JobLog, parse_event
+from engine.history.shipper import GROUP, Shipper, outbox_key, queue_outboxes
 from tests.helpers import eventually, free_port
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms

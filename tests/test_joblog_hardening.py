@@ -21,8 +21,8 @@ import redis.asyncio as aioredis
 
 from engine import Backoff, Engine, JobContext, JobFailed
 from engine.core.keys import outbox_extra
-from engine.joblog import JobLog, parse_event
-from engine.shipper import GROUP, Shipper, outbox_key
+from engine.history import JobLog, parse_event
+from engine.history.shipper import GROUP, Shipper, outbox_key
 from engine.testing import worker_running
 from tests.helpers import ROOT, eventually, free_port
 from tests.test_joblog import T0, completed, enqueued, logline, xadd_all
@@ -140,8 +140,8 @@ _DOOMED_SHIPPER = """
 import sys
 import anyio
 import redis.asyncio as aioredis
-from engine.joblog import JobLog
-from engine.shipper import Shipper
+from engine.history import JobLog
+from engine.history.shipper import Shipper
 
 async def main() -> None:
     client = aioredis.Redis.from_url(sys.argv[1], decode_responses=True)

@@ -615,9 +615,9 @@ class _NoJobLog(RuntimeError):
 
 async def _migrate(url: str) -> bool | str:
     try:
-        from engine.joblog import JobLog
+        from engine.history import JobLog
     except Exception as exc:
-        return f"engine.joblog: {exc}"
+        return f"engine.history: {exc}"
     try:
         log = JobLog(url)
         async with log:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from engine import inspect as engine_inspect
 from engine.core.keys import GROUP
 from engine.dashboard.service import queue_lags, queue_names
-from engine.shipper import outbox_events
+from engine.history.shipper import outbox_events
 
 if TYPE_CHECKING:
     from engine.app import Engine

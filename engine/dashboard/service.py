@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-import asyncpg
 import msgspec
 import structlog
 from redis.exceptions import ResponseError
@@ -27,7 +26,6 @@ from redis.exceptions import ResponseError
 from engine import inspect as engine_inspect
 from engine.core.errors import (
     ConfigurationError,
-    ConnectionFailed,
     JobNotFound,
     JobRunning,
     PayloadTooLarge,
@@ -35,6 +33,7 @@ from engine.core.errors import (
 )
 from engine.core.keys import GROUP, check_name
 from engine.core.model import JobInfo, Status, json_encoder, ms_to_datetime
+from engine.history import UNAVAILABLE
 
 if TYPE_CHECKING:
     from engine.app import Engine
@@ -51,7 +50,7 @@ SCAN_BUDGET = 5000
 """Entries a search without the job log examines per page before it returns what it has
 (with a cursor to go on), so one request never walks a million-entry stream."""
 THROUGHPUT_MINUTES = 60
-HISTORY_ERRORS = (ConnectionFailed, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+HISTORY_ERRORS = UNAVAILABLE
 log = structlog.get_logger("engine.dashboard")
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 
@@ -304,7 +303,7 @@ def job_view(info: JobInfo) -> dict[str, Any]:
 
 
 def history_view(job: Any) -> dict[str, Any]:
-    """A job from the PostgreSQL history (``engine.joblog.HistoryJob``)."""
+    """A job from the PostgreSQL history (``engine.history.HistoryJob``)."""
     return {
         "id": job.id,
         "queue": job.queue,

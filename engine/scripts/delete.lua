@@ -1,7 +1,7 @@
 --[[
   Delete a job that is not running: its hash, log lines, stream entry, delayed entry and
   dead letter, and, while the job log is on, its history in PostgreSQL: a "deleted" event
-  in the outbox has the shipper delete the job's rows (see engine/joblog.py, JobLog.write).
+  in the outbox has the shipper delete the job's rows (see engine/history/store.py, JobLog.write).
 
   KEYS[1] stream  KEYS[2] delayed zset  KEYS[3] dlq stream  KEYS[4] outbox stream
   KEYS[5] job-log flag (exists while a shipper drains the outbox)

@@ -7,7 +7,7 @@
   KEYS[1] stream        KEYS[2] delayed zset     KEYS[3] stats hash     KEYS[4] outbox stream
   KEYS[5] job-log flag (exists while a shipper drains the outbox)
   KEYS[6] cron leader lock  KEYS[7] cron last-fired zset (both used only by a fenced call)
-  KEYS[8] the outbox's count of events beyond one per entry (see engine/shipper.py)
+  KEYS[8] the outbox's count of events beyond one per entry (see engine/history/shipper.py)
   ARGV[1] job key prefix  ARGV[2] idempotency key prefix
   ARGV[3] now (ms, the producer's clock, compared with the due time)
   ARGV[4] promoter wake-up channel  ARGV[5] queue name

@@ -6,7 +6,7 @@
   KEYS[1] stream  KEYS[2] delayed zset  KEYS[3] dlq stream  KEYS[4] stats hash
   KEYS[5] outbox stream  KEYS[6] job-log flag (exists while a shipper drains the outbox)
   KEYS[7] this minute's throughput hash (completed/failed counts, kept two hours)
-  KEYS[8] the outbox's count of events beyond one per entry (see engine/shipper.py)
+  KEYS[8] the outbox's count of events beyond one per entry (see engine/history/shipper.py)
   ARGV[1] job key prefix  ARGV[2] group  ARGV[3] unused (times come from the server clock)
   ARGV[4] completed retention (ms, 0 = keep)  ARGV[5] failed retention (ms, 0 = keep)
   ARGV[6] notification channel prefix  ARGV[7] promoter wake-up channel
@@ -52,7 +52,7 @@ local queue, outbox = ARGV[8], redis.call("EXISTS", KEYS[6]) == 1
 
 -- The job-log events of the batch, written as one outbox entry at the end of this script
 -- (so in the same atomic step as the outcomes): one entry per batch rather than per job is
--- what keeps the job log cheap for Redis and for the shipper (see engine/shipper.py).
+-- what keeps the job log cheap for Redis and for the shipper (see engine/history/shipper.py).
 -- Like every state event after the enqueue, each carries the job's payload and creation
 -- time: the shipper may then skip an enqueued event the job has moved on from.
 -- One table constructor per event (fields that do not apply are nil): filling a table field

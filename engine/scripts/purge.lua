@@ -5,7 +5,7 @@
   call (see delete.lua), counted as the other batched entries are (see enqueue.lua).
 
   KEYS[1] dlq stream  KEYS[2] outbox stream  KEYS[3] job-log flag
-  KEYS[4] the outbox's count of events beyond one per entry (see engine/shipper.py)
+  KEYS[4] the outbox's count of events beyond one per entry (see engine/history/shipper.py)
   ARGV[1] job key prefix  ARGV[2] batch size  ARGV[3] queue name
 
   KEYS[2..4] and ARGV[3] may be left out: the jobs are then deleted from Redis only.

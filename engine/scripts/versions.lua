@@ -1,7 +1,7 @@
 --[[
   Which of a queue's jobs have had a state event newer than a given version, for the
   shipper: an enqueued event of a job that has had a newer one need not be written (see
-  engine/shipper.py).
+  engine/history/shipper.py).
 
   KEYS[1] the queue's outbox stream (names the slot)
   ARGV[1] job key prefix  ARGV[2..] pairs: job id, version of its event

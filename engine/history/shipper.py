@@ -3,9 +3,9 @@
 Every state change of a job appends an event to its queue's outbox stream in the same Lua
 call (see ``engine/scripts/*.lua``). A script that changes a batch of jobs (an enqueue, the
 outcomes a worker records together) writes their events as one entry, a JSON array (see
-:func:`engine.joblog.decode_entry`): an entry per event cost Redis and the shipper most of
+:func:`engine.history.decode_entry`): an entry per event cost Redis and the shipper most of
 what the job log costs. A :class:`Shipper` reads the outboxes with the consumer group
-``shipper``, writes each batch through :meth:`engine.joblog.JobLog.write` in one
+``shipper``, writes each batch through :meth:`engine.history.JobLog.write` in one
 transaction, and only after the commit acknowledges and deletes the entries (``ack.lua``).
 So a PostgreSQL outage delays the log and loses nothing: the batch in hand is retried as it
 is, later events wait in Redis, and the backlog (in events: the outboxes' length plus what
@@ -20,7 +20,7 @@ timeout for entries idle past it (XAUTOCLAIM). So a dead shipper's entries ship 
 1.25 timeouts of its last renewal, and a live one's are not taken while it renews them.
 
 A ``deleted`` event (``delete.lua``, ``purge.lua``) removes the job's rows; see
-:meth:`engine.joblog.JobLog.write` for why a late event of the job cannot bring them back.
+:meth:`engine.history.JobLog.write` for why a late event of the job cannot bring them back.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ from redis.exceptions import ResponseError
 
 from engine import scripts
 from engine.core.keys import Keys, outbox_extra, outbox_job_prefix
-from engine.joblog import Event, JobLog, RawEvent, check_event, decode_entry, is_data_error
+from engine.history import Event, JobLog, RawEvent, check_event, decode_entry, is_data_error
 from engine.streams import run_scripts
 
 __all__ = ["GROUP", "Shipper", "outbox_events", "outbox_key", "queue_outboxes"]
 
-log = structlog.get_logger("engine.shipper")
+log = structlog.get_logger("engine.history.shipper")
 
 GROUP = "shipper"
 """The consumer group every shipper reads the outboxes with."""

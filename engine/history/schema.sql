@@ -1,4 +1,4 @@
--- The engine's job history in PostgreSQL, fed by engine/shipper.py from the Redis outbox
+-- The engine's job history in PostgreSQL, fed by engine/history/shipper.py from the Redis outbox
 -- streams. Applied by `JobLog.migrate()` / `python -m engine migrate` under an advisory lock;
 -- every statement is idempotent, so running it again changes nothing.
 --
