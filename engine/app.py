@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import msgspec
 
+from engine.broker.gateway import Gateway, Retention, check_redis_url
 from engine.context import MAX_LOG_LINES
 from engine.core.backoff import Backoff
 from engine.core.errors import ConfigurationError, UnknownTaskError
@@ -24,7 +25,6 @@ from engine.dlq import DeadLetters
 from engine.handle import Job, Notifier
 from engine.history import HistoryPage, JobLog, LogLine
 from engine.producer import Options, TaskSpec, build_job, task_signature
-from engine.streams import Gateway, Retention, check_redis_url
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp

@@ -37,12 +37,12 @@ import anyio
 import msgspec
 import structlog
 from croniter import croniter
-from redis.exceptions import RedisError
 
+from engine.broker import RedisError
+from engine.broker.gateway import Fence, FenceRejected
 from engine.core.errors import ConfigurationError
 from engine.maintenance import backoff
 from engine.producer import Options, build_job
-from engine.streams import Fence, FenceRejected
 
 if TYPE_CHECKING:
     from engine.app import Engine, Task

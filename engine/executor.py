@@ -19,11 +19,11 @@ import anyio
 import msgspec
 import structlog
 
+from engine.broker.gateway import Outcome, Started
 from engine.context import JobContext
 from engine.core.errors import JobTimeout, Retry, UnrecoverableError
 from engine.core.limits import MAX_DELAY_S, MAX_WORKER_DEATHS
 from engine.core.model import ms_to_datetime, payload_decoder
-from engine.streams import Outcome, Started
 
 if TYPE_CHECKING:
     from engine.app import Engine, Task

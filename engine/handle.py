@@ -8,15 +8,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import anyio
 import structlog
-from redis.exceptions import RedisError
 
+from engine.broker import RedisError
 from engine.core.errors import JobFailed, JobNotFound, JobRunning
 from engine.core.model import FINAL_STATUSES, JobInfo, Status, json_decoder
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
     from engine.app import Engine
+    from engine.broker import Redis
 
 R = TypeVar("R")
 log = structlog.get_logger("engine")
@@ -29,7 +28,7 @@ RECHECK_INTERVAL_S = 5.0
 class Notifier:
     """One shared pub/sub connection; waiters get an :class:`anyio.Event` per channel."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._pubsub: Any = None
         self._waiters: dict[str, set[anyio.Event]] = {}

@@ -21,10 +21,10 @@ from typing import Any
 import anyio
 import msgspec
 import structlog
-from redis.exceptions import RedisError
 
+from engine.broker import RedisError
+from engine.broker.gateway import Gateway
 from engine.history import JobLog
-from engine.streams import Gateway
 
 log = structlog.get_logger("engine.worker")
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from engine.broker.gateway import NewJob
 from engine.core.backoff import Backoff
 from engine.core.errors import ConfigurationError, PayloadTooLarge
 from engine.core.limits import (
@@ -29,7 +30,6 @@ from engine.core.limits import (
     payload_depth_exceeded,
 )
 from engine.core.model import Payload, json_encoder
-from engine.streams import NewJob
 
 # base32hex (RFC 4648), two characters per 10 bits: its alphabet is in ASCII order.
 _B32HEX = "0123456789ABCDEFGHIJKLMNOPQRSTUV"

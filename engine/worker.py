@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING
 import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from redis.exceptions import RedisError, ResponseError
 
+from engine.broker import RedisError, ResponseError
+from engine.broker.gateway import Gateway, Outcome, Started, runnable_entry
 from engine.core.errors import ConfigurationError, ConnectionFailed
 from engine.core.keys import check_name
 from engine.cron import Scheduler
@@ -50,7 +51,6 @@ from engine.maintenance import (
     backoff,
     forever,
 )
-from engine.streams import Gateway, Outcome, Started, runnable_entry
 
 if TYPE_CHECKING:
     from engine.app import Engine

@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import Backoff, Engine, JobContext
+from engine.broker.gateway import NewJob, mask_url, runnable_entry
 from engine.core.errors import ConfigurationError
 from engine.core.keys import GROUP
 from engine.core.limits import MAX_ATTEMPTS, MAX_PAYLOAD_DEPTH, MAX_WORKER_DEATHS
 from engine.core.model import JobInfo, Status, ms_to_datetime
 from engine.executor import Executor
-from engine.streams import NewJob, mask_url, runnable_entry
 from engine.testing import worker_running
 from tests.helpers import enqueue_by_spec, eventually, start_worker_process, stop_process
 
@@ -432,7 +432,7 @@ async def _one_fuzz_case(redis_url: str, entry: dict[bytes, bytes], job_hash: di
 async def test_the_pool_waits_for_a_free_connection_then_gives_up_clearly(redis_url: str) -> None:
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from engine.pool import WaitingConnectionPool
+    from engine.broker.pool import WaitingConnectionPool
 
     pool = WaitingConnectionPool.from_url(redis_url, max_connections=2, wait_timeout=5.0)
     client = aioredis.Redis.from_pool(pool)

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from engine import scripts
+from engine.broker import scripts
 from engine.core.errors import ConfigurationError, ConnectionFailed
 from engine.core.keys import Keys, outbox_extra, outbox_job_prefix
 from engine.embedded import EmbeddedPostgres

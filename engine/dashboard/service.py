@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 import structlog
-from redis.exceptions import ResponseError
 
 from engine import inspect as engine_inspect
+from engine.broker import ResponseError
 from engine.core.errors import (
     ConfigurationError,
     JobNotFound,
@@ -37,7 +37,7 @@ from engine.history import UNAVAILABLE
 
 if TYPE_CHECKING:
     from engine.app import Engine
-    from engine.streams import Gateway
+    from engine.broker.gateway import Gateway
 
 STATUSES = ("waiting", "active", "delayed", "failed", "completed", "cancelled")
 LIVE_STATUSES = ("waiting", "active", "delayed", "failed")

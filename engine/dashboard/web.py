@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 import msgspec
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
+from engine.broker import RedisError
 from engine.core.errors import ConnectionFailed
 from engine.dashboard.service import Invalid
 

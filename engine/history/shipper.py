@@ -1,7 +1,7 @@
 """Ship job-log events from the Redis outbox streams into PostgreSQL.
 
 Every state change of a job appends an event to its queue's outbox stream in the same Lua
-call (see ``engine/scripts/*.lua``). A script that changes a batch of jobs (an enqueue, the
+call (see ``engine/broker/scripts/*.lua``). A script that changes a batch of jobs (an enqueue, the
 outcomes a worker records together) writes their events as one entry, a JSON array (see
 :func:`engine.history.decode_entry`): an entry per event cost Redis and the shipper most of
 what the job log costs. A :class:`Shipper` reads the outboxes with the consumer group
@@ -34,14 +34,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import ResponseError
 
-from engine import scripts
+from engine.broker import Redis, ResponseError, scripts
+from engine.broker.gateway import run_scripts
 from engine.core.keys import Keys, outbox_extra, outbox_job_prefix
 from engine.history import Event, JobLog, RawEvent, check_event, decode_entry, is_data_error
-from engine.streams import run_scripts
 
 __all__ = ["GROUP", "Shipper", "outbox_events", "outbox_key", "queue_outboxes"]
 
@@ -61,7 +59,7 @@ def outbox_key(namespace: str, queue: str) -> str:
     return Keys(namespace).queue(queue).outbox
 
 
-def queue_outboxes(redis: aioredis.Redis, namespace: str) -> Callable[[], Awaitable[list[str]]]:
+def queue_outboxes(redis: Redis, namespace: str) -> Callable[[], Awaitable[list[str]]]:
     """An ``outboxes`` callable for :class:`Shipper`: the outbox of every queue the app knows."""
     keys = Keys(namespace)
     client: Any = redis
@@ -158,7 +156,7 @@ class Shipper:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: Redis,
         joblog: JobLog,
         outboxes: Outboxes,
         consumer: str,

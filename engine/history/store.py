@@ -32,12 +32,12 @@ import asyncpg
 import asyncpg.exceptions
 import structlog
 
+from engine.broker.gateway import mask_url
 from engine.core.errors import ConfigurationError, ConnectionFailed
 from engine.history import queries
 from engine.history.events import Event
 from engine.history.queries import HistoryJob, HistoryPage, LogLine
 from engine.history.rows import INSERT_LOGS, UPSERT_JOBS, UPSERT_TOMBSTONES, Rows, outbox_position
-from engine.streams import mask_url
 
 log = structlog.get_logger("engine.history")
 

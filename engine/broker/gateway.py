@@ -20,12 +20,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from engine import scripts
+from engine.broker import scripts
+from engine.broker.pool import WaitingConnectionPool
 from engine.core.errors import ConfigurationError, ConnectionFailed
 from engine.core.keys import GROUP, Keys
 from engine.core.limits import MAX_ATTEMPTS, MAX_EPOCH_MS, MAX_TIMEOUT_S
 from engine.core.model import json_encoder
-from engine.pool import WaitingConnectionPool
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
 
@@ -295,7 +295,7 @@ class Gateway:
     ) -> None:
         self.url = check_redis_url(url)
         self.keys = Keys(namespace)
-        # Waits for a free connection past max_connections instead of failing (engine.pool).
+        # Waits for a free connection past max_connections instead of failing (engine.broker.pool).
         pool = WaitingConnectionPool.from_url(
             url,
             max_connections=max_connections,
