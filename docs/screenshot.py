@@ -152,7 +152,7 @@ async def _exporting(app: Engine) -> bool:
 
 
 async def _export_id(app: Engine) -> str:
-    from engine.inspect import queue_jobs
+    from engine.inspector import queue_jobs
 
     jobs, _ = await queue_jobs(app, "exports", "active", limit=1)
     return jobs[0].id if jobs else "-"

@@ -5,7 +5,8 @@ Public surface (everything else is internal and may change)::
     from engine import Engine, JobContext, Backoff, Retry, UnrecoverableError, JobFailed
 """
 
-from engine.app import Engine, Task, TaskCall, call
+from engine.client.app import Engine, Task, TaskCall, call
+from engine.client.handle import Job
 from engine.context import JobContext
 from engine.core.backoff import Backoff
 from engine.core.errors import (
@@ -22,7 +23,6 @@ from engine.core.errors import (
     UnrecoverableError,
 )
 from engine.core.model import JobInfo, Status
-from engine.handle import Job
 
 __all__ = [
     "Backoff",

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from engine import log as logsetup
-from engine.app import Engine
+from engine.client.app import Engine
 from engine.core.errors import ConfigurationError, EngineError
 from engine.producer import Options
 
@@ -334,7 +334,7 @@ async def _prune(app: Engine, args: argparse.Namespace) -> int:
 
 
 async def _cron(app: Engine, args: argparse.Namespace) -> int:
-    from engine.inspect import cron_schedules
+    from engine.inspector import cron_schedules
 
     async with app:
         rows = await cron_schedules(app)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 if TYPE_CHECKING:
-    from engine.app import Engine
+    from engine.client.app import Engine
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MAX_LOG_LINES = 1000

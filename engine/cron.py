@@ -45,7 +45,7 @@ from engine.maintenance import backoff
 from engine.producer import Options, build_job
 
 if TYPE_CHECKING:
-    from engine.app import Engine, Task
+    from engine.client.app import Engine, Task
 
 log = structlog.get_logger("engine.cron")
 

@@ -33,7 +33,7 @@ from typing import IO, Any
 import anyio
 
 import engine
-from engine.app import Engine
+from engine.client.app import Engine
 from engine.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError
 
 BAR_WIDTH = 30

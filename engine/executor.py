@@ -26,7 +26,7 @@ from engine.core.limits import MAX_DELAY_S, MAX_WORKER_DEATHS
 from engine.core.model import ms_to_datetime, payload_decoder
 
 if TYPE_CHECKING:
-    from engine.app import Engine, Task
+    from engine.client.app import Engine, Task
 
 log = structlog.get_logger("engine.worker")
 _encode = msgspec.json.Encoder().encode

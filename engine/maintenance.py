@@ -15,7 +15,6 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -24,7 +23,6 @@ import structlog
 
 from engine.broker import RedisError
 from engine.broker.gateway import Gateway
-from engine.history import JobLog
 
 log = structlog.get_logger("engine.worker")
 
@@ -228,36 +226,6 @@ def _seen_at(raw: str) -> float:
         return msgspec.json.decode(raw, type=WorkerBeat).seen_at
     except (msgspec.DecodeError, msgspec.ValidationError):
         return 0.0
-
-
-class Pruner:
-    """Deletes old job-log rows once an hour; a Redis lock makes one worker do it per hour."""
-
-    INTERVAL_S = 3600.0
-
-    def __init__(
-        self,
-        gateway: Gateway,
-        joblog: JobLog,
-        completed_older_than: timedelta,
-        failed_older_than: timedelta | None,
-    ) -> None:
-        self.gateway = gateway
-        self.joblog = joblog
-        self.completed_older_than = completed_older_than
-        self.failed_older_than = failed_older_than
-
-    async def run_once(self) -> float:
-        lock = f"{self.gateway.keys.namespace}:prune"
-        if self.joblog.connected and await self.gateway.redis.set(
-            lock, "1", nx=True, ex=int(self.INTERVAL_S)
-        ):
-            deleted = await self.joblog.prune(
-                completed_older_than=self.completed_older_than, failed_older_than=self.failed_older_than
-            )
-            if deleted:
-                log.info("pruned old job history", rows=deleted)
-        return self.INTERVAL_S
 
 
 class Listener:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 if TYPE_CHECKING:
-    from engine.app import Engine
+    from engine.client.app import Engine
     from engine.worker import Worker
 
 

@@ -39,13 +39,13 @@ from engine.core.keys import check_name
 from engine.cron import Scheduler
 from engine.executor import Executor, describe
 from engine.history import JobLog
+from engine.history.pruner import Pruner
 from engine.history.shipper import Shipper
 from engine.maintenance import (
     Heartbeat,
     LeaseKeeper,
     Listener,
     Promoter,
-    Pruner,
     Reclaimer,
     WorkerBeat,
     backoff,
@@ -53,7 +53,7 @@ from engine.maintenance import (
 )
 
 if TYPE_CHECKING:
-    from engine.app import Engine
+    from engine.client.app import Engine
 
 log = structlog.get_logger("engine.worker")
 

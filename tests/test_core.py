@@ -13,7 +13,7 @@ import pytest
 
 from engine import ConfigurationError, ConnectionFailed, Engine, JobContext, JobFailed, Status
 from engine.embedded import EmbeddedRedis
-from engine.inspect import queue_jobs
+from engine.inspector import queue_jobs
 from engine.producer import new_job_id
 from engine.testing import worker_running
 from tests.helpers import enqueue_by_spec, eventually, start_worker_process, stop_process, task_announced

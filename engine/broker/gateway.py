@@ -712,6 +712,10 @@ class Gateway:
             acquired, remaining_ms = await pipe.execute()
         return bool(acquired), int(remaining_ms)
 
+    async def claim_once(self, key: str, ttl_s: int) -> bool:
+        """True for the first caller within ``ttl_s`` seconds (``SET NX EX``)."""
+        return bool(await self.redis.set(key, "1", nx=True, ex=ttl_s))
+
     async def renew_lock(self, key: str, token: str, lease_ms: int) -> bool:
         """Extend the lease if ``token`` still holds the lock; lease_ms=0 releases it."""
         return int(await self._call("lease", [key], [token, lease_ms])) == 1

@@ -155,3 +155,8 @@ class Keys:
     def revoked_session(self, session_id: str) -> str:
         """Exists while a logged-out dashboard session must be refused (expires with it)."""
         return f"{self.namespace}:dashboard:revoked:{session_id}"
+
+    @property
+    def prune_lock(self) -> str:
+        """Held for an hour by the worker that pruned the job history (one per hour)."""
+        return f"{self.namespace}:prune"

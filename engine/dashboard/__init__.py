@@ -29,7 +29,7 @@ from engine.dashboard.service import DashboardError
 from engine.dashboard.web import UNAVAILABLE, error_json, make_templates, unavailable_message
 
 if TYPE_CHECKING:
-    from engine.app import Engine
+    from engine.client.app import Engine
 
 __all__ = ["create_app", "parse_basic_auth"]
 

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine import log as logsetup
-from engine.app import Engine
 from engine.cli import UsageError, load_app
+from engine.client.app import Engine
 from engine.core.errors import EngineError
 
 

@@ -49,7 +49,7 @@ from engine.core.errors import ConfigurationError
 from engine.dashboard.web import UNAVAILABLE, unavailable_message
 
 if TYPE_CHECKING:
-    from engine.app import Engine
+    from engine.client.app import Engine
 
 CSRF_COOKIE = "engine_csrf"
 SESSION_COOKIE = "engine_session"

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from engine import inspect as engine_inspect
+from engine import inspector
 from engine.core.keys import GROUP
 from engine.dashboard.service import queue_lags, queue_names
 from engine.history.shipper import outbox_events
 
 if TYPE_CHECKING:
-    from engine.app import Engine
+    from engine.client.app import Engine
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -73,7 +73,7 @@ async def render(engine: Engine) -> str:
     gateway = await engine._ready()
     queues = await queue_names(engine)
     lags = await queue_lags(engine, queues)
-    beats = await engine_inspect.workers(engine)
+    beats = await inspector.workers(engine)
     running = [job_id for beat in beats for job_id in beat.running]
 
     gauges: dict[str, dict[str, float]] = {name: {} for name, _ in GAUGES}

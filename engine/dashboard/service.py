@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 import msgspec
 import structlog
 
-from engine import inspect as engine_inspect
+from engine import inspector
 from engine.broker import ResponseError
 from engine.core.errors import (
     ConfigurationError,
@@ -36,8 +36,8 @@ from engine.core.model import JobInfo, Status, json_encoder, ms_to_datetime
 from engine.history import UNAVAILABLE
 
 if TYPE_CHECKING:
-    from engine.app import Engine
     from engine.broker.gateway import Gateway
+    from engine.client.app import Engine
 
 STATUSES = ("waiting", "active", "delayed", "failed", "completed", "cancelled")
 LIVE_STATUSES = ("waiting", "active", "delayed", "failed")
@@ -903,7 +903,7 @@ async def throughput(
     """Per minute, summed over ``queues``: completed, failed and the failure rate."""
     totals: dict[int, list[int]] = {}
     for queue in queues:
-        for minute, completed, failed in await engine_inspect.throughput(engine, queue, minutes):
+        for minute, completed, failed in await inspector.throughput(engine, queue, minutes):
             row = totals.setdefault(minute, [0, 0])
             row[0] += completed
             row[1] += failed
@@ -941,12 +941,12 @@ async def workers(engine: Engine) -> list[dict[str, Any]]:
             "seen_at": datetime.fromtimestamp(beat.seen_at, tz=UTC),
             "seen_seconds_ago": round(max(0.0, now - beat.seen_at), 1),
         }
-        for beat in await engine_inspect.workers(engine)
+        for beat in await inspector.workers(engine)
     ]
 
 
 async def cron(engine: Engine) -> list[dict[str, Any]]:
-    rows = await engine_inspect.cron_schedules(engine)
+    rows = await inspector.cron_schedules(engine)
     return [
         {
             "name": row.name,
@@ -964,7 +964,7 @@ async def cron(engine: Engine) -> list[dict[str, Any]]:
 
 async def tasks(engine: Engine) -> list[dict[str, Any]]:
     """Tasks of this app and those workers announced, with the signature callers must match."""
-    from engine.app import TaskAnnouncement
+    from engine.client.app import TaskAnnouncement
 
     out: dict[str, dict[str, Any]] = {}
     gateway = await engine._ready()

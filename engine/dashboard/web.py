@@ -20,7 +20,7 @@ from engine.core.errors import ConnectionFailed
 from engine.dashboard.service import Invalid
 
 if TYPE_CHECKING:
-    from engine.app import Engine
+    from engine.client.app import Engine
 
 Handler = Callable[[Request], Awaitable[Response]]
 

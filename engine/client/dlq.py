@@ -14,7 +14,7 @@ from engine.core.errors import JobNotFound
 from engine.core.model import JobInfo, Status, ms_to_datetime
 
 if TYPE_CHECKING:
-    from engine.app import Engine
+    from engine.client.app import Engine
 
 
 class DeadLetters:

@@ -17,7 +17,7 @@ from engine.cron import ScheduleAnnouncement, check_zone, next_tick
 from engine.maintenance import WorkerBeat
 
 if TYPE_CHECKING:
-    from engine.app import Engine
+    from engine.client.app import Engine
 
 
 @dataclass(frozen=True)

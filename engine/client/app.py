@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 import msgspec
 
 from engine.broker.gateway import Gateway, Retention, check_redis_url
+from engine.client.dlq import DeadLetters
+from engine.client.handle import Job, Notifier
 from engine.context import MAX_LOG_LINES
 from engine.core.backoff import Backoff
 from engine.core.errors import ConfigurationError, UnknownTaskError
@@ -21,8 +23,6 @@ from engine.core.keys import check_name
 from engine.core.limits import check_attempts, check_timeout
 from engine.core.model import json_decoder, json_encoder
 from engine.cron import Schedule, check_expression, check_zone, make_schedule
-from engine.dlq import DeadLetters
-from engine.handle import Job, Notifier
 from engine.history import HistoryPage, JobLog, LogLine
 from engine.producer import Options, TaskSpec, build_job, task_signature
 

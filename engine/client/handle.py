@@ -14,8 +14,8 @@ from engine.core.errors import JobFailed, JobNotFound, JobRunning
 from engine.core.model import FINAL_STATUSES, JobInfo, Status, json_decoder
 
 if TYPE_CHECKING:
-    from engine.app import Engine
     from engine.broker import Redis
+    from engine.client.app import Engine
 
 R = TypeVar("R")
 log = structlog.get_logger("engine")

@@ -7,7 +7,7 @@ import anyio
 import pytest
 
 from engine import Engine, JobContext, JobRunning, Status
-from engine.inspect import queue_jobs, throughput, workers
+from engine.inspector import queue_jobs, throughput, workers
 from engine.testing import worker_running
 from tests.helpers import eventually
 
