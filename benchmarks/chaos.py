@@ -280,7 +280,7 @@ async def _soak(
                 report.workers_killed += 1
 
     ids = [f"job-{n}" for n in range(args.jobs)]
-    gateway = app._gateway_or_connect()
+    gateway = app.gateway
     qk = gateway.keys.queue("default")
 
     async def statuses() -> list[str | None]:

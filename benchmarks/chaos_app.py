@@ -26,7 +26,7 @@ async def work(ctx: JobContext, n: int) -> int:
     # Long enough that a SIGKILL catches jobs mid-run; every tenth job fails once first,
     # so retries (the delayed set, the promoter) go through the chaos too.
     await anyio.sleep(random.uniform(0.0, 0.03))
-    await app._gateway_or_connect().redis.hincrby(runs_key(app.namespace), str(n), 1)
+    await app.gateway.redis.hincrby(runs_key(app.namespace), str(n), 1)
     if n % 10 == 0 and ctx.attempt == 1:
         raise Retry(delay=0.2, reason="fails once on purpose")
     await ctx.log(f"job {n} done")

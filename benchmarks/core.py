@@ -59,7 +59,7 @@ async def run(url: str, jobs: int, concurrency: int) -> dict[str, float]:
     task = apps.noop
     spec = task.spec
     async with app:
-        gateway = app._gateway_or_connect()
+        gateway = app.gateway
         # one at a time, each awaited (the latency-bound producer)
         single = min(jobs, 5000)
         t0 = time.perf_counter()
@@ -111,7 +111,7 @@ async def drain_once(url: str, jobs: int, concurrency: int, database_url: str | 
     namespace = f"drain{int(time.time() * 1000)}"
     app = Engine(url, namespace=namespace, database_url=database_url)
     async with app:
-        gateway = app._gateway_or_connect()
+        gateway = app.gateway
         await app._enqueue(apps.noop.spec, [((i,), {}) for i in range(jobs)], _options())
         proc = await _start_worker(url, namespace, concurrency, database_url)
         try:
@@ -187,7 +187,7 @@ async def memory(url: str, jobs: int, concurrency: int) -> dict[str, float]:
     app = Engine(url, namespace=namespace)
     spec = apps.noop.spec
     async with app:
-        redis = app._gateway_or_connect().redis
+        redis = app.gateway.redis
 
         async def used() -> int:
             return int((await redis.info("memory"))["used_memory"])

@@ -95,7 +95,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what:
 
 async def backfill_throughput(app: Engine, minutes: int = 60) -> None:
     """Per-minute completed/failed counts for the hour before now (see the module docstring)."""
-    gateway = await app._ready()
+    gateway = await app.ready()
     now = int(time.time() // 60)
     rng = random.Random(7)
     shapes = {"default": (90, 0.004), "emails": (35, 0.02), "payments": (12, 0.08)}

@@ -21,7 +21,6 @@ import anyio
 from engine import log as logsetup
 from engine.client.app import Engine
 from engine.core.errors import ConfigurationError, EngineError
-from engine.producer import Options
 
 
 class UsageError(Exception):
@@ -297,8 +296,7 @@ async def _enqueue(app: Engine, args: argparse.Namespace) -> int:
     }
     async with app:
         try:
-            spec = await app._spec(args.task)
-            (job,) = await app._enqueue(spec, [(call_args, call_kwargs)], Options().merged(**options))
+            job = await app.with_options(args.task, **options).enqueue(*call_args, **call_kwargs)
         except (TypeError, ConfigurationError) as exc:
             raise UsageError(str(exc)) from None
         print(job.id)

@@ -6,7 +6,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -15,6 +15,14 @@ if TYPE_CHECKING:
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MAX_LOG_LINES = 1000
+
+
+class JobServices(Protocol):
+    """What a context needs to record a job's log lines and progress (the gateway)."""
+
+    async def append_log(self, queue: str, job_id: str, level: str, message: str, keep: int) -> None: ...
+
+    async def set_progress(self, queue: str, job_id: str, value: float) -> None: ...
 
 
 @dataclass(slots=True, kw_only=True)
@@ -37,6 +45,9 @@ class JobContext:
     """For a cron job, the tick it was scheduled for; None otherwise."""
     enqueued_at: datetime | None = None
     engine: Engine | None = field(default=None, repr=False)
+    """The app running the job (to enqueue follow-up jobs, say)."""
+    services: JobServices | None = field(default=None, repr=False)
+    """Where log lines and progress go; None (a context made by hand) keeps them local."""
 
     def time_left(self) -> float:
         """Seconds until this attempt times out (never negative)."""
@@ -54,15 +65,15 @@ class JobContext:
             queue=self.queue,
             attempt=self.attempt,
         )
-        if self.engine is not None:
-            await self.engine._append_log(self.queue, self.job_id, level, str(message))
+        if self.services is not None:
+            await self.services.append_log(self.queue, self.job_id, level, str(message), MAX_LOG_LINES)
 
     async def progress(self, value: float) -> None:
         """Report progress, a fraction between 0 and 1, visible in ``job.info()``."""
         if not isinstance(value, int | float) or not math.isfinite(value) or not 0 <= value <= 1:
             raise ValueError(f"progress must be a number between 0 and 1, not {value!r}")
-        if self.engine is not None:
-            await self.engine._set_progress(self.queue, self.job_id, float(value))
+        if self.services is not None:
+            await self.services.set_progress(self.queue, self.job_id, float(value))
 
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}

@@ -179,7 +179,7 @@ class Scheduler:
         self._log = log.bind(worker=worker_id)
 
     async def announce(self) -> None:
-        gateway = self.engine._gateway_or_connect()
+        gateway = self.engine.gateway
         mapping = {
             s.name: msgspec.json.encode(
                 ScheduleAnnouncement(
@@ -233,7 +233,7 @@ class Scheduler:
         lock another scheduler holds runs out, so that a dead leader's successor acts on the
         expiry rather than at its next poll, up to a third of a lease later.
         """
-        gateway = self.engine._gateway_or_connect()
+        gateway = self.engine.gateway
         lease_ms = int(self.lease * 1000)
         wake = self.lease / 3
         for queue in self.by_queue:
@@ -257,7 +257,7 @@ class Scheduler:
         return wake
 
     async def _fire_due(self, schedule: Schedule, now: datetime) -> None:
-        gateway = self.engine._gateway_or_connect()
+        gateway = self.engine.gateway
         qk = gateway.keys.queue(schedule.queue)
         score = await gateway.redis.zscore(qk.cron_last, schedule.name)
         last = self._baseline if score is None else datetime.fromtimestamp(score / 1000, tz=UTC)
@@ -267,7 +267,7 @@ class Scheduler:
 
     async def fire(self, schedule: Schedule, tick: datetime) -> bool:
         """Enqueue one tick (fenced); False when leadership was lost."""
-        gateway = self.engine._gateway_or_connect()
+        gateway = self.engine.gateway
         tick_ms = int(tick.timestamp() * 1000)
         options = Options(job_id=f"cron-{schedule.name}-{tick_ms}", scheduled_at=tick)
         job = build_job(
@@ -291,7 +291,7 @@ class Scheduler:
         return True
 
     async def release(self) -> None:
-        gateway = self.engine._gateway_or_connect()
+        gateway = self.engine.gateway
         for queue in list(self.leading):
             with contextlib.suppress(RedisError, OSError):  # else the lease runs out on its own
                 await gateway.renew_lock(gateway.keys.queue(queue).cron_leader, self.token, 0)

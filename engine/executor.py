@@ -119,6 +119,7 @@ class Executor:
             scheduled_at=ms_to_datetime(job.tick_ms),
             enqueued_at=ms_to_datetime(job.created_ms),
             engine=self.engine,
+            services=self.engine.gateway,
         )
         args: list[Any] = [ctx, *payload.args] if task.takes_ctx else payload.args
         # One scope serves both the timeout (its deadline) and a user's cancel request

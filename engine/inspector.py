@@ -40,7 +40,7 @@ class CronRow:
 
 async def cron_schedules(engine: Engine) -> list[CronRow]:
     """Every announced schedule with its next and last run and its queue's current leader."""
-    gateway = await engine._ready()
+    gateway = await engine.ready()
     announced = await gateway.redis.hgetall(gateway.keys.schedules)
     rows: list[CronRow] = []
     now = datetime.now(UTC)
@@ -84,7 +84,7 @@ async def queue_jobs(
         raise ValueError(f"status must be one of {', '.join(LIVE_STATUSES)}, not {status!r}")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
         raise ValueError(f"limit must be an integer from 1 to 1000, not {limit!r}")
-    gateway = await engine._ready()
+    gateway = await engine.ready()
     qk = gateway.keys.queue(queue)
     if status == "delayed":
         offset = _int_cursor(cursor)
@@ -137,7 +137,7 @@ def _entry_cursor(cursor: str) -> str:
 
 async def workers(engine: Engine, alive_within: float = 15.0) -> list[WorkerBeat]:
     """Workers that sent a heartbeat within ``alive_within`` seconds, newest first."""
-    gateway = await engine._ready()
+    gateway = await engine.ready()
     out: list[WorkerBeat] = []
     now = time.time()
     for raw in (await gateway.redis.hgetall(gateway.keys.workers)).values():
@@ -152,7 +152,7 @@ async def workers(engine: Engine, alive_within: float = 15.0) -> list[WorkerBeat
 
 async def throughput(engine: Engine, queue: str, minutes: int = 60) -> list[tuple[int, int, int]]:
     """(minute start as epoch seconds, completed, failed) for the last ``minutes`` minutes."""
-    gateway = await engine._ready()
+    gateway = await engine.ready()
     qk = gateway.keys.queue(queue)
     current = int(time.time() // 60)
     span = list(range(current - minutes + 1, current + 1))

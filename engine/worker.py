@@ -113,7 +113,7 @@ class Worker:
                 engine.database_url, connect_timeout=engine.connect_timeout, migrate_on_connect=True
             )
             self.shipper = Shipper(
-                engine._gateway_or_connect().redis,
+                engine.gateway.redis,
                 self._joblog,
                 self._outboxes,
                 consumer=self.id,
@@ -173,7 +173,7 @@ class Worker:
 
     async def run(self) -> None:
         """Process jobs until ``stop()``, cancellation, SIGTERM or SIGINT."""
-        gateway = await self.engine._ready()
+        gateway = await self.engine.ready()
         for queue in self.queues:
             await gateway.ensure_group(queue)
         await self.engine.announce_tasks()
@@ -265,7 +265,7 @@ class Worker:
     async def _outboxes(self) -> list[str]:
         """Every queue's outbox, switching its job log on: scripts write events only while the
         queue's flag exists, so an outbox never fills up with nobody to drain it."""
-        gateway = self.engine._gateway_or_connect()
+        gateway = self.engine.gateway
         queues = sorted(set(await gateway.queues()) | set(self.queues))
         async with gateway.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
@@ -296,7 +296,7 @@ class Worker:
 
     async def _dispatch(self, entries: list[tuple[str, str, dict[str, str]]]) -> None:
         """Mark read or reclaimed entries active and hand them to runners."""
-        self._hand_over(await self.engine._gateway_or_connect().start_entries(self.id, entries))
+        self._hand_over(await self.engine.gateway.start_entries(self.id, entries))
 
     def _hand_over(self, started: list[Started]) -> None:
         self._busy += len(started)

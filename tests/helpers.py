@@ -67,7 +67,7 @@ async def enqueue_by_spec(
 
 
 async def task_announced(app: Any, name: str) -> bool:
-    gateway = app._gateway_or_connect()
+    gateway = app.gateway
     return bool(await gateway.redis.hexists(gateway.keys.tasks, name))
 
 

@@ -316,7 +316,7 @@ async def test_concurrent_single_enqueues_share_round_trips_and_keep_their_own_r
         async def report(ctx: JobContext, n: int) -> None: ...
 
         async with app:
-            redis = app._gateway_or_connect().redis
+            redis = app.gateway.redis
             await send.enqueue("warm-up")  # scripts loaded, queues known
             before = (await redis.info("commandstats"))["cmdstat_evalsha"]["calls"]
             handles: dict[str, Any] = {}
@@ -410,7 +410,7 @@ async def test_two_worker_processes_run_each_job_exactly_once(redis_url: str, na
             await eventually(lambda: _workers_announced(app), timeout=20, what="workers up")
             jobs = await enqueue_by_spec(app, count, [((i,), {}) for i in range(2000)])
             await eventually(lambda: _completed(app, 2000), timeout=60, interval=0.1, what="2000 done")
-            runs = await app._gateway_or_connect().redis.hgetall(runs_key(namespace))
+            runs = await app.gateway.redis.hgetall(runs_key(namespace))
         assert len(runs) == 2000
         assert {j.id for j in jobs} == set(runs)
         assert set(runs.values()) == {"1"}

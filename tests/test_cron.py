@@ -180,11 +180,7 @@ async def test_three_schedulers_fire_each_tick_once(redis_url: str, namespace: s
         assert len(seen) == len(set(seen))
         ordered = sorted(seen)
         assert all((b - a) == timedelta(seconds=1) for a, b in itertools.pairwise(ordered))
-        leaders = (
-            await engines[0]
-            ._gateway_or_connect()
-            .redis.get(engines[0]._gateway_or_connect().keys.queue("default").cron_leader)
-        )
+        leaders = await engines[0].gateway.redis.get(engines[0].gateway.keys.queue("default").cron_leader)
         assert leaders is None  # released on shutdown
 
 
@@ -203,7 +199,7 @@ async def test_a_deposed_leader_cannot_enqueue(redis_url: str, namespace: str) -
         await old.run_once()
         assert "default" in old.leading
         # `old` is paused past its lease; `new` takes over.
-        gateway = app._gateway_or_connect()
+        gateway = app.gateway
         await gateway.redis.delete(gateway.keys.queue("default").cron_leader)
         await new.run_once()
         assert "default" in new.leading
@@ -226,7 +222,7 @@ async def test_a_follower_takes_over_when_the_lock_expires_not_at_its_next_poll(
     async def tick(ctx: JobContext) -> None: ...
 
     async with app:
-        gateway = app._gateway_or_connect()
+        gateway = app.gateway
         qk = gateway.keys.queue("default")
         # A leader died 9.7 s after its last renewal, 5 s after firing its last tick.
         last = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
@@ -263,8 +259,8 @@ async def test_killed_leader_is_replaced_and_no_tick_fires_twice(redis_url: str,
     procs = [start_worker_process("tests.apps.cronapp:app", redis_url, namespace, env=env) for _ in range(3)]
     try:
         async with app:
-            redis = app._gateway_or_connect().redis
-            lock = app._gateway_or_connect().keys.queue("ticks").cron_leader
+            redis = app.gateway.redis
+            lock = app.gateway.keys.queue("ticks").cron_leader
             start = time.time()
             await eventually(lambda: _exists(redis, lock), timeout=20, what="a leader")
             await anyio.sleep(max(0.0, 8 - (time.time() - start)))  # about 8 s in, as the issue says
@@ -303,8 +299,8 @@ async def test_sigstopped_leader_cannot_enqueue_after_resuming(redis_url: str, n
     procs = [start_worker_process("tests.apps.cronapp:app", redis_url, namespace, env=env) for _ in range(2)]
     try:
         async with app:
-            redis = app._gateway_or_connect().redis
-            lock = app._gateway_or_connect().keys.queue("ticks").cron_leader
+            redis = app.gateway.redis
+            lock = app.gateway.keys.queue("ticks").cron_leader
             await eventually(lambda: _exists(redis, lock), timeout=20, what="a leader")
             first = await redis.get(lock)
             paused = next(p for p in procs if p.pid == int(first.split("|")[0].rsplit("-", 2)[1]))

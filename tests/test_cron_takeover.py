@@ -66,7 +66,7 @@ async def test_killed_leader_is_replaced_within_the_default_lease(redis_url: str
     procs = [*schedulers, runner]
     try:
         async with app:
-            gateway = app._gateway_or_connect()
+            gateway = app.gateway
             redis = gateway.redis
             lock = gateway.keys.queue("ticks").cron_leader
 

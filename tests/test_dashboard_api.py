@@ -379,7 +379,7 @@ async def test_prometheus_metrics(app: Engine) -> None:
         assert metric(text, "engine_queue_depth", queue="default") == 3
         assert "# TYPE engine_job_duration_seconds histogram" in text
         assert metric(text, "engine_outbox_length", queue="default") == 0  # no job log here
-        gateway = app._gateway_or_connect()
+        gateway = app.gateway
         await gateway.redis.xadd(gateway.keys.queue("default").outbox, {"e": "log"})
         assert metric((await c.get("/metrics")).text, "engine_outbox_length", queue="default") == 1
 
@@ -574,7 +574,7 @@ async def test_history_lists_and_searches_finished_jobs(logged_app: Engine) -> N
 
         # Gone from Redis (its result_ttl ran out): the job page reads the history. (A delete
         # removes the PostgreSQL rows too, so this expires the keys as retention does.)
-        gateway = app._gateway_or_connect()
+        gateway = app.gateway
         qk = gateway.keys.queue("default")
         await gateway.redis.delete(qk.job(done.id), qk.logs(done.id))
         detail = (await c.get(f"/api/jobs/{done.id}")).json()

@@ -83,7 +83,7 @@ async def world(redis_url: str) -> AsyncIterator[World]:
                     await job.result(timeout=15)
         waiting = await resize.enqueue_many([(i,) for i in range(3)])
         delayed = await resize.with_options(delay=3600).enqueue({"deep": [[[["x"]]]]})
-        gateway = engine._gateway_or_connect()
+        gateway = engine.gateway
         qk = gateway.keys.queue("default")
         # Garbage as a lenient decoder leaves it, or as someone wrote it by hand.
         await gateway.redis.hset(

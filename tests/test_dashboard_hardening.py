@@ -256,7 +256,7 @@ async def test_a_huge_nested_payload_renders_a_bounded_page(app: Engine) -> None
     assert len(raw) > 100_000 and len(json.dumps(payload, indent=2)) > 10_000_000
     async with app, client(create_app(app)) as c:
         job = await app.tasks["resize"].with_options(delay=3600).enqueue()
-        gateway = app._gateway_or_connect()
+        gateway = app.gateway
         await gateway.redis.hset(gateway.keys.queue("default").job(job.id), "payload", raw)
 
         started = time.monotonic()
@@ -285,7 +285,7 @@ async def test_garbage_in_redis_renders_as_text(app: Engine) -> None:
     shop(app)
     async with app, client(create_app(app)) as c:
         job = await app.tasks["resize"].with_options(delay=3600).enqueue()
-        gateway = app._gateway_or_connect()
+        gateway = app.gateway
         qk = gateway.keys.queue("default")
         await gateway.redis.hset(
             qk.job(job.id),
@@ -464,7 +464,7 @@ async def test_logout_revokes_the_session_everywhere(app: Engine, redis_url: str
                 assert (await fresh.get("/api/queues", headers=cookie)).status_code == 401
             assert (await elsewhere.get("/api/queues", headers=cookie)).status_code == 401
             # The revocation lasts as long as the session would have, no longer.
-            gateway = app._gateway_or_connect()
+            gateway = app.gateway
             ttl = await gateway.redis.ttl(gateway.keys.revoked_session(session.split(".")[0]))
             assert SESSION_TTL_S - 60 < ttl <= SESSION_TTL_S + 1
             # A fresh login works again.

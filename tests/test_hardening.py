@@ -38,7 +38,7 @@ def raw_client(app: Engine) -> aioredis.Redis:
 
 
 async def _dead_letters(app: Engine, queue: str = "default") -> list[dict[str, str]]:
-    gateway = app._gateway_or_connect()
+    gateway = app.gateway
     return [fields for _, fields in await gateway.dlq_entries(queue, newest_first=False)]
 
 
@@ -53,7 +53,7 @@ async def test_entries_of_any_bytes_are_dead_lettered_once_and_nothing_else_is_d
     async def noop(ctx: JobContext, n: int) -> int:
         return n
 
-    gateway = app._gateway_or_connect()
+    gateway = app.gateway
     qk = gateway.keys.queue("default")
     raw = raw_client(app)
     garbage_ids: list[bytes] = []
@@ -98,7 +98,7 @@ async def test_entries_of_any_bytes_are_dead_lettered_once_and_nothing_else_is_d
 
 
 async def test_dead_letters_and_hashes_of_any_bytes_can_be_listed_and_read(app: Engine) -> None:
-    gateway = app._gateway_or_connect()
+    gateway = app.gateway
     qk = gateway.keys.queue("default")
     raw = raw_client(app)
     async with app:
@@ -167,6 +167,10 @@ async def test_absurd_options_are_refused_at_enqueue_with_the_bound(app: Engine)
             await noop.enqueue(deep)
         with pytest.raises(TypeError, match="deeper than"):
             await app.enqueue("noop", deep)  # by name, as the CLI and HTTP API do
+        with pytest.raises(ConfigurationError, match="timeout must be"):
+            await app.with_options("noop", timeout=1e12).enqueue()
+        with pytest.raises(TypeError, match="unknown enqueue option"):
+            app.with_options("noop", timeout_s=5)
         with pytest.raises(ConfigurationError, match="max_attempts"):
             app.task(name="many", max_attempts=MAX_ATTEMPTS + 1)(noop.fn)
         with pytest.raises(ConfigurationError, match="timeout"):
@@ -178,7 +182,10 @@ async def test_absurd_options_are_refused_at_enqueue_with_the_bound(app: Engine)
         for _ in range(MAX_PAYLOAD_DEPTH - 2):
             ok = [ok]
         await noop.with_options(timeout=30 * 86400, max_attempts=MAX_ATTEMPTS, delay=3600).enqueue(ok)
-        assert (await app.stats())["default"]["delayed"] == 1
+        by_name = await app.with_options("noop", delay=3600).with_options(max_attempts=2).enqueue(ok)
+        assert (await app.stats())["default"]["delayed"] == 2
+        info = await by_name.info()
+        assert info is not None and info.max_attempts == 2 and info.status == "delayed"
 
 
 async def test_a_worker_survives_absurd_options_it_reads_back_and_dead_letters_the_job(app: Engine) -> None:
@@ -187,7 +194,7 @@ async def test_a_worker_survives_absurd_options_it_reads_back_and_dead_letters_t
     async def noop(ctx: JobContext) -> str:
         return "ok"
 
-    gateway = app._gateway_or_connect()
+    gateway = app.gateway
     async with app:
         absurd = [
             NewJob(id="huge-timeout", task="noop", payload=b"{}", timeout=1e12),
@@ -292,7 +299,7 @@ async def test_a_job_that_kills_its_worker_is_dead_lettered_after_a_few_deaths(
                 stop_process(proc)
         info = await job.info()
         assert info is not None and info.error is not None and "PoisonJob" in info.error
-        runs = await app._gateway_or_connect().redis.hget(runs_key(namespace), job.id)
+        runs = await app.gateway.redis.hget(runs_key(namespace), job.id)
         assert int(runs) == MAX_WORKER_DEATHS == deaths
 
 
@@ -397,7 +404,7 @@ async def _one_fuzz_case(redis_url: str, entry: dict[bytes, bytes], job_hash: di
     async def noop(ctx: JobContext, *args: Any) -> list[Any]:
         return list(args)
 
-    gateway = app._gateway_or_connect()
+    gateway = app.gateway
     qk = gateway.keys.queue("default")
     raw = raw_client(app)
     try:

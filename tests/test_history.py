@@ -193,7 +193,7 @@ async def test_a_batch_of_jobs_is_one_outbox_entry_counted_in_events(logged_app:
         return n
 
     async with app:
-        gateway = await app._ready()
+        gateway = await app.ready()
         qk = gateway.keys.queue("default")
         handles = await export.enqueue_many([(i,) for i in range(50)])
         assert await gateway.redis.xlen(qk.outbox) == 1  # one entry for the whole batch
@@ -225,7 +225,7 @@ async def test_enqueue_events_of_jobs_that_moved_on_are_not_written_twice(logged
         return n * 2
 
     async with app:
-        gateway = await app._ready()
+        gateway = await app.ready()
         qk = gateway.keys.queue("default")
         done = await export.enqueue_many([(i,) for i in range(30)])
         cancelled = await export.enqueue(99)

@@ -363,7 +363,7 @@ async def test_purging_the_dead_letters_deletes_the_failed_jobs_history(logged_a
         return "ok"
 
     async with app:
-        gateway = await app._ready()
+        gateway = await app.ready()
         qk = gateway.keys.queue("default")
         async with worker_running(app) as worker:
             dead = await doomed.enqueue_many([(i,) for i in range(5)])
@@ -403,7 +403,7 @@ async def test_delete_and_purge_write_deleted_events_only_while_the_job_log_is_o
         raise ValueError("no")
 
     async with app:
-        gateway = await app._ready()
+        gateway = await app.ready()
         qk = gateway.keys.queue("default")
         async with worker_running(app):
             handles = await doomed.enqueue_many([() for _ in range(4)])

@@ -182,7 +182,7 @@ async def test_job_cancelled_after_an_idle_worker_read_it_is_stopped(app: Engine
         await anyio.sleep(30)
         finished.append(n)
 
-    gateway = await app._ready()
+    gateway = await app.ready()
     real_read = gateway.read
     reading, cancelled = anyio.Event(), anyio.Event()
 
@@ -215,7 +215,7 @@ async def test_poison_entries_go_to_the_dlq_and_normal_jobs_flow(app: Engine) ->
     async def fine(ctx: JobContext, n: int) -> int:
         return n
 
-    gateway = app._gateway_or_connect()
+    gateway = app.gateway
     qk = gateway.keys.queue("default")
     async with app:
         # raw garbage written straight into the stream, as a buggy producer might
@@ -253,7 +253,7 @@ async def _dlq_len(app: Engine, n: int) -> bool:
 async def test_renewal_reports_only_leases_another_worker_took(app: Engine) -> None:
     # An entry this worker's own finish call acknowledged while the renewal was on its way
     # is not a lost lease; one another worker reclaimed is.
-    gateway = await app._ready()
+    gateway = await app.ready()
     await gateway.ensure_group("default")
     stream = gateway.keys.queue("default").stream
     entries = [await gateway.redis.xadd(stream, {"j": f"job{i}"}) for i in range(3)]
@@ -341,7 +341,7 @@ async def test_sigkill_a_worker_mid_run_loses_nothing(redis_url: str, namespace:
             await eventually(
                 lambda: _completed_at_least(app, 1000), timeout=60, interval=0.1, what="all done"
             )
-            runs = await app._gateway_or_connect().redis.hgetall(runs_key(namespace))
+            runs = await app.gateway.redis.hgetall(runs_key(namespace))
             assert {j.id for j in jobs} == set(runs)
             for job in jobs[::50]:
                 assert await job.status() == Status.COMPLETED
@@ -390,7 +390,7 @@ async def test_job_that_keeps_killing_its_worker_becomes_poison(redis_url: str, 
                 stop_process(proc)
         info = await job.info()
         assert info is not None and info.error is not None and "PoisonJob" in info.error
-        runs = await app._gateway_or_connect().redis.hget(runs_key(namespace), job.id)
+        runs = await app.gateway.redis.hget(runs_key(namespace), job.id)
         assert int(runs) == 2  # max_attempts deliveries, then no more
         assert [d.id for d in await app.dlq().list()] == [job.id]
 
@@ -436,7 +436,7 @@ async def test_memory_returns_to_baseline_after_a_drain(tmp_path: Any, namespace
             return None
 
         async with app:
-            redis = app._gateway_or_connect().redis
+            redis = app.gateway.redis
 
             async def drain(n: int, total: int) -> None:
                 await noop.enqueue_many([(i,) for i in range(n)])
@@ -491,7 +491,7 @@ async def test_scripts_lost_by_the_server_are_reloaded_and_run_once(tmp_path: An
             await _redis(app).script_flush()
             jobs = await work.enqueue_many([(i,) for i in range(2500)])  # several script calls
             assert len({j.id for j in jobs}) == 2500
-            assert await _redis(app).xlen(app._gateway_or_connect().keys.queue("default").stream) == 2500
+            assert await _redis(app).xlen(app.gateway.keys.queue("default").stream) == 2500
             async with worker_running(app, concurrency=20):
                 await eventually(lambda: _completed_at_least(app, 2500), timeout=60, what="all recorded")
         assert sorted(runs) == list(range(2500)) and set(runs.values()) == {1}
@@ -500,4 +500,4 @@ async def test_scripts_lost_by_the_server_are_reloaded_and_run_once(tmp_path: An
 
 
 def _redis(app: Engine) -> Any:
-    return app._gateway_or_connect().redis
+    return app.gateway.redis

@@ -25,7 +25,7 @@ from engine.broker.pool import WaitingConnectionPool
 from engine.core.errors import ConfigurationError, ConnectionFailed
 from engine.core.keys import GROUP, Keys
 from engine.core.limits import MAX_ATTEMPTS, MAX_EPOCH_MS, MAX_TIMEOUT_S
-from engine.core.model import json_encoder
+from engine.core.model import decode_log_line, json_encoder
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
 
@@ -697,6 +697,14 @@ class Gateway:
             [qk.logs(job_id), qk.outbox, qk.joblog_flag],
             [job_id, queue, now, level, message, keep, line],
         )
+
+    async def read_logs(self, queue: str, job_id: str) -> list[dict[str, Any]]:
+        """A job's log lines (``ctx.log``), oldest first."""
+        lines = await self.redis.lrange(self.keys.queue(queue).logs(job_id), 0, -1)
+        return [decode_log_line(line) for line in lines]
+
+    async def set_progress(self, queue: str, job_id: str, value: float) -> None:
+        await self.redis.hset(self.keys.queue(queue).job(job_id), "progress", repr(value))
 
     async def delete(self, queue: str, job_id: str) -> int:
         qk = self.keys.queue(queue)

@@ -16,12 +16,11 @@ import msgspec
 from engine.broker.gateway import Gateway, Retention, check_redis_url
 from engine.client.dlq import DeadLetters
 from engine.client.handle import Job, Notifier
-from engine.context import MAX_LOG_LINES
 from engine.core.backoff import Backoff
 from engine.core.errors import ConfigurationError, UnknownTaskError
 from engine.core.keys import check_name
 from engine.core.limits import check_attempts, check_timeout
-from engine.core.model import json_decoder, json_encoder
+from engine.core.model import json_encoder
 from engine.cron import Schedule, check_expression, check_zone, make_schedule
 from engine.history import HistoryPage, JobLog, LogLine
 from engine.producer import Options, TaskSpec, build_job, task_signature
@@ -85,6 +84,28 @@ class TaskCall(Generic[R]):
 
     async def enqueue_many(self, calls: Iterable[Any]) -> list[Job[R]]:
         return await self.task.app._enqueue(self.task.spec, _normalise_calls(calls), self._options)
+
+
+class NamedCall:
+    """A task named by a string, with per-enqueue options bound (``app.with_options``)."""
+
+    __slots__ = ("_app", "_options", "task_name")
+
+    def __init__(self, app: Engine, task_name: str, options: Options) -> None:
+        self._app = app
+        self.task_name = task_name
+        self._options = options
+
+    def with_options(self, **options: Any) -> NamedCall:
+        return NamedCall(self._app, self.task_name, self._options.merged(**options))
+
+    async def enqueue(self, *args: Any, **kwargs: Any) -> Job[Any]:
+        spec = await self._app.task_spec(self.task_name)
+        return (await self._app._enqueue(spec, [(args, kwargs)], self._options))[0]
+
+    async def enqueue_many(self, calls: Iterable[Any]) -> list[Job[Any]]:
+        spec = await self._app.task_spec(self.task_name)
+        return await self._app._enqueue(spec, _normalise_calls(calls), self._options)
 
 
 class Task(Generic[R]):
@@ -332,19 +353,23 @@ class Engine:
 
     # -- connection -------------------------------------------------------------------------
 
-    def _gateway_or_connect(self) -> Gateway:
+    @property
+    def gateway(self) -> Gateway:
+        """The Redis gateway (created on first use; :meth:`ready` also checks the server)."""
         if self._gateway is None:
             self._gateway = Gateway(self.redis_url, self.namespace, connect_timeout=self.connect_timeout)
         return self._gateway
 
-    def _notifier(self) -> Notifier:
+    @property
+    def notifier(self) -> Notifier:
+        """The one pub/sub connection that wakes ``job.result()`` callers."""
         if self._notify is None:
-            self._notify = Notifier(self._gateway_or_connect().redis)
+            self._notify = Notifier(self.gateway.redis)
         return self._notify
 
     async def connect(self) -> None:
         """Connect and check the server answers (raises ConnectionFailed naming the URL)."""
-        await self._gateway_or_connect().ping()
+        await self.gateway.ping()
         self._checked = True
 
     def job_log(self) -> JobLog:
@@ -430,8 +455,9 @@ class Engine:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _ready(self) -> Gateway:
-        gateway = self._gateway_or_connect()
+    async def ready(self) -> Gateway:
+        """The gateway, its server checked to answer once (ConnectionFailed otherwise)."""
+        gateway = self.gateway
         if not self._checked:
             await gateway.ping()
             self._checked = True
@@ -462,7 +488,7 @@ class Engine:
         ]
         if not jobs:
             return []
-        gateway = await self._ready()
+        gateway = await self.ready()
         if self.database_url is not None and queue not in self._logged_queues:
             # This app keeps a job log: make sure events are written from its first job on,
             # even before a worker (which switches it on too) has started.
@@ -477,16 +503,21 @@ class Engine:
 
     async def enqueue(self, task_name: str, /, *args: Any, **kwargs: Any) -> Job[Any]:
         """Enqueue by task name: a task of this app, or one a running worker announced."""
-        spec = await self._spec(task_name)
-        return (await self._enqueue(spec, [(args, kwargs)], Options()))[0]
+        return await self.with_options(task_name).enqueue(*args, **kwargs)
 
-    async def _spec(self, task_name: str) -> TaskSpec:
+    def with_options(self, task_name: str, /, **options: Any) -> NamedCall:
+        """Enqueue by task name with per-enqueue options, as ``task.with_options`` does:
+        ``await app.with_options("export", delay=5).enqueue(42)``."""
+        return NamedCall(self, task_name, Options().merged(**options))
+
+    async def task_spec(self, task_name: str) -> TaskSpec:
+        """What a producer needs of a task: this app's, or one a running worker announced."""
         if not isinstance(task_name, str):
             raise TypeError(f"task name must be a string, not {type(task_name).__name__}")
         task = self.tasks.get(task_name)
         if task is not None:
             return task.spec
-        gateway = await self._ready()
+        gateway = await self.ready()
         raw = await gateway.redis.hget(gateway.keys.tasks, task_name)
         if raw is None:
             known = sorted(set(self.tasks) | set(await gateway.redis.hkeys(gateway.keys.tasks)))
@@ -519,31 +550,19 @@ class Engine:
     # -- state used by workers and tasks ----------------------------------------------------
 
     async def announce_tasks(self) -> None:
-        gateway = await self._ready()
+        gateway = await self.ready()
         mapping = {
             name: json_encoder.encode(TaskAnnouncement.of(t)).decode() for name, t in self.tasks.items()
         }
         if mapping:
             await gateway.redis.hset(gateway.keys.tasks, mapping=mapping)
 
-    async def _append_log(self, queue: str, job_id: str, level: str, message: str) -> None:
-        await self._gateway_or_connect().append_log(queue, job_id, level, message, MAX_LOG_LINES)
-
-    async def _read_logs(self, queue: str, job_id: str) -> list[dict[str, Any]]:
-        gateway = self._gateway_or_connect()
-        lines = await gateway.redis.lrange(gateway.keys.queue(queue).logs(job_id), 0, -1)
-        return [_log_line(line) for line in lines]
-
-    async def _set_progress(self, queue: str, job_id: str, value: float) -> None:
-        gateway = self._gateway_or_connect()
-        await gateway.redis.hset(gateway.keys.queue(queue).job(job_id), "progress", repr(value))
-
     # -- inspection -------------------------------------------------------------------------
 
     async def stats(self) -> dict[str, dict[str, int]]:
         """Per queue: waiting, active, delayed, completed, failed, dlq (plus retried,
         cancelled and enqueued counters)."""
-        gateway = await self._ready()
+        gateway = await self.ready()
         queues = sorted(set(await gateway.queues()) | {t.queue for t in self.tasks.values()})
         out: dict[str, dict[str, int]] = {}
         for queue in queues:
@@ -572,17 +591,6 @@ class Engine:
         from engine.worker import Worker
 
         return Worker(self, queues=queues, concurrency=concurrency, **options)
-
-
-def _log_line(raw: str) -> dict[str, Any]:
-    """A stored log line (see Gateway.append_log); one someone overwrote shows as text."""
-    try:
-        line = json_decoder.decode(raw)
-    except (msgspec.DecodeError, RecursionError):
-        line = None
-    if isinstance(line, dict) and isinstance(line.get("message"), str):
-        return line
-    return {"at": 0, "level": "unknown", "message": raw}
 
 
 def _positive(name: str, value: Any) -> float:

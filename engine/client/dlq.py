@@ -26,14 +26,14 @@ class DeadLetters:
         return f"<DeadLetters queue={self.queue!r}>"
 
     async def count(self) -> int:
-        gateway = await self.engine._ready()
+        gateway = await self.engine.ready()
         return int(await gateway.redis.xlen(gateway.keys.queue(self.queue).dlq))
 
     async def list(self, limit: int = 50, *, task: str | None = None) -> list[JobInfo]:
         """Dead-lettered jobs, newest first (``task=`` keeps only that task's)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be an integer >= 1, not {limit!r}")
-        gateway = await self.engine._ready()
+        gateway = await self.engine.ready()
         out: list[JobInfo] = []
         # Filtering by task happens after reading; read more than needed when filtering.
         entries = await gateway.dlq_entries(self.queue, count=None if task else limit)
@@ -67,7 +67,7 @@ class DeadLetters:
         Raises :class:`JobNotFound` when its data is gone (purged, expired, or a poison
         entry that never had any).
         """
-        gateway = await self.engine._ready()
+        gateway = await self.engine.ready()
         code = await gateway.replay(self.queue, job_id)
         if code < 0:
             raise JobNotFound(f"cannot replay job {job_id!r} of queue {self.queue!r}: its data is gone")
@@ -77,7 +77,7 @@ class DeadLetters:
         self, filter: Callable[[JobInfo], bool] | None = None, *, task: str | None = None
     ) -> int:
         """Replay every dead letter matching ``filter`` (a predicate) and ``task``."""
-        gateway = await self.engine._ready()
+        gateway = await self.engine.ready()
         total = await gateway.redis.xlen(gateway.keys.queue(self.queue).dlq)
         replayed = 0
         for info in await self.list(limit=max(1, total), task=task):
@@ -92,7 +92,7 @@ class DeadLetters:
     async def purge(self) -> int:
         """Delete every dead letter and its failed job's data (its job-log history too);
         returns how many."""
-        gateway = await self.engine._ready()
+        gateway = await self.engine.ready()
         return await gateway.purge_dlq(self.queue)
 
 

@@ -110,14 +110,14 @@ class Job(Generic[R]):
 
     async def _queue(self) -> str | None:
         if self.queue is None:
-            self.queue = await self._engine._gateway_or_connect().find_queue(self.id)
+            self.queue = await self._engine.gateway.find_queue(self.id)
         return self.queue
 
     async def _hash(self) -> dict[str, str] | None:
         queue = await self._queue()
         if queue is None:
             return None
-        return await self._engine._gateway_or_connect().job_hash(queue, self.id)
+        return await self._engine.gateway.job_hash(queue, self.id)
 
     async def info(self) -> JobInfo | None:
         """A snapshot of the job, or None when it does not exist (or its retention ran out)."""
@@ -138,8 +138,8 @@ class Job(Generic[R]):
         :class:`TimeoutError` when ``timeout`` seconds pass first, :class:`JobNotFound`
         when there is no such job.
         """
-        gateway = self._engine._gateway_or_connect()
-        notifier = self._engine._notifier()
+        gateway = self._engine.gateway
+        notifier = self._engine.notifier
         channel = gateway.keys.done_channel(self.id)
         deadline = None if timeout is None else anyio.current_time() + timeout
         while True:
@@ -179,7 +179,7 @@ class Job(Generic[R]):
         queue = await self._queue()
         if queue is None:
             return False
-        code = await self._engine._gateway_or_connect().cancel(queue, self.id, self._engine.retention)
+        code = await self._engine.gateway.cancel(queue, self.id, self._engine.retention)
         return code in (1, 2)
 
     async def delete(self) -> bool:
@@ -189,7 +189,7 @@ class Job(Generic[R]):
         queue = await self._queue()
         if queue is None:
             return False
-        code = await self._engine._gateway_or_connect().delete(queue, self.id)
+        code = await self._engine.gateway.delete(queue, self.id)
         if code == 0:
             raise JobRunning(f"job {self.id} is running; cancel it before deleting it")
         return code == 1
@@ -199,4 +199,4 @@ class Job(Generic[R]):
         queue = await self._queue()
         if queue is None:
             return []
-        return await self._engine._read_logs(queue, self.id)
+        return await self._engine.gateway.read_logs(queue, self.id)

@@ -117,3 +117,14 @@ class JobInfo(msgspec.Struct, kw_only=True):
             worker=h.get("worker") or None,
             raw_payload=raw_payload or None,
         )
+
+
+def decode_log_line(raw: str) -> dict[str, Any]:
+    """A stored log line (see Gateway.append_log); one someone overwrote shows as text."""
+    try:
+        line = json_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        line = None
+    if isinstance(line, dict) and isinstance(line.get("message"), str):
+        return line
+    return {"at": 0, "level": "unknown", "message": raw}

@@ -269,13 +269,13 @@ class Security:
 
 
 async def revoke(engine: Engine, session: Session) -> None:
-    gateway = await engine._ready()
+    gateway = await engine.ready()
     ttl = max(1, session.expires - int(time.time()) + 1)
     await gateway.redis.set(gateway.keys.revoked_session(session.id), "1", ex=ttl)
 
 
 async def is_revoked(engine: Engine, session: Session) -> bool:
-    gateway = await engine._ready()
+    gateway = await engine.ready()
     return bool(await gateway.redis.exists(gateway.keys.revoked_session(session.id)))
 
 

@@ -70,7 +70,7 @@ def _number(value: float) -> str:
 
 
 async def render(engine: Engine) -> str:
-    gateway = await engine._ready()
+    gateway = await engine.ready()
     queues = await queue_names(engine)
     lags = await queue_lags(engine, queues)
     beats = await inspector.workers(engine)

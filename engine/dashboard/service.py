@@ -138,7 +138,7 @@ def check_job_id(job_id: str) -> str:
 
 
 async def queue_names(engine: Engine) -> list[str]:
-    gateway = await engine._ready()
+    gateway = await engine.ready()
     return sorted(set(await gateway.queues()) | {t.queue for t in engine.tasks.values()})
 
 
@@ -236,7 +236,7 @@ def read_info(job_id: str, queue: str, h: dict[str, str]) -> JobInfo:
 
 async def live_info(engine: Engine, job_id: str, queue: str | None = None) -> JobInfo | None:
     """The job from Redis (None when it is not there), read leniently."""
-    gateway = await engine._ready()
+    gateway = await engine.ready()
     if queue is None:
         queue = await gateway.find_queue(job_id)
     if queue is None:
@@ -268,7 +268,7 @@ def _log_line(raw: str) -> dict[str, Any]:
 
 
 async def _redis_logs(engine: Engine, queue: str, job_id: str) -> list[dict[str, Any]]:
-    gateway = await engine._ready()
+    gateway = await engine.ready()
     lines = await gateway.redis.lrange(gateway.keys.queue(queue).logs(job_id), 0, -1)
     return [_log_line(line) for line in lines]
 
@@ -499,7 +499,7 @@ async def scan_jobs(
 ) -> JobPage:
     """Walk the live lists of ``queues`` (dead letters newest first, delayed set soonest
     first, stream: waiting/active oldest first) and keep the jobs ``match`` accepts."""
-    gateway = await engine._ready()
+    gateway = await engine.ready()
     wanted = set(statuses)
     # Dead letters first: a failed job is what people search for most.
     kinds = [kind for kind, statuses_of in _SOURCES if wanted & statuses_of]
@@ -600,7 +600,7 @@ def _info(queue: str, job_id: str, h: dict[str, str], dead: dict[str, str] | Non
 async def job_detail(engine: Engine, job_id: str) -> dict[str, Any]:
     """Everything about one job: fields, log lines, timeline and the actions it allows."""
     check_job_id(job_id)
-    gateway = await engine._ready()
+    gateway = await engine.ready()
     queue = await gateway.find_queue(job_id)
     h = None if queue is None else await gateway.job_hash(queue, job_id)
     logs: list[dict[str, Any]] = []
@@ -774,7 +774,7 @@ async def replay_jobs(engine: Engine, queue: str, job_ids: Sequence[str]) -> dic
 
 async def _dead_matching(engine: Engine, queue: str, match: Callable[[JobInfo], bool]) -> list[JobInfo]:
     """Every dead letter of ``queue`` that ``match`` accepts, read leniently."""
-    gateway = await engine._ready()
+    gateway = await engine.ready()
     found: list[JobInfo] = []
     position = None
     while True:
@@ -792,7 +792,7 @@ async def _dead_matching(engine: Engine, queue: str, match: Callable[[JobInfo], 
 async def replay_matching(engine: Engine, queue: str, task: str | None, search: str | None) -> dict[str, Any]:
     await require_queue(engine, queue)
     task, search = check_task(task), check_search(search)
-    gateway = await engine._ready()
+    gateway = await engine.ready()
     replayed = 0
     for info in await _dead_matching(engine, queue, matcher(task, search)):
         if info.task and await gateway.replay(queue, info.id) == 1:
@@ -806,7 +806,7 @@ async def purge_dead(engine: Engine, queue: str, task: str | None, search: str |
     task, search = check_task(task), check_search(search)
     if task is None and search is None:
         return {"purged": await engine.dlq(queue).purge()}
-    gateway = await engine._ready()
+    gateway = await engine.ready()
     purged = 0
     for info in await _dead_matching(engine, queue, matcher(task, search)):
         if await gateway.delete(queue, info.id) == 1:
@@ -817,7 +817,6 @@ async def purge_dead(engine: Engine, queue: str, task: str | None, search: str |
 async def enqueue(engine: Engine, body: Any) -> dict[str, Any]:
     """Enqueue from a JSON body: {task, args?, kwargs?, delay?, queue?, idempotency_key?,
     max_attempts?, timeout?}; every mistake is an Invalid naming it."""
-    from engine.producer import Options
 
     if not isinstance(body, dict):
         raise Invalid('the body must be a JSON object like {"task": "name", "args": [], "kwargs": {}}')
@@ -844,8 +843,7 @@ async def enqueue(engine: Engine, body: Any) -> dict[str, Any]:
         except ConfigurationError as exc:
             raise Invalid(str(exc)) from None
     try:
-        spec = await engine._spec(task)
-        jobs = await engine._enqueue(spec, [(args, kwargs)], Options().merged(**options))
+        job = await engine.with_options(task, **options).enqueue(*args, **kwargs)
     except UnknownTaskError as exc:
         raise Invalid(str(exc)) from None
     except (TypeError, ValueError, OverflowError, ConfigurationError, PayloadTooLarge) as exc:
@@ -855,7 +853,6 @@ async def enqueue(engine: Engine, body: Any) -> dict[str, Any]:
         raise Invalid(f"the arguments cannot be encoded: {exc}") from None
     except RecursionError:
         raise Invalid("the arguments are nested too deeply") from None
-    job = jobs[0]
     delayed = bool(options.get("delay"))
     return {"id": job.id, "task": task, "queue": job.queue, "status": "delayed" if delayed else "waiting"}
 
@@ -869,7 +866,7 @@ async def queue_lags(engine: Engine, queues: Sequence[str]) -> dict[str, float]:
     Entries up to the group's last-delivered id were handed to workers (they are active, or
     gone); the first entry after it is the oldest one still waiting.
     """
-    gateway = await engine._ready()
+    gateway = await engine.ready()
     now = time.time()
     out: dict[str, float] = {}
     for queue in queues:
@@ -967,7 +964,7 @@ async def tasks(engine: Engine) -> list[dict[str, Any]]:
     from engine.client.app import TaskAnnouncement
 
     out: dict[str, dict[str, Any]] = {}
-    gateway = await engine._ready()
+    gateway = await engine.ready()
     for name, raw in (await gateway.redis.hgetall(gateway.keys.tasks)).items():
         try:
             ann = msgspec.json.decode(raw, type=TaskAnnouncement)
