@@ -40,8 +40,8 @@ from croniter import croniter
 
 from engine.broker import RedisError
 from engine.broker.gateway import Fence, FenceRejected
+from engine.core.backoff import reconnect_delay
 from engine.core.errors import ConfigurationError
-from engine.maintenance import backoff
 from engine.producer import Options, build_job
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ class Scheduler:
                     failures = 0
                 except (RedisError, OSError) as exc:
                     failures += 1
-                    wake = backoff(failures)
+                    wake = reconnect_delay(failures)
                     self._log.warning("scheduler: redis unavailable; retrying", error=str(exc))
                 await anyio.sleep(wake)
         finally:

@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from engine.core.model import JobInfo
+from engine.core.model import JobInfo, WorkerBeat
 from engine.cron import ScheduleAnnouncement, check_zone, next_tick
-from engine.maintenance import WorkerBeat
 
 if TYPE_CHECKING:
     from engine.client.app import Engine

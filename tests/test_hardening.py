@@ -19,8 +19,8 @@ from engine.core.errors import ConfigurationError
 from engine.core.keys import GROUP
 from engine.core.limits import MAX_ATTEMPTS, MAX_PAYLOAD_DEPTH, MAX_WORKER_DEATHS
 from engine.core.model import JobInfo, Status, ms_to_datetime
-from engine.executor import Executor
 from engine.testing import worker_running
+from engine.worker.executor import Executor
 from tests.helpers import enqueue_by_spec, eventually, start_worker_process, stop_process
 
 # Bytes that are not UTF-8, in every field a worker reads: the job id, task, payload, options.

@@ -57,3 +57,12 @@ class Backoff:
         spread = base * self.jitter
         value = base + (rng or random).uniform(-spread, spread)
         return min(self.max, max(0.0, value))
+
+
+MAX_RECONNECT_DELAY_S = 5.0
+
+
+def reconnect_delay(failures: int) -> float:
+    """How long a loop waits after ``failures`` consecutive errors (a server away, say):
+    50 ms doubling to 5 s, jittered so that a fleet does not reconnect in step."""
+    return float(min(MAX_RECONNECT_DELAY_S, 0.05 * 2.0**failures) * random.uniform(0.5, 1.0))

@@ -128,3 +128,18 @@ def decode_log_line(raw: str) -> dict[str, Any]:
     if isinstance(line, dict) and isinstance(line.get("message"), str):
         return line
     return {"at": 0, "level": "unknown", "message": raw}
+
+
+class WorkerBeat(msgspec.Struct):
+    """What a worker publishes about itself every few seconds (dashboard: workers page)."""
+
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    started_at: float
+    seen_at: float
+    busy: int
+    processed: int
+    running: list[str]

@@ -2,7 +2,7 @@
 
 - The fetcher reads only as many entries as there are free runners (XREADGROUP with COUNT
   and BLOCK: no polling while idle) and marks them active in one script call; the
-  reclaimer (``maintenance.py``) feeds runners the same way with entries of dead workers.
+  reclaimer (``duties.py``) feeds runners the same way with entries of dead workers.
 - Runners execute jobs (``executor.py``) under their timeouts.
 - The completer records outcomes in batches: one script per queue, acknowledging each entry
   atomically with its outcome (at-least-once: nothing is acknowledged before that).
@@ -34,23 +34,17 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from engine.broker import RedisError, ResponseError
 from engine.broker.gateway import Gateway, Outcome, Started, runnable_entry
+from engine.core.backoff import reconnect_delay
 from engine.core.errors import ConfigurationError, ConnectionFailed
 from engine.core.keys import check_name
+from engine.core.model import WorkerBeat
 from engine.cron import Scheduler
-from engine.executor import Executor, describe
 from engine.history import JobLog
 from engine.history.pruner import Pruner
 from engine.history.shipper import Shipper
-from engine.maintenance import (
-    Heartbeat,
-    LeaseKeeper,
-    Listener,
-    Promoter,
-    Reclaimer,
-    WorkerBeat,
-    backoff,
-    forever,
-)
+from engine.worker.duties import Heartbeat, LeaseKeeper, Listener, Promoter, Reclaimer
+from engine.worker.executor import Executor, describe
+from engine.worker.loop import forever
 
 if TYPE_CHECKING:
     from engine.client.app import Engine
@@ -373,13 +367,13 @@ class Worker:
                     # pending and come back, one at a time, through the reclaimer, which
                     # buries the one at fault (Gateway.start_entries).
                     self._log.error("fetch failed; retrying", error=str(exc))
-                await anyio.sleep(backoff(failures))
+                await anyio.sleep(reconnect_delay(failures))
                 continue
             except (RedisError, OSError) as exc:
                 # Entries read but not started stay pending under this worker's name and
                 # are reclaimed after the visibility timeout.
                 failures += 1
-                delay = backoff(failures)
+                delay = reconnect_delay(failures)
                 self._log.warning("redis unavailable; retrying", error=str(exc), retry_in_s=round(delay, 2))
                 await anyio.sleep(delay)
                 continue
@@ -387,7 +381,7 @@ class Worker:
                 # Nothing read may take the worker down (the entries stay pending, as above).
                 failures += 1
                 self._log.exception("fetch failed unexpectedly; retrying")
-                await anyio.sleep(backoff(failures))
+                await anyio.sleep(reconnect_delay(failures))
                 continue
             if failures:
                 self._log.info("redis reachable again")
@@ -453,7 +447,7 @@ class Worker:
                             error=str(exc),
                         )
                         return
-                await anyio.sleep(backoff(failures))
+                await anyio.sleep(reconnect_delay(failures))
             except Exception:
                 # Not Redis: the batch itself cannot be sent (a value no check foresaw).
                 # Record the outcomes one by one, burying those that cannot be.
@@ -488,13 +482,3 @@ class Worker:
                     grace_period_s=self.grace_period,
                 )
                 self.stop()
-
-
-def _main() -> None:
-    from engine.cli import worker_main
-
-    raise SystemExit(worker_main())
-
-
-if __name__ == "__main__":
-    _main()

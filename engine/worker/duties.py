@@ -1,4 +1,4 @@
-"""Background duties of a worker, one small class each, every one with ``run_once()``.
+"""A worker's background duties, one small class each, every one with ``run_once()``.
 
 - :class:`Promoter` moves due delayed jobs (retries, ``delay=``) back to their streams.
 - :class:`LeaseKeeper` renews the leases of this worker's in-flight entries.
@@ -12,7 +12,6 @@ worker.
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -23,46 +22,15 @@ import structlog
 
 from engine.broker import RedisError
 from engine.broker.gateway import Gateway
+from engine.core.backoff import reconnect_delay
+from engine.core.model import WorkerBeat
 
 log = structlog.get_logger("engine.worker")
 
-MAX_BACKOFF_S = 5.0
 # Pub/sub can drop a message across a reconnect; the promoter re-checks at least this often
 # so a missed wake-up delays a job by at most this much.
 PROMOTE_SAFETY_S = 10.0
 PROMOTE_BATCH = 1000
-
-
-def backoff(failures: int) -> float:
-    """Reconnect delay after ``failures`` consecutive errors: 50 ms doubling to 5 s, jittered."""
-    return float(min(MAX_BACKOFF_S, 0.05 * 2.0**failures) * random.uniform(0.5, 1.0))
-
-
-async def forever(name: str, step: Callable[[], Awaitable[float]], worker_id: str) -> None:
-    """Run ``step`` (returns seconds to wait) in a loop, backing off on errors: a duty that
-    fails (Redis away, or data it did not expect) logs and tries again, and never takes
-    the worker down with it."""
-    failures = 0
-    while True:
-        try:
-            wait = await step()
-            if failures:
-                log.info(f"{name}: working again", worker=worker_id)
-            failures = 0
-        except (RedisError, OSError) as exc:
-            failures += 1
-            wait = backoff(failures)
-            log.warning(
-                f"{name}: redis unavailable; retrying",
-                worker=worker_id,
-                error=str(exc),
-                retry_in_s=round(wait, 2),
-            )
-        except Exception:
-            failures += 1
-            wait = backoff(failures)
-            log.exception(f"{name}: failed unexpectedly; retrying", worker=worker_id, retry_in_s=wait)
-        await anyio.sleep(wait)
 
 
 class Promoter:
@@ -95,12 +63,12 @@ class Promoter:
             except (RedisError, OSError) as exc:
                 failures += 1
                 log.warning("promoter: redis unavailable; retrying", worker=worker_id, error=str(exc))
-                await anyio.sleep(backoff(failures))
+                await anyio.sleep(reconnect_delay(failures))
                 continue
             except Exception:
                 failures += 1
                 log.exception("promoter: failed unexpectedly; retrying", worker=worker_id)
-                await anyio.sleep(backoff(failures))
+                await anyio.sleep(reconnect_delay(failures))
                 continue
             wait = PROMOTE_SAFETY_S
             if next_due is not None:
@@ -178,21 +146,6 @@ class Reclaimer:
         return self.interval
 
 
-class WorkerBeat(msgspec.Struct):
-    """What a worker publishes about itself every few seconds (dashboard: workers page)."""
-
-    id: str
-    host: str
-    pid: int
-    queues: list[str]
-    concurrency: int
-    started_at: float
-    seen_at: float
-    busy: int
-    processed: int
-    running: list[str]
-
-
 class Heartbeat:
     """Publishes this worker's :class:`WorkerBeat`; forgets workers silent for long."""
 
@@ -259,11 +212,11 @@ class Listener:
             except (RedisError, OSError) as exc:
                 failures += 1
                 log.warning("listener: redis unavailable; retrying", worker=worker_id, error=str(exc))
-                await anyio.sleep(backoff(failures))
+                await anyio.sleep(reconnect_delay(failures))
             except Exception:
                 failures += 1
                 log.exception("listener: failed unexpectedly; retrying", worker=worker_id)
-                await anyio.sleep(backoff(failures))
+                await anyio.sleep(reconnect_delay(failures))
             finally:
                 with anyio.CancelScope(shield=True):
                     with contextlib.suppress(RedisError, OSError):
