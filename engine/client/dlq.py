@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from engine.core.errors import JobNotFound
-from engine.core.model import JobInfo, Status, ms_to_datetime
+from engine.core.model import JobInfo, Status, lenient_number, ms_to_datetime
 
 if TYPE_CHECKING:
     from engine.client.app import Engine
@@ -50,7 +50,7 @@ class DeadLetters:
                     task=fields.get("task", ""),
                     queue=self.queue,
                     status=Status.FAILED,
-                    attempts=_attempts(fields.get("attempts")),
+                    attempts=lenient_number(fields.get("attempts"), int) or 0,
                     error=fields.get("error"),
                     traceback=fields.get("traceback") or None,
                     finished_at=ms_to_datetime(fields.get("at")),
@@ -94,10 +94,3 @@ class DeadLetters:
         returns how many."""
         gateway = await self.engine.ready()
         return await gateway.purge_dlq(self.queue)
-
-
-def _attempts(raw: str | None) -> int:
-    try:
-        return int(raw or 0)
-    except ValueError:
-        return 0  # a dead letter someone wrote by hand

@@ -45,7 +45,8 @@ def ms_to_datetime(value: str | bytes | int | None) -> datetime | None:
         return None
 
 
-def _number(raw: str | None, kind: type[int] | type[float]) -> Any:
+def lenient_number(raw: str | None, kind: type[int] | type[float]) -> Any:
+    """A number read back from Redis, or None when unset or not a number (tampered data)."""
     try:
         return kind(raw) if raw else None
     except (ValueError, OverflowError):
@@ -101,14 +102,14 @@ class JobInfo(msgspec.Struct, kw_only=True):
             task=h.get("task", ""),
             queue=queue,
             status=_status(h.get("status")),
-            attempts=_number(h.get("attempts"), int) or 0,
-            max_attempts=_number(h.get("max_attempts"), int),
+            attempts=lenient_number(h.get("attempts"), int) or 0,
+            max_attempts=lenient_number(h.get("max_attempts"), int),
             args=payload.args,
             kwargs=payload.kwargs,
             result=result,
             error=h.get("error") or None,
             traceback=h.get("traceback") or None,
-            progress=_number(h.get("progress"), float),
+            progress=lenient_number(h.get("progress"), float),
             created_at=ms_to_datetime(h.get("created")),
             scheduled_for=ms_to_datetime(h.get("due")),
             processed_at=ms_to_datetime(h.get("processed")),
