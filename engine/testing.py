@@ -1,4 +1,5 @@
-"""Helpers for testing code that uses the engine (and for the engine's own tests)."""
+"""Helpers for testing code that uses the engine (and for the engine's own tests): a
+worker in the background, a clock to drive by hand, and the signals to wait on."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
+
+from engine.core.clock import Clock, FakeClock, SystemClock
+from engine.core.signals import Signal, Signals
+
+__all__ = ["Clock", "FakeClock", "Signal", "Signals", "SystemClock", "worker_running"]
 
 if TYPE_CHECKING:
     from engine.client.app import Engine

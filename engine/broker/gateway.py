@@ -22,6 +22,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from engine.broker import scripts
 from engine.broker.pool import WaitingConnectionPool
+from engine.broker.reads import Reads
 from engine.core.errors import ConfigurationError, ConnectionFailed
 from engine.core.keys import GROUP, Keys
 from engine.core.limits import MAX_ATTEMPTS, MAX_EPOCH_MS, MAX_TIMEOUT_S
@@ -318,6 +319,7 @@ class Gateway:
         # the gateway is the one place that talks to it, so it is typed loosely here only.
         self.redis: Any = aioredis.Redis.from_pool(pool)
         self.connect_timeout = connect_timeout
+        self.reads = Reads(self.redis, self.keys)
         self._scripts: dict[str, Any] = {
             name: self.redis.register_script(scripts.source(name)) for name in scripts.NAMES
         }
@@ -772,3 +774,27 @@ class Gateway:
             "reclaimed": int(counts.get("reclaimed", 0)),
             "replayed": int(counts.get("replayed", 0)),
         }
+
+    # -- worker upkeep ----------------------------------------------------------------------
+
+    async def switch_on_joblog(self, queues: Sequence[str]) -> None:
+        """Mark these queues as keeping a job log, so their scripts write outbox events."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.set(self.keys.queue(queue).joblog_flag, "1")
+            await pipe.execute()
+
+    async def write_beat(self, worker_id: str, beat: bytes) -> None:
+        await self.redis.hset(self.keys.workers, worker_id, beat)
+
+    async def beats(self) -> dict[str, str]:
+        """Every worker's latest heartbeat (encoded WorkerBeat), by worker id."""
+        return dict(await self.redis.hgetall(self.keys.workers))
+
+    async def forget_beats(self, *worker_ids: str) -> None:
+        if worker_ids:
+            await self.redis.hdel(self.keys.workers, *worker_ids)
+
+    def subscriber(self) -> Any:
+        """A fresh pub/sub connection (the caller subscribes, reads and closes it)."""
+        return self.redis.pubsub(ignore_subscribe_messages=True)

@@ -17,10 +17,12 @@ from engine.broker.gateway import Gateway, Retention, check_redis_url
 from engine.client.dlq import DeadLetters
 from engine.client.handle import Job, Notifier
 from engine.core.backoff import Backoff
+from engine.core.clock import SYSTEM_CLOCK, Clock
 from engine.core.errors import ConfigurationError, UnknownTaskError
 from engine.core.keys import check_name
 from engine.core.limits import check_attempts, check_timeout
 from engine.core.model import json_encoder
+from engine.core.signals import Signals
 from engine.cron import Schedule, check_expression, check_zone, make_schedule
 from engine.history import HistoryPage, JobLog, LogLine
 from engine.producer import Options, TaskSpec, build_job, task_signature
@@ -210,7 +212,14 @@ class Engine:
         cron_lease: float = 10.0,
         history_retention: float = 30 * 24 * 3600.0,
         failed_history_retention: float | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        if not isinstance(self.clock, Clock):
+            raise ConfigurationError(
+                f"clock must be an engine.testing.FakeClock or another Clock, not {clock!r}"
+            )
+        self.signals = Signals()
         self.redis_url = check_redis_url(redis_url or os.environ.get("ENGINE_REDIS_URL") or DEFAULT_REDIS_URL)
         self.database_url = database_url or os.environ.get("ENGINE_DATABASE_URL") or None
         self.namespace = check_name("namespace", namespace or os.environ.get("ENGINE_NAMESPACE") or "engine")
