@@ -18,7 +18,11 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
 
 
+# The one status vocabulary: every list of statuses elsewhere is one of these.
+STATUSES: tuple[Status, ...] = tuple(Status)
 FINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+# What Redis can list without the job log: the stream, the delayed set and the DLQ.
+LIVE_STATUSES: tuple[Status, ...] = (Status.WAITING, Status.ACTIVE, Status.DELAYED, Status.FAILED)
 
 
 class Payload(msgspec.Struct, frozen=True):
