@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from croniter import croniter
 from engine.broker import RedisError
 from engine.broker.gateway import Fence, FenceRejected
 from engine.core.backoff import reconnect_delay
+from engine.core.clock import now_utc
 from engine.core.errors import ConfigurationError
 from engine.producer import Options, build_job
 
@@ -175,7 +175,9 @@ class Scheduler:
             self.by_queue.setdefault(schedule.queue, []).append(schedule)
         self.leading: dict[str, float] = {}  # queue -> monotonic time the lease runs out
         self.fired = 0
-        self._baseline = datetime.now(UTC)  # a schedule never fired before starts here
+        self.clock = engine.clock
+        self.signals = engine.signals
+        self._baseline = now_utc(self.clock)  # a schedule never fired before starts here
         self._log = log.bind(worker=worker_id)
 
     async def announce(self) -> None:
@@ -206,7 +208,7 @@ class Scheduler:
                     failures += 1
                     wake = reconnect_delay(failures)
                     self._log.warning("scheduler: redis unavailable; retrying", error=str(exc))
-                await anyio.sleep(wake)
+                await self.clock.sleep(wake)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.release()
@@ -214,16 +216,17 @@ class Scheduler:
     async def run_once(self) -> float:
         """Elect, fire what is due; returns seconds until the next thing to do."""
         wake = await self._elect()
-        now = datetime.now(UTC)
+        now = now_utc(self.clock)
         for queue, lease_end in list(self.leading.items()):
             for schedule in self.by_queue[queue]:
-                if time.monotonic() >= lease_end:
+                if self.clock.monotonic() >= lease_end:
                     # The lease may have lapsed unrenewed: stop at once (fencing would refuse anyway).
                     self.leading.pop(queue, None)
                     break
                 await self._fire_due(schedule, now)
-                upcoming = next_tick(schedule.expr, schedule.tz, max(now, datetime.now(UTC)))
-                wake = min(wake, (upcoming - datetime.now(UTC)).total_seconds())
+                later = now_utc(self.clock)
+                upcoming = next_tick(schedule.expr, schedule.tz, max(now, later))
+                wake = min(wake, (upcoming - later).total_seconds())
         return max(0.0, wake)
 
     async def _elect(self) -> float:
@@ -238,7 +241,7 @@ class Scheduler:
         wake = self.lease / 3
         for queue in self.by_queue:
             key = gateway.keys.queue(queue).cron_leader
-            started = time.monotonic()
+            started = self.clock.monotonic()
             if queue in self.leading:
                 if await gateway.renew_lock(key, self.token, lease_ms):
                     self.leading[queue] = started + self.lease
@@ -249,6 +252,7 @@ class Scheduler:
             if acquired:
                 self.leading[queue] = started + self.lease
                 self._log.info("became cron leader", queue=queue)
+                self.signals.scheduler_elected.emit(queue)
             elif remaining_ms == -2:
                 wake = 0.0  # expired between the two commands: free now
             elif remaining_ms >= 0:
@@ -277,6 +281,7 @@ class Scheduler:
             options,
             max_payload_bytes=self.engine.max_payload_bytes,
             default_idempotency_ttl=self.engine.idempotency_ttl,
+            now=self.clock.time(),
         )
         try:
             await gateway.enqueue(schedule.queue, [job], fence=Fence(self.token, schedule.name, tick_ms))
@@ -288,6 +293,7 @@ class Scheduler:
             return True  # already fired (by this or another leader)
         self.fired += 1
         self._log.info("cron tick enqueued", schedule=schedule.name, tick=tick.isoformat(), job_id=job.id)
+        self.signals.scheduler_fired.emit((schedule.name, tick))
         return True
 
     async def release(self) -> None:

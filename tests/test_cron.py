@@ -3,10 +3,13 @@ several schedulers, a killed leader and a paused (deposed) one."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import signal
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import anyio
@@ -17,7 +20,7 @@ from hypothesis import strategies as st
 
 from engine import ConfigurationError, Engine, JobContext
 from engine.cron import Schedule, Scheduler, next_tick, ticks_after
-from engine.testing import worker_running
+from engine.testing import FakeClock, worker_running
 from tests.helpers import eventually, start_worker_process, stop_process
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -162,9 +165,10 @@ def test_misfire_policies() -> None:
 
 async def test_three_schedulers_fire_each_tick_once(redis_url: str, namespace: str) -> None:
     seen: list[datetime] = []
+    clock = FakeClock()  # the three share one time, moved a second at a time below
 
     def make() -> Engine:
-        engine = Engine(redis_url, namespace=namespace, cron_lease=2.0)
+        engine = Engine(redis_url, namespace=namespace, cron_lease=2.0, clock=clock)
 
         @engine.cron("* * * * * *", name="tick", timeout=5)
         async def tick(ctx: JobContext) -> None:
@@ -174,11 +178,23 @@ async def test_three_schedulers_fire_each_tick_once(redis_url: str, namespace: s
         return engine
 
     engines = [make() for _ in range(3)]
+
+    def fired() -> int:
+        return sum(e.signals.scheduler_fired.count for e in engines)
+
     async with engines[0], engines[1], engines[2]:
         async with worker_running(engines[0]), worker_running(engines[1]), worker_running(engines[2]):
-            await eventually(lambda: _true(len(seen) >= 4), timeout=15, what="4 ticks")
-        assert len(seen) == len(set(seen))
+            await eventually(
+                lambda: _true(any(e.signals.scheduler_elected.count for e in engines)), what="a leader"
+            )
+            for second in range(1, 7):
+                clock.advance(1.0)
+                await eventually(lambda n=second: _true(fired() >= n), what=f"tick {second} fired")
+            await eventually(lambda: _true(len(seen) >= 6), what="6 ticks run")
+        assert fired() == 6
+        assert len(seen) == len(set(seen)) == 6
         ordered = sorted(seen)
+        assert ordered[0] == datetime.fromtimestamp(clock.time() - 5, tz=UTC)
         assert all((b - a) == timedelta(seconds=1) for a, b in itertools.pairwise(ordered))
         leaders = await engines[0].gateway.redis.get(engines[0].gateway.keys.queue("default").cron_leader)
         assert leaders is None  # released on shutdown
@@ -261,15 +277,17 @@ async def test_killed_leader_is_replaced_and_no_tick_fires_twice(redis_url: str,
         async with app:
             redis = app.gateway.redis
             lock = app.gateway.keys.queue("ticks").cron_leader
-            start = time.time()
             await eventually(lambda: _exists(redis, lock), timeout=20, what="a leader")
-            await anyio.sleep(max(0.0, 8 - (time.time() - start)))  # about 8 s in, as the issue says
+            # The leader is killed once it has been firing for a while (a few ticks run)...
+            await eventually(lambda: _ticks_after(redis, namespace, 0, 4), timeout=20, what="4 ticks")
             leader_pid = int((await redis.get(lock)).split("|")[0].rsplit("-", 2)[1])
             victim = next(p for p in procs if p.pid == leader_pid)
             victim.send_signal(signal.SIGKILL)
             killed_at = time.time()
             victim.wait(10)
-            await anyio.sleep(max(0.0, 20 - (time.time() - start)))
+            # ...and watched until its successor has fired for a while after the takeover.
+            resumed = killed_at + lease + 2
+            await eventually(lambda: _ticks_after(redis, namespace, resumed, 4), timeout=20, what="4 more")
             stop_at = time.time()
             ticks = sorted(int(t) for t in await redis.hkeys(ticks_key(namespace)))
             stats = await app.stats()
@@ -285,6 +303,13 @@ async def test_killed_leader_is_replaced_and_no_tick_fires_twice(redis_url: str,
     finally:
         for proc in procs:
             stop_process(proc)
+
+
+async def _ticks_after(redis: Any, namespace: str, after: float, count: int) -> bool:
+    """At least ``count`` ticks scheduled after ``after`` (epoch seconds) have run."""
+    from tests.apps.cronapp import ticks_key
+
+    return sum(1 for t in await redis.hkeys(ticks_key(namespace)) if int(t) > after) >= count
 
 
 async def _exists(redis: object, key: str) -> bool:
@@ -306,17 +331,43 @@ async def test_sigstopped_leader_cannot_enqueue_after_resuming(redis_url: str, n
             paused = next(p for p in procs if p.pid == int(first.split("|")[0].rsplit("-", 2)[1]))
             paused.send_signal(signal.SIGSTOP)
             await eventually(lambda: _leader_changed(redis, lock, first), timeout=10, what="new leader")
-            await anyio.sleep(2)
+            # Ticks come due while it is stopped: the new leader fires two of them.
+            deposed_at = time.time()
+            await eventually(lambda: _ticks_after(redis, namespace, deposed_at, 2), what="2 ticks")
             paused.send_signal(signal.SIGCONT)  # wakes believing it leads, with due ticks
-            await anyio.sleep(3)
-            ticks = await redis.hgetall(ticks_key(namespace))
-            stats = await app.stats()
+            output = _Output(paused)
+            await eventually(lambda: _true("lost cron leadership" in output.read()), what="it steps down")
+            resumed_at = time.time()
+            await eventually(lambda: _ticks_after(redis, namespace, resumed_at, 1), what="a tick after")
+
+            async def settled() -> tuple[dict[str, str], dict[str, Any]] | None:
+                ticks = await redis.hgetall(ticks_key(namespace))
+                stats = await app.stats()
+                return (ticks, stats) if stats["ticks"]["enqueued"] == len(ticks) else None
+
+            # Ticks keep coming: compare the two counts at a moment every enqueued tick has run.
+            ticks, stats = await eventually(settled, what="every enqueued tick run once")
         assert stats["ticks"]["enqueued"] == len(ticks)
-        assert all(int(v) >= 1 for v in ticks.values())
+        assert all(int(v) == 1 for v in ticks.values())
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGCONT)
             stop_process(proc)
+
+
+class _Output:
+    """What a worker process has printed so far, read without blocking."""
+
+    def __init__(self, proc: Any) -> None:
+        self.fd = proc.stdout.fileno()
+        os.set_blocking(self.fd, False)
+        self.text = ""
+
+    def read(self) -> str:
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(self.fd, 65536):
+                self.text += chunk.decode(errors="replace")
+        return self.text
 
 
 async def _leader_changed(redis: object, key: str, old: str) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -22,6 +21,7 @@ from engine.core.errors import ConfigurationError, UnknownTaskError
 from engine.core.keys import check_name
 from engine.core.limits import check_attempts, check_timeout
 from engine.core.model import json_encoder
+from engine.core.settings import DEFAULT_REDIS_URL, Setting, Settings
 from engine.core.signals import Signals
 from engine.cron import Schedule, check_expression, check_zone, make_schedule
 from engine.history import HistoryPage, JobLog, LogLine
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 _UNSET: Any = object()
-
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
 class TaskAnnouncement(msgspec.Struct):
@@ -220,33 +218,24 @@ class Engine:
                 f"clock must be an engine.testing.FakeClock or another Clock, not {clock!r}"
             )
         self.signals = Signals()
-        self.redis_url = check_redis_url(redis_url or os.environ.get("ENGINE_REDIS_URL") or DEFAULT_REDIS_URL)
-        self.database_url = database_url or os.environ.get("ENGINE_DATABASE_URL") or None
-        self.namespace = check_name("namespace", namespace or os.environ.get("ENGINE_NAMESPACE") or "engine")
-        self.default_timeout = check_timeout(default_timeout, "Engine(default_timeout)")
-        self.default_max_attempts = check_attempts(default_max_attempts, "Engine(default_max_attempts)")
-        self.default_backoff = default_backoff or Backoff()
-        self.visibility_timeout = _positive("visibility_timeout", visibility_timeout)
-        self.idempotency_ttl = _positive("idempotency_ttl", idempotency_ttl)
-        self.connect_timeout = _positive("connect_timeout", connect_timeout)
-        self.cron_lease = _positive("cron_lease", cron_lease)
-        if (
-            isinstance(max_payload_bytes, bool)
-            or not isinstance(max_payload_bytes, int)
-            or max_payload_bytes < 1
-        ):
-            raise ConfigurationError(f"max_payload_bytes must be an integer >= 1, not {max_payload_bytes!r}")
-        self.max_payload_bytes = max_payload_bytes
-        self.retention = Retention(
-            completed_ms=int(_positive("result_ttl", result_ttl) * 1000),
-            failed_ms=0 if failed_ttl is None else int(_positive("failed_ttl", failed_ttl) * 1000),
+        self.settings = Settings(
+            redis_url=check_redis_url(redis_url or os.environ.get("ENGINE_REDIS_URL") or DEFAULT_REDIS_URL),
+            database_url=database_url or os.environ.get("ENGINE_DATABASE_URL") or None,
+            namespace=namespace or os.environ.get("ENGINE_NAMESPACE") or "engine",
+            default_timeout_s=default_timeout,
+            default_max_attempts=default_max_attempts,
+            default_backoff=default_backoff or Backoff(),
+            visibility_timeout_s=visibility_timeout,
+            result_ttl_s=result_ttl,
+            failed_ttl_s=failed_ttl,
+            idempotency_ttl_s=idempotency_ttl,
+            max_payload_bytes=max_payload_bytes,
+            connect_timeout_s=connect_timeout,
+            cron_lease_s=cron_lease,
+            history_retention_s=history_retention,
+            failed_history_retention_s=failed_history_retention,
         )
-        self.history_retention = _positive("history_retention", history_retention)
-        self.failed_history_retention = (
-            None
-            if failed_history_retention is None
-            else _positive("failed_history_retention", failed_history_retention)
-        )
+        self._retention: tuple[Settings | None, Retention] = (None, Retention(0, 0))
         self.tasks: dict[str, Task[Any]] = {}
         self.schedules: dict[str, Schedule] = {}
         self._joblog: JobLog | None = None
@@ -258,6 +247,35 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"<Engine namespace={self.namespace!r} tasks={len(self.tasks)}>"
+
+    # The options as attributes (``app.namespace``...): each reads the settings, and setting
+    # one replaces the settings with a re-validated copy.
+    redis_url = Setting[str]("redis_url")
+    database_url = Setting["str | None"]("database_url")
+    namespace = Setting[str]("namespace")
+    default_timeout = Setting[float]("default_timeout_s")
+    default_max_attempts = Setting[int]("default_max_attempts")
+    default_backoff = Setting[Backoff]("default_backoff")
+    visibility_timeout = Setting[float]("visibility_timeout_s")
+    idempotency_ttl = Setting[float]("idempotency_ttl_s")
+    max_payload_bytes = Setting[int]("max_payload_bytes")
+    connect_timeout = Setting[float]("connect_timeout_s")
+    cron_lease = Setting[float]("cron_lease_s")
+    history_retention = Setting[float]("history_retention_s")
+    failed_history_retention = Setting["float | None"]("failed_history_retention_s")
+
+    @property
+    def retention(self) -> Retention:
+        """How long finished jobs' hashes stay in Redis, as the scripts take it."""
+        settings = self.settings
+        if self._retention[0] is not settings:  # made once per settings, not per finish call
+            failed = settings.failed_ttl_s
+            retention = Retention(
+                completed_ms=int(settings.result_ttl_s * 1000),
+                failed_ms=0 if failed is None else int(failed * 1000),
+            )
+            self._retention = (settings, retention)
+        return self._retention[1]
 
     # -- tasks ------------------------------------------------------------------------------
 
@@ -600,14 +618,3 @@ class Engine:
         from engine.worker import Worker
 
         return Worker(self, queues=queues, concurrency=concurrency, **options)
-
-
-def _positive(name: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigurationError(f"{name} must be a finite number > 0, not {value!r}")
-    return float(value)
