@@ -1,11 +1,23 @@
 """engine: an async-native background job engine on Redis Streams.
 
-Public surface (everything else is internal and may change)::
+The public surface is exactly ``__all__`` (everything else is internal and may change)::
 
     from engine import Engine, JobContext, Backoff, Retry, UnrecoverableError, JobFailed
+
+- the app and its tasks: ``Engine``, ``Settings`` (``app.settings``), ``Task``, ``TaskCall``,
+  ``NamedCall`` (``app.with_options(name, ...)``), ``call`` / ``Call`` (``enqueue_many`` items);
+- what a call returns: ``Job`` (a handle), ``JobInfo``, ``Status``, ``DeadLetters``
+  (``app.dlq(queue)``), ``HistoryPage`` and ``LogLine`` (``app.history()``, ``app.logs()``),
+  ``Worker`` (``app.worker()``);
+- inside a task: ``JobContext``, ``Retry``, ``UnrecoverableError``; retry timing: ``Backoff``;
+- errors, all ``EngineError``: ``ConfigurationError``, ``ConnectionFailed``, ``JobFailed``,
+  ``JobNotFound``, ``JobRunning``, ``JobTimeout``, ``PayloadTooLarge``, ``UnknownTaskError``.
+
+Test helpers (``FakeClock``, signals, ``worker_running``) live in :mod:`engine.testing`.
 """
 
-from engine.client.app import Engine, Task, TaskCall, call
+from engine.client.app import Call, Engine, NamedCall, Task, TaskCall, call
+from engine.client.dlq import DeadLetters
 from engine.client.handle import Job
 from engine.context import JobContext
 from engine.core.backoff import Backoff
@@ -23,13 +35,19 @@ from engine.core.errors import (
     UnrecoverableError,
 )
 from engine.core.model import JobInfo, Status
+from engine.core.settings import Settings
+from engine.history import HistoryPage, LogLine
+from engine.worker import Worker
 
 __all__ = [
     "Backoff",
+    "Call",
     "ConfigurationError",
     "ConnectionFailed",
+    "DeadLetters",
     "Engine",
     "EngineError",
+    "HistoryPage",
     "Job",
     "JobContext",
     "JobFailed",
@@ -37,12 +55,16 @@ __all__ = [
     "JobNotFound",
     "JobRunning",
     "JobTimeout",
+    "LogLine",
+    "NamedCall",
     "PayloadTooLarge",
     "Retry",
+    "Settings",
     "Status",
     "Task",
     "TaskCall",
     "UnknownTaskError",
     "UnrecoverableError",
+    "Worker",
     "call",
 ]
