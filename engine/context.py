@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
+from engine.core.clock import SYSTEM_CLOCK
+from engine.core.model import LOG_LEVELS
+
 if TYPE_CHECKING:
     from engine.client.app import Engine
 
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 MAX_LOG_LINES = 1000
 
 
@@ -51,7 +52,8 @@ class JobContext:
 
     def time_left(self) -> float:
         """Seconds until this attempt times out (never negative)."""
-        return max(0.0, self.deadline.timestamp() - time.time())
+        clock = SYSTEM_CLOCK if self.engine is None else self.engine.clock
+        return max(0.0, self.deadline.timestamp() - clock.time())
 
     async def log(self, message: str, level: str = "info") -> None:
         """Record a log line for this job (shown in ``job.logs()`` and the dashboard)."""

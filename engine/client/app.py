@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
@@ -500,7 +499,7 @@ class Engine:
         if options.idempotency_key is not None and len(calls) > 1:
             raise ConfigurationError("idempotency_key= names one job; it cannot be used with enqueue_many")
         queue = check_name("queue", options.queue) if options.queue else spec.queue
-        now = time.time()  # one instant for the batch: its jobs share a due time
+        now = self.clock.time()  # one instant for the batch: its jobs share a due time
         jobs = [
             build_job(
                 spec,

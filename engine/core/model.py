@@ -23,6 +23,8 @@ STATUSES: tuple[Status, ...] = tuple(Status)
 FINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 # What Redis can list without the job log: the stream, the delayed set and the DLQ.
 LIVE_STATUSES: tuple[Status, ...] = (Status.WAITING, Status.ACTIVE, Status.DELAYED, Status.FAILED)
+# The one log-level vocabulary: ctx.log(level=), job_logs.level, the dashboard's filter.
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 class Payload(msgspec.Struct, frozen=True):

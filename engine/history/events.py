@@ -10,10 +10,12 @@ from __future__ import annotations
 import msgspec
 import structlog
 
+from engine.core.model import LOG_LEVELS as LOG_LEVELS  # re-exported for the history API
+from engine.core.model import STATUSES as ALL_STATUSES
+
 log = structlog.get_logger("engine.history")
 
-STATUSES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+STATUSES = tuple(str(s) for s in ALL_STATUSES)
 EVENT_TYPES = ("enqueued", "retry", "completed", "failed", "cancelled", "replayed", "log", "deleted")
 
 # Status a job has after each state event (``enqueued`` carries its own).
