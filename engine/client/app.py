@@ -214,7 +214,7 @@ class Engine:
         self.clock: Clock = clock or SYSTEM_CLOCK
         if not isinstance(self.clock, Clock):
             raise ConfigurationError(
-                f"clock must be an engine.testing.FakeClock or another Clock, not {clock!r}"
+                f"clock must be a Clock (engine.testing.SystemClock or FakeClock), not {clock!r}"
             )
         self.signals = Signals()
         self.settings = Settings(
