@@ -7,18 +7,16 @@ bad options.
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 
 from engine.broker.gateway import NewJob
-from engine.core.backoff import Backoff
 from engine.core.errors import ConfigurationError, PayloadTooLarge
 from engine.core.limits import (
     MAX_DELAY_S,
@@ -30,6 +28,8 @@ from engine.core.limits import (
     payload_depth_exceeded,
 )
 from engine.core.model import Payload, json_encoder
+from engine.core.taskdef import TaskSpec as TaskSpec
+from engine.core.taskdef import task_signature as task_signature
 
 # base32hex (RFC 4648), two characters per 10 bits: its alphabet is in ASCII order.
 _B32HEX = "0123456789ABCDEFGHIJKLMNOPQRSTUV"
@@ -43,24 +43,6 @@ def new_job_id() -> str:
     sort by creation time."""
     n = (time.time_ns() // 1_000_000) << 82 | int.from_bytes(os.urandom(10), "big") << 2
     return "".join([_PAIRS[(n >> shift) & 1023] for shift in _SHIFTS])
-
-
-@dataclass(frozen=True, slots=True)
-class TaskSpec:
-    """What a producer needs to know of a task (a worker additionally has the function)."""
-
-    name: str
-    queue: str
-    timeout: float
-    max_attempts: int
-    backoff: Backoff
-    signature: inspect.Signature | None = None
-    positional: tuple[int, int] | None = field(init=False, default=None, compare=False)
-    """See :func:`_positional_range`; computed once (hashing a Signature costs per call)."""
-
-    def __post_init__(self) -> None:
-        if self.signature is not None:
-            object.__setattr__(self, "positional", _positional_range(self.signature))
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,44 +66,6 @@ class Options:
                 f"unknown enqueue option(s) {', '.join(sorted(unknown))}; valid: {', '.join(self.__slots__)}"
             )
         return replace(self, **changes)
-
-
-def task_signature(fn: Callable[..., Any]) -> tuple[inspect.Signature, bool]:
-    """The signature callers must match, and whether the function takes the context first.
-
-    The first parameter is the context when it is named ``ctx``/``context`` or annotated
-    with ``JobContext``; everything after it is the caller's.
-    """
-    sig = inspect.signature(fn)
-    params = list(sig.parameters.values())
-    takes_ctx = False
-    if params and params[0].kind in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
-        first = params[0]
-        annotation = (
-            first.annotation
-            if isinstance(first.annotation, str)
-            else getattr(first.annotation, "__name__", "")
-        )
-        takes_ctx = first.name in ("ctx", "context") or "JobContext" in str(annotation)
-    if takes_ctx:
-        sig = sig.replace(parameters=params[1:])
-    return sig, takes_ctx
-
-
-def _positional_range(signature: inspect.Signature) -> tuple[int, int] | None:
-    """(min, max) positional arguments a call may pass with no keywords, when that alone
-    decides whether it binds (no required keyword-only parameter); None otherwise."""
-    low = high = 0
-    for p in signature.parameters.values():
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            high += 1
-            if p.default is p.empty:
-                low = high
-        elif p.kind is p.VAR_POSITIONAL:
-            high = 1 << 30
-        elif p.kind is p.KEYWORD_ONLY and p.default is p.empty:
-            return None
-    return low, high
 
 
 def encode_payload(spec: TaskSpec, args: Sequence[Any], kwargs: Mapping[str, Any], limit: int) -> bytes:

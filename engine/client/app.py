@@ -22,6 +22,7 @@ from engine.core.limits import check_attempts, check_timeout
 from engine.core.model import json_encoder
 from engine.core.settings import DEFAULT_REDIS_URL, Setting, Settings
 from engine.core.signals import Signals
+from engine.core.taskdef import TaskAnnouncement
 from engine.cron import Schedule, check_expression, check_zone, make_schedule
 from engine.history import HistoryPage, JobLog, LogLine
 from engine.producer import Options, TaskSpec, build_job, task_signature
@@ -33,37 +34,6 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 _UNSET: Any = object()
-
-
-class TaskAnnouncement(msgspec.Struct):
-    """What a worker publishes of each task so producers without its code can enqueue it
-    (and have their arguments checked against its signature)."""
-
-    queue: str
-    timeout: float
-    max_attempts: int
-    params: list[tuple[str, int, bool]] | None = None  # (name, inspect kind, has default)
-
-    @classmethod
-    def of(cls, task: Task[Any]) -> TaskAnnouncement:
-        params = None
-        if task.spec.signature is not None:
-            params = [
-                (p.name, int(p.kind), p.default is not p.empty)
-                for p in task.spec.signature.parameters.values()
-            ]
-        return cls(queue=task.queue, timeout=task.timeout, max_attempts=task.max_attempts, params=params)
-
-    def signature(self) -> inspect.Signature | None:
-        if self.params is None:
-            return None
-        kinds = {int(k): k for k in inspect._ParameterKind}  # the enum behind Parameter.kind
-        return inspect.Signature(
-            [
-                inspect.Parameter(name, kinds[kind], default=None if has_default else inspect.Parameter.empty)
-                for name, kind, has_default in self.params
-            ]
-        )
 
 
 class TaskCall(Generic[R]):
@@ -369,7 +339,7 @@ class Engine:
                 name=name, queue=queue, timeout=timeout, max_attempts=max_attempts, backoff=backoff
             )(func)
             try:
-                self.schedules[task.name] = make_schedule(self, task, expr, tz, misfire, catch_up)
+                self.schedules[task.name] = make_schedule(task, expr, tz, misfire, catch_up)
             except ConfigurationError:
                 del self.tasks[task.name]  # refused whole: no task without its schedule
                 raise

@@ -961,7 +961,7 @@ async def cron(engine: Engine) -> list[dict[str, Any]]:
 
 async def tasks(engine: Engine) -> list[dict[str, Any]]:
     """Tasks of this app and those workers announced, with the signature callers must match."""
-    from engine.client.app import TaskAnnouncement
+    from engine.core.taskdef import TaskAnnouncement
 
     out: dict[str, dict[str, Any]] = {}
     gateway = await engine.ready()
