@@ -41,7 +41,7 @@ from engine.core.schedule import ticks_after as ticks_after
 from engine.producer import Options, build_job
 
 if TYPE_CHECKING:
-    from engine.client.app import Engine
+    from engine.runtime import Runtime
 
 log = structlog.get_logger("engine.cron")
 
@@ -54,7 +54,7 @@ TAKEOVER_SLACK_S = 0.005
 class Scheduler:
     """Runs in every worker (unless opted out); only the leader of a queue fires its ticks."""
 
-    def __init__(self, engine: Engine, worker_id: str, lease: float = 10.0) -> None:
+    def __init__(self, engine: Runtime, worker_id: str, lease: float = 10.0) -> None:
         self.engine = engine
         self.worker_id = worker_id
         self.lease = lease
@@ -168,8 +168,8 @@ class Scheduler:
             (),
             {},
             options,
-            max_payload_bytes=self.engine.max_payload_bytes,
-            default_idempotency_ttl=self.engine.idempotency_ttl,
+            max_payload_bytes=self.engine.settings.max_payload_bytes,
+            default_idempotency_ttl=self.engine.settings.idempotency_ttl_s,
             now=self.clock.time(),
         )
         try:
