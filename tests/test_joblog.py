@@ -17,7 +17,9 @@ from engine.core.errors import ConfigurationError, ConnectionFailed
 from engine.core.keys import Keys, outbox_extra, outbox_job_prefix
 from engine.embedded import EmbeddedPostgres
 from engine.history import SCHEMA_VERSION, Event, JobLog, parse_event
-from engine.history.shipper import GROUP, Shipper, outbox_key, queue_outboxes
+from engine.history.pruner import Pruner
+from engine.history.shipper import ALARM_INTERVAL_S, GROUP, Shipper, outbox_key, queue_outboxes
+from engine.testing import FakeClock, Signals
 from tests.helpers import eventually, free_port
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
@@ -358,6 +360,15 @@ async def xadd_all(redis: Any, stream: str, entries: list[dict]) -> list[str]:
         return list(await pipe.execute())
 
 
+async def shipped_by(shipper: Shipper, events: int, timeout: float = 10.0) -> None:
+    """Wait until ``shipper`` (running in this process, with signals) has shipped ``events``
+    in all: woken by each commit, no polling."""
+    assert shipper.signals is not None, "give the shipper signals=Signals() to wait on it"
+    with anyio.fail_after(timeout):
+        while shipper.shipped < events:
+            await shipper.signals.shipper_committed.wait(timeout_s=timeout)
+
+
 async def test_shipper_end_to_end(joblog: JobLog, redis: Any, namespace: str) -> None:
     default, reports = outbox_key(namespace, "default"), outbox_key(namespace, "reports")
     assert default == f"{namespace}:{{default}}:outbox"
@@ -562,6 +573,52 @@ async def test_backlog_alarm(joblog: JobLog, redis: Any, namespace: str) -> None
     assert len(alarms) == 1 and alarms[0]["backlog"] == 8  # at most once every 30 s
 
 
+async def test_the_alarm_repeats_on_the_engines_clock_and_each_commit_is_signalled(
+    joblog: JobLog, redis: Any, namespace: str
+) -> None:
+    stream = outbox_key(namespace, "default")
+    await xadd_all(redis, stream, [enqueued(f"c{i}") for i in range(6)] + [{"e": "nonsense"}])
+    clock, signals = FakeClock(), Signals()
+    shipper = Shipper(redis, joblog, [stream], "s1", batch=1, alarm_length=2, clock=clock, signals=signals)
+
+    async def alarms_after(advance: float) -> int:
+        clock.advance(advance)
+        with capture_logs() as logs:
+            assert await shipper.run_once() == 1
+        return sum(x["log_level"] == "error" and "backlog" in x["event"] for x in logs)
+
+    assert await alarms_after(0) == 1  # backlog 6
+    assert await alarms_after(ALARM_INTERVAL_S - 0.5) == 0  # 5: not yet 30 s on this clock
+    assert await alarms_after(0.5) == 1  # 4
+    assert shipper.backlog == 4
+    assert (signals.shipper_committed.count, signals.shipper_committed.last) == (3, 1)
+    for _ in range(4):
+        await shipper.run_once()
+    # One signal per batch, with the events it wrote: none for the garbage entry.
+    assert list(signals.shipper_committed.values) == [1] * 6 + [0]
+    assert (shipper.shipped, shipper.skipped, shipper.backlog) == (6, 1, 0)
+
+
+async def test_the_pruner_counts_back_from_the_engines_clock(
+    joblog: JobLog, redis: Any, redis_url: str, namespace: str
+) -> None:
+    # (the redis fixture removes the namespace's keys afterwards: the pruner's lock)
+    from engine.broker.gateway import Gateway
+
+    recent = int(datetime.now(UTC).timestamp() * 1000)
+    await joblog.write(events(enqueued("done", 1, recent), completed("done", 2, recent + 1)))
+    clock = FakeClock(datetime.now(UTC) + timedelta(days=3))  # three days on, in the engine's view
+    gateway = Gateway(redis_url, namespace)
+    try:
+        pruner = Pruner(gateway, joblog, timedelta(days=2), None, clock=clock)
+        assert await pruner.run_once() == Pruner.INTERVAL_S
+    finally:
+        await gateway.close()
+    assert await joblog.job("done") is None
+    with pytest.raises(ValueError, match="timezone"):
+        await joblog.prune(completed_older_than=timedelta(0), now=datetime(2026, 1, 1))
+
+
 async def test_shipper_steps_aside_while_its_worker_is_saturated(
     joblog: JobLog, redis: Any, namespace: str
 ) -> None:
@@ -570,7 +627,9 @@ async def test_shipper_steps_aside_while_its_worker_is_saturated(
     stream = outbox_key(namespace, "default")
     await xadd_all(redis, stream, [enqueued(f"w{i}") for i in range(10)])
     saturated = True
-    shipper = Shipper(redis, joblog, [stream], "s1", block_ms=50, alarm_length=40, busy=lambda: saturated)
+    shipper = Shipper(
+        redis, joblog, [stream], "s1", block_ms=50, alarm_length=40, busy=lambda: saturated, signals=Signals()
+    )
 
     async def state(backlog: int, shipped: int) -> bool:
         return (shipper.backlog, shipper.shipped) == (backlog, shipped)
@@ -579,10 +638,12 @@ async def test_shipper_steps_aside_while_its_worker_is_saturated(
         tg.start_soon(shipper.run)
         await eventually(lambda: state(10, 0), what="backlog seen, nothing shipped")
         saturated = False
-        await eventually(lambda: state(0, 10), what="the burst shipped once it was over")
+        await shipped_by(shipper, 10)  # the burst shipped once it was over
+        assert await state(0, 10)
         saturated = True
         await xadd_all(redis, stream, [enqueued(f"x{i}") for i in range(25)])  # over 40 / 2
-        await eventually(lambda: state(0, 35), what="a large backlog shipped while saturated")
+        await shipped_by(shipper, 35)  # a large backlog shipped while saturated
+        assert await state(0, 35)
         tg.cancel_scope.cancel()
     assert await count(joblog, "jobs") == 35
 
@@ -597,15 +658,12 @@ async def test_postgres_outage_delays_the_log_and_loses_nothing(
         await store.connect()
         await store.migrate()
         stream = outbox_key(namespace, "default")
-        shipper = Shipper(redis, store, [stream], "s1", batch=50, block_ms=50)
+        shipper = Shipper(redis, store, [stream], "s1", batch=50, block_ms=50, signals=Signals())
         async with anyio.create_task_group() as tg:
             tg.start_soon(shipper.run)
             await xadd_all(redis, stream, [enqueued(f"a{i}", 1, T0 + i) for i in range(100)])
-
-            async def all_before() -> bool:
-                return await redis.xlen(stream) == 0 and await count(store, "jobs") == 100
-
-            await eventually(all_before, what="first events shipped")
+            await shipped_by(shipper, 100)  # the first events
+            assert await redis.xlen(stream) == 0
             assert await count(store, "jobs") == 100
 
             await anyio.to_thread.run_sync(server.stop)
@@ -623,11 +681,8 @@ async def test_postgres_outage_delays_the_log_and_loses_nothing(
             assert await redis.xlen(stream) == 300
 
             await anyio.to_thread.run_sync(server.start)  # same port, same data
-
-            async def everything() -> bool:
-                return (await redis.xlen(stream)) == 0
-
-            await eventually(everything, timeout=30, what="backlog shipped after the restart")
+            await shipped_by(shipper, 100 + len(during), timeout=30)  # the backlog, after the restart
+            assert await redis.xlen(stream) == 0
             tg.cancel_scope.cancel()
         assert await count(store, "jobs") == 200
         assert await count(store, "job_logs") == 100

@@ -23,9 +23,9 @@ from engine import Backoff, Engine, JobContext, JobFailed
 from engine.core.keys import outbox_extra
 from engine.history import JobLog, parse_event
 from engine.history.shipper import GROUP, Shipper, outbox_key
-from engine.testing import worker_running
+from engine.testing import Signals, worker_running
 from tests.helpers import ROOT, eventually, free_port
-from tests.test_joblog import T0, completed, enqueued, logline, xadd_all
+from tests.test_joblog import T0, completed, enqueued, logline, shipped_by, xadd_all
 
 VT = 2.0  # a short visibility timeout, so that leases lapse within a test
 FAST = Backoff(initial=0.05, factor=2.0, max=1.0, jitter=0.0)
@@ -60,7 +60,7 @@ async def test_a_shipper_stuck_in_a_long_write_keeps_its_lease(
     stream = outbox_key(namespace, "default")
     await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
     await xadd_all(redis, stream, [enqueued(f"w{i}", 1, T0 + i) for i in range(20)])
-    writer = Shipper(redis, joblog, [stream], "writer", visibility_timeout=VT)
+    writer = Shipper(redis, joblog, [stream], "writer", visibility_timeout=VT, signals=Signals())
     idle = Shipper(redis, joblog, [stream], "idle", visibility_timeout=VT)
     blocker = await asyncpg.connect(database_url)
     try:
@@ -79,11 +79,8 @@ async def test_a_shipper_stuck_in_a_long_write_keeps_its_lease(
 
             await holds_for(3 * VT, nobody_else)  # several timeouts: renewed, never taken
             await lock.rollback()
-
-            async def shipped() -> bool:
-                return await redis.xlen(stream) == 0 and await count(joblog, "jobs") == 20
-
-            await eventually(shipped, what="the writer's batch committed")
+            await shipped_by(writer, 20)  # the writer's batch committed
+            assert await redis.xlen(stream) == 0 and await count(joblog, "jobs") == 20
             tg.cancel_scope.cancel()
     finally:
         await blocker.close()
@@ -100,7 +97,7 @@ async def test_a_stalled_shipper_that_lost_its_lease_leaves_the_entries_to_the_n
     stream = outbox_key(namespace, "default")
     await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
     await xadd_all(redis, stream, [enqueued(f"s{i}", 1, T0 + i) for i in range(10)])
-    stalled = Shipper(redis, joblog, [stream], "stalled", visibility_timeout=VT)
+    stalled = Shipper(redis, joblog, [stream], "stalled", visibility_timeout=VT, signals=Signals())
     blocker = await asyncpg.connect(database_url)
     try:
         lock = blocker.transaction()
@@ -121,11 +118,8 @@ async def test_a_stalled_shipper_that_lost_its_lease_leaves_the_entries_to_the_n
             await eventually(noticed, what="the renewal reports the lease lost")
             assert await owners(redis, stream) == {"new-owner": 10}  # not taken back
             await lock.rollback()
-
-            async def shipped() -> bool:
-                return await redis.xlen(stream) == 0 and await count(joblog, "jobs") == 10
-
-            await eventually(shipped, what="the stalled shipper's write committed")
+            await shipped_by(stalled, 10)  # the stalled shipper's write committed
+            assert await redis.xlen(stream) == 0 and await count(joblog, "jobs") == 10
             tg.cancel_scope.cancel()
     finally:
         await blocker.close()
@@ -160,7 +154,7 @@ async def test_a_dead_shippers_entries_ship_within_about_a_visibility_timeout(
     await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
     await xadd_all(redis, stream, [enqueued(f"d{i}", 1, T0 + i) for i in range(30)])
     unreachable = f"postgresql://engine@127.0.0.1:{free_port()}/engine"
-    survivor = Shipper(redis, joblog, [stream], "survivor", visibility_timeout=VT)
+    survivor = Shipper(redis, joblog, [stream], "survivor", visibility_timeout=VT, signals=Signals())
     proc: anyio.abc.Process | None = None
     doomed_scope = anyio.CancelScope()
 
@@ -198,17 +192,10 @@ async def test_a_dead_shippers_entries_ship_within_about_a_visibility_timeout(
             else:
                 doomed_scope.cancel()
             died = time.monotonic()
-
-            async def shipped() -> bool:
-                # The survivor's counter too: it moves after the acknowledgement, which a poll
-                # of the stream can see first.
-                rows = await count(joblog, "jobs") == 30 and await redis.xlen(stream) == 0
-                return rows and survivor.shipped == 30
-
-            await eventually(
-                shipped, timeout=3 * VT, interval=0.01, what="the dead shipper's entries shipped"
-            )
+            # Woken by the survivor's commits (signalled once acknowledged), not by polling.
+            await shipped_by(survivor, 30, timeout=3 * VT)
             lag = time.monotonic() - died
+            assert await count(joblog, "jobs") == 30 and await redis.xlen(stream) == 0
             tg.cancel_scope.cancel()
     finally:
         if proc is not None:

@@ -1,7 +1,11 @@
-"""The engine's pure core: what a job is, its statuses, bounds, backoff, key names and errors.
+"""The engine's pure core: what a job, a task and a schedule are, and the vocabulary around them.
 
-It imports only the standard library and msgspec (no redis, no asyncpg, no event loop), so
-everything above may use it and it can be tested without servers. Modules: ``errors`` (the
-one exception tree), ``model`` (statuses, the job envelope and read model), ``limits`` (the
-bounds on every job option), ``backoff`` (retry timing), ``keys`` (every Redis key name).
+It imports only the standard library, msgspec and croniter (no redis, no asyncpg, no anyio),
+so every other package may use it and it is tested without servers (``tests/unit``).
+Modules: ``errors`` (the one exception tree, ``ScriptCode``), ``model`` (statuses, log
+levels, the job envelope and read model), ``taskdef`` (task specs, signatures,
+announcements), ``schedule`` (cron expressions, zones, ticks, misfire policies),
+``settings`` (the validated settings), ``limits`` (the bounds on every job option),
+``backoff`` (retry and reconnect timing), ``keys`` (every Redis key name), ``clock`` (the
+injectable time), ``signals`` (the test signals).
 """

@@ -65,4 +65,7 @@ MAX_RECONNECT_DELAY_S = 5.0
 def reconnect_delay(failures: int) -> float:
     """How long a loop waits after ``failures`` consecutive errors (a server away, say):
     50 ms doubling to 5 s, jittered so that a fleet does not reconnect in step."""
-    return float(min(MAX_RECONNECT_DELAY_S, 0.05 * 2.0**failures) * random.uniform(0.5, 1.0))
+    # The exponent is capped: 2.0**1024 overflows, and a loop an hour into an outage must not
+    # raise from its own error handler.
+    doubled = 0.05 * 2.0 ** min(max(failures, 0), 16)
+    return float(min(MAX_RECONNECT_DELAY_S, doubled) * random.uniform(0.5, 1.0))

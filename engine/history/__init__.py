@@ -2,9 +2,11 @@
 
 Redis holds the live state of every job; the Lua script behind each state change also appends
 an *event* to its queue's outbox stream. The shipper (``shipper``) reads those events in
-batches, checks them (``events``: the wire format), and the store (``store``) writes them as
-rows (``rows``) and serves the reads (``queries``). It imports ``engine.core`` and the Redis
-gateway below it, nothing above.
+batches (``batch``; ``superseded`` leaves out enqueues a newer event makes redundant)
+through :class:`engine.broker.outbox.Outbox`, checks them (``events``: the wire format), and
+the store (``store``) writes them as rows (``rows``) and serves the reads (``queries``);
+``pruner`` is the retention duty. It imports ``engine.core`` and ``engine.broker`` below it,
+nothing above.
 """
 
 from engine.history.events import (

