@@ -3,12 +3,16 @@ and job deletion."""
 
 from __future__ import annotations
 
+import time
+
 import anyio
+import msgspec
 import pytest
 
 from engine import Engine, JobContext, JobRunning, Status
-from engine.inspector import queue_jobs, throughput, workers
-from engine.testing import worker_running
+from engine.core.model import WorkerBeat
+from engine.inspector import InvalidCursor, encode_cursor, queue_jobs, queue_lags, throughput, workers
+from engine.testing import FakeClock, worker_running
 from tests.helpers import eventually
 
 
@@ -87,3 +91,57 @@ async def test_delete_a_job(app: Engine) -> None:
 
 async def _status(job: object, status: Status) -> bool:
     return await job.status() == status  # type: ignore[attr-defined,no-any-return]
+
+
+async def test_the_read_side_tells_time_by_the_engines_clock(redis_url: str, namespace: str) -> None:
+    """Heartbeat ages, lags and throughput minutes are measured on ``engine.clock``."""
+    clock = FakeClock(time.time() + 3 * 86400)  # three days on, in the engine's view
+    app = Engine(redis_url, namespace=namespace, clock=clock)
+
+    @app.task(timeout=5)
+    async def noop(ctx: JobContext) -> None:
+        return None
+
+    try:
+        async with app:
+            gateway = app.gateway
+            beat = WorkerBeat("w1", "host", 1, ["default"], 1, clock.time() - 60, clock.time() - 10, 0, 0, [])
+            await gateway.write_beat("w1", msgspec.json.encode(beat))
+            assert [b.id for b in await workers(app)] == ["w1"]
+            clock.advance(6)
+            assert await workers(app) == []  # 16 s since its last beat, by the engine's clock
+
+            await noop.enqueue()  # its stream entry id is Redis's own (real) time
+            lag = (await queue_lags(app, ["default"]))["default"]
+            assert 3 * 86400 - 60 < lag < 3 * 86400 + 60
+            minutes = await throughput(app, "default", minutes=3)
+            assert [m for m, _, _ in minutes][-1] == int(clock.time() // 60) * 60
+
+            sessions = gateway.reads.sessions
+            assert not await sessions.is_revoked("s1")
+            await sessions.revoke("s1", ttl_s=30)
+            assert await sessions.is_revoked("s1") and not await sessions.is_revoked("s2")
+            assert 0 < await gateway.redis.ttl(gateway.keys.revoked_session("s1")) <= 30
+    finally:
+        await app.close()
+
+
+async def test_queue_jobs_and_the_dashboard_share_one_scan(app: Engine) -> None:
+    """A page cursor of queue_jobs is the live scan's; a dead letter whose job data is gone
+    is listed from its entry."""
+
+    @app.task(timeout=5)
+    async def noop(ctx: JobContext) -> None:
+        return None
+
+    async with app:
+        jobs = await noop.with_options(delay=600).enqueue_many([() for _ in range(3)])
+        page, cursor = await queue_jobs(app, "default", "delayed", limit=2)
+        rest, end = await queue_jobs(app, "default", "delayed", limit=2, cursor=cursor)
+        assert sorted(j.id for j in page + rest) == sorted(j.id for j in jobs) and end is None
+        with pytest.raises(InvalidCursor, match="another listing"):
+            await queue_jobs(app, "default", "delayed", cursor=encode_cursor("history", [1]))
+        gateway = app.gateway
+        await gateway.redis.xadd(gateway.keys.queue("default").dlq, {"j": "01GONE", "error": "lost"})
+        failed, _ = await queue_jobs(app, "default", "failed")
+        assert [(j.id, j.status, j.error) for j in failed] == [("01GONE", Status.FAILED, "lost")]

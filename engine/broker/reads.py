@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from engine.core.keys import Keys
+from redis.exceptions import ResponseError
+
+from engine.core.keys import GROUP, Keys
+
+Entry = tuple[str, dict[str, str]]
+"""A stream entry: its id and its fields."""
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """What ``/metrics`` reads of one queue beyond :meth:`Gateway.queue_stats`."""
+
+    outbox_length: int | None
+    outbox_extra: str | None
+    """Events of batched outbox entries beyond one each (``keys.outbox_extra``), as stored."""
+    stats: dict[str, str]
+    """The queue's stats hash: counters and duration buckets, as the scripts write them."""
+    owned: int
+    """How many of the job ids asked about are this queue's."""
 
 
 class Reads:
@@ -13,3 +33,109 @@ class Reads:
     def __init__(self, redis: Any, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
+        self.sessions = Sessions(redis, keys)
+
+    # -- the live lists, a batch at a time ----------------------------------------------------
+
+    async def delayed_ids(self, queue: str, offset: int, count: int) -> list[str]:
+        """Job ids of the delayed set, soonest due first, from position ``offset``."""
+        ids: list[str] = await self.redis.zrange(self.keys.queue(queue).delayed, offset, offset + count - 1)
+        return ids
+
+    async def stream_entries(self, queue: str, after: str | None, count: int) -> list[Entry]:
+        """Entries of the queue's stream (waiting and active jobs), oldest first, after the
+        entry id ``after`` (from the start when None)."""
+        start = "-" if after is None else f"({after}"
+        return list(await self.redis.xrange(self.keys.queue(queue).stream, min=start, count=count))
+
+    async def dead_entries(self, queue: str, before: str | None, count: int) -> list[Entry]:
+        """Entries of the dead-letter stream, newest first, before the entry id ``before``."""
+        end = "+" if before is None else f"({before}"
+        return list(await self.redis.xrevrange(self.keys.queue(queue).dlq, max=end, count=count))
+
+    # -- queues ---------------------------------------------------------------------------------
+
+    async def oldest_waiting_ms(self, queue: str) -> int | None:
+        """When (epoch ms) the oldest entry no worker was handed yet was added; None if none.
+
+        Entries up to the group's last-delivered id were handed to workers (they are active,
+        or gone); the first entry after it is the oldest one still waiting.
+        """
+        stream = self.keys.queue(queue).stream
+        last: str | None = None
+        try:
+            for group in await self.redis.xinfo_groups(stream):
+                if group.get("name") == GROUP:
+                    last = group.get("last-delivered-id")
+        except ResponseError:
+            pass  # no stream yet
+        start = "-" if last in (None, "0-0") else f"({last}"
+        entries = await self.redis.xrange(stream, min=start, count=1)
+        if not entries:
+            return None
+        return int(str(entries[0][0]).split("-", 1)[0])
+
+    async def throughput(self, queue: str, minutes: Sequence[int]) -> list[tuple[int, int]]:
+        """(completed, failed) of each minute (minutes since the epoch), in one round trip."""
+        qk = self.keys.queue(queue)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for minute in minutes:
+                pipe.hmget(qk.throughput(minute), "completed", "failed")
+            rows = await pipe.execute()
+        return [(int(completed or 0), int(failed or 0)) for completed, failed in rows]
+
+    async def scrape(self, queue: str, job_ids: Sequence[str]) -> Scrape:
+        """The outbox backlog, the stats hash and which of ``job_ids`` (running somewhere)
+        are this queue's, in one round trip; a key of the wrong type reads as empty."""
+        qk = self.keys.queue(queue)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(qk.outbox)
+            pipe.get(qk.outbox_extra)
+            pipe.hgetall(qk.stats)
+            for job_id in job_ids:
+                pipe.exists(qk.job(job_id))
+            outbox, extra, stats, *owned = await pipe.execute(raise_on_error=False)
+        return Scrape(
+            outbox_length=outbox if isinstance(outbox, int) else None,
+            outbox_extra=extra if isinstance(extra, str) else None,
+            stats=stats if isinstance(stats, dict) else {},
+            owned=sum(1 for hit in owned if hit == 1),
+        )
+
+    # -- what workers announce --------------------------------------------------------------
+
+    async def task_announcements(self) -> dict[str, str]:
+        """Task name -> encoded ``TaskAnnouncement``, as workers announced them."""
+        return dict(await self.redis.hgetall(self.keys.tasks))
+
+    async def schedule_announcements(self) -> dict[str, str]:
+        """Schedule name -> encoded ``ScheduleAnnouncement``."""
+        return dict(await self.redis.hgetall(self.keys.schedules))
+
+    async def cron_state(self, queue: str, name: str) -> tuple[float | None, str | None]:
+        """(last fire of schedule ``name`` in epoch ms, the token of the queue's scheduler
+        lock), None where there is none."""
+        qk = self.keys.queue(queue)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zscore(qk.cron_last, name)
+            pipe.get(qk.cron_leader)
+            last, token = await pipe.execute()
+        return (None if last is None else float(last)), (token or None)
+
+
+class Sessions:
+    """Dashboard sessions ended before their expiry (``gateway.reads.sessions``).
+
+    The one write next to the reads: the dashboard's logout has no other broker role to
+    live in, and it is a single key per session, checked on every request."""
+
+    def __init__(self, redis: Any, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    async def revoke(self, session_id: str, ttl_s: int) -> None:
+        """Mark the session ended, for ``ttl_s`` seconds (until it would expire anyway)."""
+        await self.redis.set(self.keys.revoked_session(session_id), "1", ex=max(1, ttl_s))
+
+    async def is_revoked(self, session_id: str) -> bool:
+        return bool(await self.redis.exists(self.keys.revoked_session(session_id)))

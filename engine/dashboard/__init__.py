@@ -23,9 +23,10 @@ from starlette.types import ASGIApp
 
 from engine.core.errors import ConfigurationError
 from engine.dashboard import api, pages
-from engine.dashboard.auth import Security, SecurityMiddleware, check_secret, is_api, route_path
+from engine.dashboard.auth import Security, Throttle, check_secret
+from engine.dashboard.errors import DashboardError
 from engine.dashboard.guard import BODY_LIMIT, Guard, parse_allowed_hosts
-from engine.dashboard.service import DashboardError
+from engine.dashboard.middleware import SecurityMiddleware, is_api, route_path
 from engine.dashboard.web import UNAVAILABLE, error_json, make_templates, unavailable_message
 
 if TYPE_CHECKING:
@@ -109,6 +110,8 @@ def create_app(
         read_only=bool(read_only),
         metrics_token=metrics_token,
         metrics_public=bool(metrics_public),
+        throttle=Throttle(clock=engine.clock.monotonic),
+        clock=engine.clock,
     )
 
     def wants_json(request: Request) -> bool:

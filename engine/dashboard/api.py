@@ -9,7 +9,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from engine.dashboard import service
+from engine import inspector
+from engine.dashboard import actions, checks
+from engine.dashboard import overview as figures
+from engine.dashboard import search as lookup
+from engine.dashboard.detail import job_detail
+from engine.dashboard.errors import Invalid
 from engine.dashboard.openapi import openapi_document
 from engine.dashboard.web import JSON, engine_of, error_json, json_body
 
@@ -28,7 +33,7 @@ def _minutes(request: Request) -> int:
     raw = request.query_params.get("minutes", "60")
     # ASCII digits only: str.isdigit() accepts '²', which int() refuses.
     if not re.fullmatch(r"[0-9]{1,3}", raw, re.ASCII) or not 1 <= int(raw) <= 120:
-        raise service.Invalid(f"minutes must be an integer from 1 to 120, not {raw[:40]!r}")
+        raise Invalid(f"minutes must be an integer from 1 to 120, not {raw[:40]!r}")
     return int(raw)
 
 
@@ -52,86 +57,82 @@ async def csrf(request: Request) -> Response:
 
 
 async def overview(request: Request) -> Response:
-    return JSON(await service.overview(engine_of(request)))
+    return JSON(await figures.overview(engine_of(request)))
 
 
 async def queues(request: Request) -> Response:
-    return JSON({"queues": await service.queue_summaries(engine_of(request))})
+    return JSON({"queues": await figures.queue_summaries(engine_of(request))})
 
 
 async def queue_detail(request: Request) -> Response:
     engine = engine_of(request)
-    name = await service.require_queue(engine, request.path_params["queue"])
-    summary = next(q for q in await service.queue_summaries(engine) if q["name"] == name)
-    return JSON({**summary, "throughput": await service.throughput(engine, [name], _minutes(request))})
+    name = await checks.require_queue(engine, request.path_params["queue"])
+    summary = await figures.queue_summary(engine, name)
+    return JSON({**summary, "throughput": await figures.throughput(engine, [name], _minutes(request))})
 
 
 async def throughput(request: Request) -> Response:
     engine = engine_of(request)
     queue = _query(request, "queue")
-    names = [await service.require_queue(engine, queue)] if queue else await service.queue_names(engine)
-    return JSON({"queues": names, "minutes": await service.throughput(engine, names, _minutes(request))})
+    names = [await checks.require_queue(engine, queue)] if queue else await inspector.queue_names(engine)
+    return JSON({"queues": names, "minutes": await figures.throughput(engine, names, _minutes(request))})
 
 
 async def list_jobs(request: Request) -> Response:
-    page = await service.list_jobs(
+    page = await lookup.list_jobs(
         engine_of(request),
         queue=_query(request, "queue"),
         status=_query(request, "status"),
         task=_query(request, "task"),
         search=_query(request, "search") or _query(request, "q"),
-        limit=service.check_limit(_query(request, "limit")),
+        limit=checks.check_limit(_query(request, "limit")),
         cursor=_query(request, "cursor"),
     )
     return JSON(page.as_dict())
 
 
 async def enqueue(request: Request) -> Response:
-    created = await service.enqueue(engine_of(request), await json_body(request))
+    created = await actions.enqueue(engine_of(request), await json_body(request))
     location = f"{_base(request)}/api/jobs/{created['id']}"
     return JSON(created, status_code=201, headers={"location": location})
 
 
 async def job(request: Request) -> Response:
-    return JSON(await service.job_detail(engine_of(request), request.path_params["job_id"]))
+    return JSON(await job_detail(engine_of(request), request.path_params["job_id"]))
 
 
 async def job_raw(request: Request) -> Response:
     """Everything about the job, in full, as a JSON file (the page shows a bounded part)."""
-    detail = await service.job_detail(engine_of(request), request.path_params["job_id"])
+    detail = await job_detail(engine_of(request), request.path_params["job_id"])
     filename = f"job-{detail['id']}.json"
     return JSON(detail, headers={"content-disposition": f'attachment; filename="{filename}"'})
 
 
 async def job_logs(request: Request) -> Response:
-    detail = await service.job_detail(engine_of(request), request.path_params["job_id"])
+    detail = await job_detail(engine_of(request), request.path_params["job_id"])
     return JSON({"id": detail["id"], "logs": detail["logs"]})
 
 
 async def retry(request: Request) -> Response:
-    return JSON(await service.retry_job(engine_of(request), request.path_params["job_id"]))
+    return JSON(await actions.retry_job(engine_of(request), request.path_params["job_id"]))
 
 
 async def cancel(request: Request) -> Response:
-    return JSON(await service.cancel_job(engine_of(request), request.path_params["job_id"]))
+    return JSON(await actions.cancel_job(engine_of(request), request.path_params["job_id"]))
 
 
 async def delete(request: Request) -> Response:
-    return JSON(await service.delete_job(engine_of(request), request.path_params["job_id"]))
+    return JSON(await actions.delete_job(engine_of(request), request.path_params["job_id"]))
 
 
 async def dead_letters(request: Request) -> Response:
     engine = engine_of(request)
-    queue = await service.require_queue(engine, request.path_params["queue"])
-    page = await service.scan_jobs(
-        engine,
-        [queue],
-        ["failed"],
-        service.matcher(
-            service.check_task(_query(request, "task")), service.check_search(_query(request, "search"))
-        ),
-        limit=service.check_limit(_query(request, "limit")),
-        cursor=service.decode_cursor(_query(request, "cursor"), "scan"),
+    queue = await checks.require_queue(engine, request.path_params["queue"])
+    task = checks.check_task(_query(request, "task"))
+    search = checks.check_search(_query(request, "search"))
+    limit = checks.check_limit(_query(request, "limit"))
+    page = await lookup.dead_letters(
+        engine, queue, task, search, limit=limit, cursor=_query(request, "cursor")
     )
     return JSON({**page.as_dict(), "count": await engine.dlq(queue).count()})
 
@@ -142,19 +143,17 @@ def _object(body: Any, allowed: frozenset[str]) -> dict[str, Any]:
     if body is None:
         return {}
     if not isinstance(body, dict):
-        raise service.Invalid("the body must be a JSON object")
+        raise Invalid("the body must be a JSON object")
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise service.Invalid(
-            f"unknown field(s) {', '.join(unknown)[:200]}; allowed: {', '.join(sorted(allowed))}"
-        )
+        raise Invalid(f"unknown field(s) {', '.join(unknown)[:200]}; allowed: {', '.join(sorted(allowed))}")
     return body
 
 
 def _optional_text(body: dict[str, Any], name: str) -> str | None:
     value = body.get(name)
     if value is not None and not isinstance(value, str):
-        raise service.Invalid(f"field {name!r} must be a string")
+        raise Invalid(f"field {name!r} must be a string")
     return value or None
 
 
@@ -166,21 +165,21 @@ async def replay(request: Request) -> Response:
     ids = body.get("ids")
     everything = body.get("all", False)
     if not isinstance(everything, bool):
-        raise service.Invalid("field 'all' must be true or false")
+        raise Invalid("field 'all' must be true or false")
     task, search = _optional_text(body, "task"), _optional_text(body, "search")
     if everything:
         if ids:
-            raise service.Invalid("give either 'ids' or 'all': true, not both")
-        return JSON(await service.replay_matching(engine, queue, task, search))
+            raise Invalid("give either 'ids' or 'all': true, not both")
+        return JSON(await actions.replay_matching(engine, queue, task, search))
     if task is not None or search is not None:
-        raise service.Invalid("'task' and 'search' filter 'all': true; with 'ids' leave them out")
-    return JSON(await service.replay_jobs(engine, queue, service.check_job_ids(ids)))
+        raise Invalid("'task' and 'search' filter 'all': true; with 'ids' leave them out")
+    return JSON(await actions.replay_jobs(engine, queue, checks.check_job_ids(ids)))
 
 
 async def purge(request: Request) -> Response:
     body = _object(await json_body(request), frozenset({"task", "search"}))
     return JSON(
-        await service.purge_dead(
+        await actions.purge_dead(
             engine_of(request),
             request.path_params["queue"],
             _optional_text(body, "task"),
@@ -190,15 +189,15 @@ async def purge(request: Request) -> Response:
 
 
 async def workers(request: Request) -> Response:
-    return JSON({"workers": await service.workers(engine_of(request))})
+    return JSON({"workers": await figures.workers(engine_of(request))})
 
 
 async def cron(request: Request) -> Response:
-    return JSON({"schedules": await service.cron(engine_of(request))})
+    return JSON({"schedules": await figures.cron(engine_of(request))})
 
 
 async def tasks(request: Request) -> Response:
-    return JSON({"tasks": await service.tasks(engine_of(request))})
+    return JSON({"tasks": await figures.tasks(engine_of(request))})
 
 
 async def not_found(request: Request) -> Response:

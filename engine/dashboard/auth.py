@@ -1,4 +1,6 @@
-"""Authentication, sessions, CSRF protection, failure throttling and read-only mode (pure ASGI).
+"""Who may use the dashboard: credentials, sessions, CSRF tokens, failure throttling, read-only mode.
+
+``middleware.py`` applies these rules to every request (pure ASGI).
 
 - Authentication is on when a token (``ENGINE_DASHBOARD_TOKEN``) or HTTP basic credentials
   are configured (each at least :data:`MIN_SECRET_LENGTH` characters). A request is let in
@@ -29,7 +31,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
 import math
 import re
 import secrets
@@ -38,15 +39,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING
 
-import msgspec
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
+from engine.core.clock import SYSTEM_CLOCK, Clock
 from engine.core.errors import ConfigurationError
-from engine.dashboard.web import UNAVAILABLE, unavailable_message
 
 if TYPE_CHECKING:
     from engine.client.app import Engine
@@ -160,21 +156,6 @@ class Throttle:
         self._records.pop(client, None)
 
 
-def client_key(scope: Scope) -> str:
-    """Who is guessing: the client address; IPv6 by /64 (one host usually holds a whole /64)."""
-    client = scope.get("client")
-    host = str(client[0]) if client else ""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host or "unknown"
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
-
-
 @dataclass(frozen=True)
 class Security:
     token: str | None = None
@@ -183,6 +164,8 @@ class Security:
     metrics_token: str | None = None
     metrics_public: bool = False
     throttle: Throttle = field(default_factory=Throttle, compare=False, repr=False)
+    clock: Clock = field(default=SYSTEM_CLOCK, compare=False, repr=False)
+    """What session expiry is measured on (``create_app`` gives the engine's)."""
     _key: bytes = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -235,7 +218,7 @@ class Security:
 
     def new_session(self, now: float | None = None) -> str:
         sid = secrets.token_urlsafe(16)
-        expires = str(int((time.time() if now is None else now) + SESSION_TTL_S))
+        expires = str(int((self.clock.time() if now is None else now) + SESSION_TTL_S))
         return f"{sid}.{expires}.{self._mac('session', sid, expires)}"
 
     def read_session(self, value: str, now: float | None = None) -> Session | None:
@@ -247,7 +230,7 @@ class Security:
         sid, expires, signature = match.groups()
         if not hmac.compare_digest(signature, self._mac("session", sid, expires)):
             return None
-        if int(expires) < (time.time() if now is None else now):
+        if int(expires) < (self.clock.time() if now is None else now):
             return None
         return Session(sid, int(expires))
 
@@ -269,14 +252,14 @@ class Security:
 
 
 async def revoke(engine: Engine, session: Session) -> None:
+    """End the session in every dashboard process (recorded in Redis until it would expire)."""
     gateway = await engine.ready()
-    ttl = max(1, session.expires - int(time.time()) + 1)
-    await gateway.redis.set(gateway.keys.revoked_session(session.id), "1", ex=ttl)
+    await gateway.reads.sessions.revoke(session.id, session.expires - int(engine.clock.time()) + 1)
 
 
 async def is_revoked(engine: Engine, session: Session) -> bool:
     gateway = await engine.ready()
-    return bool(await gateway.redis.exists(gateway.keys.revoked_session(session.id)))
+    return await gateway.reads.sessions.is_revoked(session.id)
 
 
 def csrf_binding(how: str | None, session: Session | None) -> str:
@@ -286,19 +269,6 @@ def csrf_binding(how: str | None, session: Session | None) -> str:
     if how == "basic":
         return "basic"
     return "anonymous"
-
-
-def route_path(scope: Scope) -> str:
-    """The path inside this app (without the prefix it is mounted under)."""
-    path: str = scope.get("path", "")
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :]
-    return path or "/"
-
-
-def is_api(path: str) -> bool:
-    return path == "/api" or path.startswith("/api/") or path == "/metrics"
 
 
 def parse_cookies(raw: str) -> dict[str, str]:
@@ -334,162 +304,3 @@ def safe_next(value: str | None) -> str:
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         return "/"
     return value
-
-
-class SecurityMiddleware:
-    def __init__(self, app: ASGIApp, security: Security, engine: Engine) -> None:
-        self.app = app
-        self.security = security
-        self.engine = engine
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        security = self.security
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        cookies = parse_cookies(headers.get("cookie", ""))
-        path = route_path(scope)
-        base: str = scope.get("root_path", "")
-        method = scope.get("method", "GET")
-        state = scope.setdefault("state", {})
-        state["base"] = base
-        state["path"] = path
-        state["read_only"] = security.read_only
-        state["auth_enabled"] = security.enabled
-        state["client"] = client_key(scope)
-        state["session"] = None
-
-        if path.startswith(PUBLIC_PREFIXES):
-            await self.app(scope, receive, send)
-            return
-
-        try:
-            how = await self._authenticate(state, path, headers, cookies)
-        except _Locked as locked:
-            await send_json(
-                send,
-                429,
-                f"too many failed attempts from your address: try again in {locked.seconds} s",
-                extra=[(b"retry-after", str(locked.seconds).encode())],
-            )
-            return
-        except UNAVAILABLE as exc:
-            await send_json(send, 503, unavailable_message(exc))
-            return
-        state["auth"] = how
-
-        binding = csrf_binding(how, state["session"])
-        cookie_csrf = cookies.get(CSRF_COOKIE, "")
-        valid_cookie = security.check_csrf(cookie_csrf, binding)
-        new_csrf = None if valid_cookie else security.new_csrf(binding)
-        state["csrf_token"] = cookie_csrf if valid_cookie else new_csrf
-        state["csrf_cookie"] = cookie_csrf if valid_cookie else None
-        secure = scope.get("scheme") == "https"
-
-        async def send_with_cookie(message: Message) -> None:
-            if message["type"] == "http.response.start" and new_csrf is not None:
-                cookie = cookie_header(CSRF_COOKIE, new_csrf, path=base or "/", secure=secure)
-                MutableHeaders(scope=message).append("set-cookie", cookie)
-            await send(message)
-
-        if how is None and path not in LOGIN_PATHS:
-            await self._refuse_unauthenticated(scope, path, base, headers, send_with_cookie)
-            return
-        if method in UNSAFE_METHODS and path not in LOGIN_PATHS:
-            if security.read_only:
-                await send_json(send_with_cookie, 403, "the dashboard is read-only: changes are disabled")
-                return
-            given = headers.get(CSRF_HEADER, "")
-            valid = valid_cookie and bool(given) and hmac.compare_digest(given.encode(), cookie_csrf.encode())
-            if how != "bearer" and not valid:
-                await send_json(
-                    send_with_cookie,
-                    403,
-                    "CSRF check failed: send the X-CSRF-Token header with the value of the "
-                    f"{CSRF_COOKIE} cookie (GET {base}/api/csrf gives both)",
-                )
-                return
-        await self.app(scope, receive, send_with_cookie)
-
-    async def _authenticate(
-        self, state: dict[str, Any], path: str, headers: dict[str, str], cookies: dict[str, str]
-    ) -> str | None:
-        """How the request proved who it is ("open", "bearer", "basic", "session", "metrics",
-        "public"), or None. Raises _Locked for a locked-out client that sends credentials."""
-        security = self.security
-        if not security.enabled:
-            return "open"
-        if path == "/metrics" and security.metrics_public:
-            return "public"
-        client = state["client"]
-        scheme, _, credentials = headers.get("authorization", "").partition(" ")
-        scheme = scheme.lower()
-        credentials = credentials.strip()
-        if scheme in ("bearer", "basic") and credentials:
-            wait = security.throttle.retry_after(client)
-            if wait:
-                raise _Locked(wait)
-            how = None
-            if scheme == "bearer" and security.check_token(credentials):
-                how = "bearer"
-            elif scheme == "bearer" and path == "/metrics" and security.check_metrics_token(credentials):
-                how = "metrics"
-            elif scheme == "basic" and security.check_basic(credentials):
-                how = "basic"
-            if how is not None:
-                security.throttle.succeeded(client)
-                return how
-            security.throttle.failed(client)
-        raw = cookies.get(SESSION_COOKIE)
-        session = security.read_session(raw) if raw else None
-        if session is not None and not await is_revoked(self.engine, session):
-            state["session"] = session
-            return "session"
-        return None
-
-    async def _refuse_unauthenticated(
-        self, scope: Scope, path: str, base: str, headers: dict[str, str], send: Send
-    ) -> None:
-        wants_html = "text/html" in headers.get("accept", "")
-        if self.security.token is not None and wants_html and not is_api(path):
-            target = path + (
-                ("?" + scope["query_string"].decode("latin-1")) if scope.get("query_string") else ""
-            )
-            location = f"{base}/login?next={quote(target, safe='')}"
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 303,
-                    "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0")],
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
-            return
-        challenge = 'Basic realm="engine dashboard"' if self.security.basic_auth else 'Bearer realm="engine"'
-        await send_json(
-            send,
-            401,
-            "authentication required: send Authorization: Bearer <ENGINE_DASHBOARD_TOKEN>"
-            + (" or HTTP basic credentials" if self.security.basic_auth else "")
-            + (", or log in at " + f"{base}/login" if self.security.token else ""),
-            extra=[(b"www-authenticate", challenge.encode())],
-        )
-
-
-class _Locked(Exception):
-    def __init__(self, seconds: int) -> None:
-        self.seconds = seconds
-
-
-async def send_json(
-    send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    body = msgspec.json.encode({"error": message, "status": status})
-    headers: list[Any] = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *(extra or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

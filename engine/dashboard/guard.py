@@ -21,8 +21,9 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.core.errors import ConfigurationError
-from engine.dashboard.auth import LOGIN_PATHS, Security, route_path, send_json
-from engine.dashboard.service import DashboardError
+from engine.dashboard.auth import LOGIN_PATHS, Security
+from engine.dashboard.errors import DashboardError
+from engine.dashboard.middleware import route_path, send_json
 
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "

@@ -9,8 +9,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from engine import inspector
-from engine.core.keys import GROUP
-from engine.dashboard.service import queue_lags, queue_names
 from engine.history.shipper import outbox_events
 
 if TYPE_CHECKING:
@@ -69,50 +67,41 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
+def _histogram(stats: dict[str, str]) -> tuple[list[tuple[str, int]], float, int]:
+    """(cumulative buckets, seconds in all, count) of the durations in a queue's stats hash."""
+    cumulative = 0
+    buckets: list[tuple[str, int]] = []
+    for bound in DURATION_BOUNDS:
+        cumulative += int(stats.get(f"d:{bound}", 0) or 0)
+        buckets.append((bound, cumulative))
+    total = cumulative + int(stats.get("d:+Inf", 0) or 0)
+    buckets.append(("+Inf", total))
+    return buckets, int(stats.get("d:sum_ms", 0) or 0) / 1000, total
+
+
 async def render(engine: Engine) -> str:
     gateway = await engine.ready()
-    queues = await queue_names(engine)
-    lags = await queue_lags(engine, queues)
+    stats = await engine.stats()
+    lags = await inspector.queue_lags(engine, list(stats))
     beats = await inspector.workers(engine)
     running = [job_id for beat in beats for job_id in beat.running]
 
     gauges: dict[str, dict[str, float]] = {name: {} for name, _ in GAUGES}
     counters: dict[str, dict[str, float]] = {name: {} for name, _, _ in COUNTERS}
     histograms: dict[str, tuple[list[tuple[str, int]], float, int]] = {}
-    for queue in queues:
-        qk = gateway.keys.queue(queue)
-        async with gateway.redis.pipeline(transaction=False) as pipe:
-            pipe.xlen(qk.stream)
-            pipe.xpending(qk.stream, GROUP)
-            pipe.zcard(qk.delayed)
-            pipe.xlen(qk.dlq)
-            pipe.xlen(qk.outbox)
-            pipe.get(qk.outbox_extra)  # events of batched entries beyond one each
-            pipe.hgetall(qk.stats)
-            for job_id in running:
-                pipe.exists(qk.job(job_id))
-            replies = await pipe.execute(raise_on_error=False)
-        length, pending, delayed, dlq, outbox, extra, stats, *owned = replies
-        pending_n = int(pending["pending"]) if isinstance(pending, dict) else 0
-        length_n = int(length) if isinstance(length, int) else 0
-        stats = stats if isinstance(stats, dict) else {}
-        gauges["engine_queue_depth"][queue] = max(0, length_n - pending_n)
+    for queue, counts in stats.items():
+        scrape = await gateway.reads.scrape(queue, running)
+        gauges["engine_queue_depth"][queue] = counts["waiting"]
         gauges["engine_queue_lag_seconds"][queue] = round(lags.get(queue, 0.0), 3)
-        gauges["engine_queue_pending"][queue] = pending_n
-        gauges["engine_queue_active"][queue] = sum(1 for hit in owned if hit == 1)
-        gauges["engine_queue_delayed"][queue] = int(delayed) if isinstance(delayed, int) else 0
-        gauges["engine_dlq_depth"][queue] = int(dlq) if isinstance(dlq, int) else 0
-        gauges["engine_outbox_length"][queue] = outbox_events(outbox, extra)
+        # Delivered and not yet acknowledged: what queue_stats counts as active.
+        gauges["engine_queue_pending"][queue] = counts["active"]
+        gauges["engine_queue_active"][queue] = scrape.owned
+        gauges["engine_queue_delayed"][queue] = counts["delayed"]
+        gauges["engine_dlq_depth"][queue] = counts["dlq"]
+        gauges["engine_outbox_length"][queue] = outbox_events(scrape.outbox_length, scrape.outbox_extra)
         for name, field, _ in COUNTERS:
-            counters[name][queue] = int(stats.get(field, 0) or 0)
-        cumulative = 0
-        buckets: list[tuple[str, int]] = []
-        for bound in DURATION_BOUNDS:
-            cumulative += int(stats.get(f"d:{bound}", 0) or 0)
-            buckets.append((bound, cumulative))
-        total = cumulative + int(stats.get("d:+Inf", 0) or 0)
-        buckets.append(("+Inf", total))
-        histograms[queue] = (buckets, int(stats.get("d:sum_ms", 0) or 0) / 1000, total)
+            counters[name][queue] = counts[field]
+        histograms[queue] = _histogram(scrape.stats)
 
     lines: list[str] = []
     for name, help_text in GAUGES:

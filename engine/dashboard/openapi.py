@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-STATUSES = ["waiting", "active", "delayed", "failed", "completed", "cancelled"]
+from engine.core.model import Status
+from engine.dashboard.checks import STATUS_CHOICES
+
+STATUSES = list(STATUS_CHOICES)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -327,7 +330,7 @@ def openapi_document(base: str = "") -> dict[str, Any]:
                         "id": {"type": "string"},
                         "task": {"type": "string"},
                         "queue": {"type": "string"},
-                        "status": {"enum": ["waiting", "delayed"]},
+                        "status": {"enum": [str(Status.WAITING), str(Status.DELAYED)]},
                     },
                 },
                 "Job": {

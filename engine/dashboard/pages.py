@@ -10,10 +10,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from engine import inspector
+from engine.core.clock import now_utc
+from engine.dashboard import checks, views
 from engine.dashboard import metrics as prometheus
-from engine.dashboard import service
+from engine.dashboard import overview as figures
+from engine.dashboard import search as lookup
 from engine.dashboard.auth import SESSION_COOKIE, SESSION_TTL_S, Security, cookie_header, revoke, safe_next
 from engine.dashboard.charts import throughput_chart
+from engine.dashboard.detail import job_detail
 from engine.dashboard.web import TEXT_LIMIT, engine_of, shown_json, shown_text
 
 REFRESH_MS = 1500
@@ -28,11 +33,12 @@ def render(request: Request, name: str, context: dict[str, Any], status_code: in
         "read_only": state.get("read_only", False),
         "auth_enabled": state.get("auth_enabled", False),
         "logged_in": state.get("auth") == "session",
-        "history": service.history_enabled(engine),
-        "history_notice": service.HISTORY_NOTICE,
+        "history": views.history_enabled(engine),
+        "history_notice": views.HISTORY_NOTICE,
         "refresh_ms": REFRESH_MS,
         "nav": "",
         "namespace": engine.namespace,
+        "now": now_utc(engine.clock),
         **context,
     }
     templates = request.app.state.templates
@@ -46,7 +52,7 @@ def _q(request: Request, name: str) -> str | None:
 
 
 async def overview(request: Request) -> Response:
-    data = await service.overview(engine_of(request))
+    data = await figures.overview(engine_of(request))
     return render(
         request, "overview.html", {**data, "chart": throughput_chart(data["throughput"]), "nav": "overview"}
     )
@@ -58,13 +64,13 @@ async def _listing(request: Request, queue: str | None) -> dict[str, Any]:
     search = _q(request, "q")
     task = _q(request, "task")
     cursor = _q(request, "cursor")
-    page = await service.list_jobs(
+    page = await lookup.list_jobs(
         engine,
         queue=queue,
         status=status,
         task=task,
         search=search,
-        limit=service.check_limit(_q(request, "limit")),
+        limit=checks.check_limit(_q(request, "limit")),
         cursor=cursor,
     )
     return {
@@ -73,22 +79,22 @@ async def _listing(request: Request, queue: str | None) -> dict[str, Any]:
         "search": search or "",
         "task": task or "",
         "cursor": cursor or "",
-        "statuses": service.STATUSES,
+        "statuses": checks.STATUS_CHOICES,
     }
 
 
 async def search(request: Request) -> Response:
     listing = await _listing(request, _q(request, "queue"))
-    queues = await service.queue_names(engine_of(request))
+    queues = await inspector.queue_names(engine_of(request))
     return render(request, "search.html", {**listing, "queues": queues, "queue": _q(request, "queue") or ""})
 
 
 async def queue(request: Request) -> Response:
     engine = engine_of(request)
-    name = await service.require_queue(engine, request.path_params["queue"])
+    name = await checks.require_queue(engine, request.path_params["queue"])
     listing = await _listing(request, name)
-    summary = next(q for q in await service.queue_summaries(engine) if q["name"] == name)
-    series = await service.throughput(engine, [name])
+    summary = await figures.queue_summary(engine, name)
+    series = await figures.throughput(engine, [name])
     return render(
         request,
         "queue.html",
@@ -118,7 +124,7 @@ def _shown_logs(logs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
 
 
 async def job(request: Request) -> Response:
-    detail = await service.job_detail(engine_of(request), request.path_params["job_id"])
+    detail = await job_detail(engine_of(request), request.path_params["job_id"])
     # Everything a job carries is bounded here: a page (refreshed every 1.5 s) costs at
     # most a few hundred kilobytes of formatting, whatever the payload; the full data is
     # one click away (/api/jobs/{id}/raw).
@@ -148,23 +154,23 @@ async def job(request: Request) -> Response:
 
 async def dead_letters(request: Request) -> Response:
     engine = engine_of(request)
-    summaries = await service.queue_summaries(engine)
+    summaries = await figures.queue_summaries(engine)
     chosen = _q(request, "queue")
     if chosen is None:
         with_dead = [q["name"] for q in summaries if q["dlq"]]
         chosen = with_dead[0] if with_dead else (summaries[0]["name"] if summaries else None)
-    task = service.check_task(_q(request, "task"))
-    search_text = service.check_search(_q(request, "q"))
+    task = checks.check_task(_q(request, "task"))
+    search_text = checks.check_search(_q(request, "q"))
     page = None
     if chosen is not None:
-        await service.require_queue(engine, chosen)
-        page = await service.scan_jobs(
+        await checks.require_queue(engine, chosen)
+        page = await lookup.dead_letters(
             engine,
-            [chosen],
-            ["failed"],
-            service.matcher(task, search_text),
-            limit=service.check_limit(_q(request, "limit")),
-            cursor=service.decode_cursor(_q(request, "cursor"), "scan"),
+            chosen,
+            task,
+            search_text,
+            limit=checks.check_limit(_q(request, "limit")),
+            cursor=_q(request, "cursor"),
         )
     return render(
         request,
@@ -183,12 +189,12 @@ async def dead_letters(request: Request) -> Response:
 
 
 async def cron(request: Request) -> Response:
-    return render(request, "cron.html", {"schedules": await service.cron(engine_of(request)), "nav": "cron"})
+    return render(request, "cron.html", {"schedules": await figures.cron(engine_of(request)), "nav": "cron"})
 
 
 async def workers(request: Request) -> Response:
     return render(
-        request, "workers.html", {"workers": await service.workers(engine_of(request)), "nav": "workers"}
+        request, "workers.html", {"workers": await figures.workers(engine_of(request)), "nav": "workers"}
     )
 
 

@@ -17,7 +17,7 @@ from starlette.templating import Jinja2Templates
 
 from engine.broker import RedisError
 from engine.core.errors import ConnectionFailed
-from engine.dashboard.service import Invalid
+from engine.dashboard.errors import Invalid
 
 if TYPE_CHECKING:
     from engine.client.app import Engine
@@ -203,10 +203,13 @@ def _dt(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _ago(value: datetime | None) -> str:
+@jinja2.pass_context
+def _ago(context: jinja2.runtime.Context, value: datetime | None) -> str:
     if value is None:
         return ""
-    seconds = (datetime.now(UTC) - value).total_seconds()
+    # The engine's clock (pages.render puts it in every page's context as "now").
+    now: datetime = context.get("now") or datetime.now(UTC)
+    seconds = (now - value).total_seconds()
     future = seconds < 0
     seconds = abs(seconds)
     if seconds < 60:

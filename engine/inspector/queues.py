@@ -1,0 +1,56 @@
+"""Queues: their names, how far behind they are and what they got done per minute."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.client.app import Engine
+
+
+async def queue_names(engine: Engine) -> list[str]:
+    """Every queue Redis knows of and every queue this app's tasks use, sorted."""
+    gateway = await engine.ready()
+    return sorted(set(await gateway.queues()) | {t.queue for t in engine.tasks.values()})
+
+
+async def queue_lags(engine: Engine, queues: Sequence[str]) -> dict[str, float]:
+    """Seconds since the oldest waiting entry of each queue was added (0 when none waits)."""
+    gateway = await engine.ready()
+    now = engine.clock.time()
+    out: dict[str, float] = {}
+    for queue in queues:
+        added_ms = await gateway.reads.oldest_waiting_ms(queue)
+        out[queue] = 0.0 if added_ms is None else max(0.0, now - added_ms / 1000)
+    return out
+
+
+def _minutes(engine: Engine, minutes: int) -> list[int]:
+    """The last ``minutes`` minutes (since the epoch), the current one last."""
+    current = int(engine.clock.time() // 60)
+    return list(range(current - minutes + 1, current + 1))
+
+
+async def throughput(engine: Engine, queue: str, minutes: int = 60) -> list[tuple[int, int, int]]:
+    """(minute start as epoch seconds, completed, failed) for the last ``minutes`` minutes."""
+    gateway = await engine.ready()
+    span = _minutes(engine, minutes)
+    rows = await gateway.reads.throughput(queue, span)
+    return [(m * 60, c, f) for m, (c, f) in zip(span, rows, strict=True)]
+
+
+async def throughput_totals(
+    engine: Engine, queues: Sequence[str], minutes: int
+) -> list[tuple[int, int, int]]:
+    """:func:`throughput` summed over ``queues`` (zeros for every minute when there are none)."""
+    gateway = await engine.ready()
+    span = _minutes(engine, minutes)
+    totals = [[0, 0] for _ in span]
+    for queue in queues:
+        for total, (completed, failed) in zip(
+            totals, await gateway.reads.throughput(queue, span), strict=True
+        ):
+            total[0] += completed
+            total[1] += failed
+    return [(m * 60, c, f) for m, (c, f) in zip(span, totals, strict=True)]
