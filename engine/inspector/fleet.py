@@ -13,14 +13,14 @@ from engine.core.model import WorkerBeat
 from engine.cron import ScheduleAnnouncement, check_zone, next_tick
 
 if TYPE_CHECKING:
-    from engine.client.app import Engine
+    from engine.runtime import Runtime
 
 ALIVE_WITHIN_S = 15.0
 """A worker whose last heartbeat is older than this is taken for dead (it beats every few
 seconds)."""
 
 
-async def workers(engine: Engine, alive_within: float = ALIVE_WITHIN_S) -> list[WorkerBeat]:
+async def workers(engine: Runtime, alive_within: float = ALIVE_WITHIN_S) -> list[WorkerBeat]:
     """Workers that sent a heartbeat within ``alive_within`` seconds, newest first."""
     gateway = await engine.ready()
     out: list[WorkerBeat] = []
@@ -53,7 +53,7 @@ class CronRow:
         return row
 
 
-async def cron_schedules(engine: Engine) -> list[CronRow]:
+async def cron_schedules(engine: Runtime) -> list[CronRow]:
     """Every announced schedule with its next and last run and its queue's current leader."""
     gateway = await engine.ready()
     announced = await gateway.reads.schedule_announcements()

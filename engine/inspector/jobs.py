@@ -13,7 +13,7 @@ import msgspec
 from engine.core.model import JobInfo, Status, lenient_number, ms_to_datetime
 
 if TYPE_CHECKING:
-    from engine.client.app import Engine
+    from engine.runtime import Runtime
 
 _DIGITS = re.compile(r"[0-9]{1,15}", re.ASCII)
 _LENIENT_ERRORS = (
@@ -108,7 +108,7 @@ class LiveJob:
     replayed_at: datetime | None
 
 
-async def live_job(engine: Engine, job_id: str, queue: str | None = None) -> LiveJob | None:
+async def live_job(engine: Runtime, job_id: str, queue: str | None = None) -> LiveJob | None:
     """The job from Redis (None when it is not there), read leniently."""
     gateway = await engine.ready()
     if queue is None:
@@ -121,7 +121,7 @@ async def live_job(engine: Engine, job_id: str, queue: str | None = None) -> Liv
     return LiveJob(read_info(job_id, queue, h), when(h.get("replayed")))
 
 
-async def live_info(engine: Engine, job_id: str, queue: str | None = None) -> JobInfo | None:
+async def live_info(engine: Runtime, job_id: str, queue: str | None = None) -> JobInfo | None:
     """:func:`live_job` without the replay time."""
     job = await live_job(engine, job_id, queue)
     return None if job is None else job.info

@@ -6,16 +6,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.client.app import Engine
+    from engine.runtime import Runtime
 
 
-async def queue_names(engine: Engine) -> list[str]:
+async def queue_names(engine: Runtime) -> list[str]:
     """Every queue Redis knows of and every queue this app's tasks use, sorted."""
     gateway = await engine.ready()
-    return sorted(set(await gateway.queues()) | {t.queue for t in engine.tasks.values()})
+    return sorted(set(await gateway.queues()) | {t.spec.queue for t in engine.tasks.values()})
 
 
-async def queue_lags(engine: Engine, queues: Sequence[str]) -> dict[str, float]:
+async def queue_lags(engine: Runtime, queues: Sequence[str]) -> dict[str, float]:
     """Seconds since the oldest waiting entry of each queue was added (0 when none waits)."""
     gateway = await engine.ready()
     now = engine.clock.time()
@@ -26,13 +26,13 @@ async def queue_lags(engine: Engine, queues: Sequence[str]) -> dict[str, float]:
     return out
 
 
-def _minutes(engine: Engine, minutes: int) -> list[int]:
+def _minutes(engine: Runtime, minutes: int) -> list[int]:
     """The last ``minutes`` minutes (since the epoch), the current one last."""
     current = int(engine.clock.time() // 60)
     return list(range(current - minutes + 1, current + 1))
 
 
-async def throughput(engine: Engine, queue: str, minutes: int = 60) -> list[tuple[int, int, int]]:
+async def throughput(engine: Runtime, queue: str, minutes: int = 60) -> list[tuple[int, int, int]]:
     """(minute start as epoch seconds, completed, failed) for the last ``minutes`` minutes."""
     gateway = await engine.ready()
     span = _minutes(engine, minutes)
@@ -41,7 +41,7 @@ async def throughput(engine: Engine, queue: str, minutes: int = 60) -> list[tupl
 
 
 async def throughput_totals(
-    engine: Engine, queues: Sequence[str], minutes: int
+    engine: Runtime, queues: Sequence[str], minutes: int
 ) -> list[tuple[int, int, int]]:
     """:func:`throughput` summed over ``queues`` (zeros for every minute when there are none)."""
     gateway = await engine.ready()

@@ -13,7 +13,7 @@ from engine.inspector.jobs import dead_info, read_info
 
 if TYPE_CHECKING:
     from engine.broker.gateway import Gateway
-    from engine.client.app import Engine
+    from engine.runtime import Runtime
 
 SCAN_BATCH = 200
 SCAN_BUDGET = 5000
@@ -50,7 +50,7 @@ def everything(info: JobInfo) -> bool:
 
 
 async def scan_live(
-    engine: Engine,
+    engine: Runtime,
     queues: Sequence[str],
     statuses: Sequence[str],
     match: Callable[[JobInfo], bool] = everything,
@@ -91,7 +91,7 @@ async def scan_live(
     return LivePage(jobs, None, scanned)
 
 
-async def dead_matching(engine: Engine, queue: str, match: Callable[[JobInfo], bool]) -> list[JobInfo]:
+async def dead_matching(engine: Runtime, queue: str, match: Callable[[JobInfo], bool]) -> list[JobInfo]:
     """Every dead letter of ``queue`` (with a job id) that ``match`` accepts, read leniently."""
     gateway = await engine.ready()
     found: list[JobInfo] = []
@@ -109,7 +109,7 @@ async def dead_matching(engine: Engine, queue: str, match: Callable[[JobInfo], b
 
 
 async def queue_jobs(
-    engine: Engine, queue: str, status: str, limit: int = 50, cursor: str | None = None
+    engine: Runtime, queue: str, status: str, limit: int = 50, cursor: str | None = None
 ) -> tuple[list[JobInfo], str | None]:
     """A page of a queue's jobs in one live status, from Redis; returns (jobs, next cursor).
 
