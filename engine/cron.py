@@ -27,7 +27,7 @@ import msgspec
 import structlog
 
 from engine.broker import RedisError
-from engine.broker.gateway import Fence, FenceRejected
+from engine.broker.gateway import Fence, FenceRejected, ScriptCode
 from engine.core.backoff import reconnect_delay
 from engine.core.clock import now_utc
 from engine.core.schedule import MISFIRE_POLICIES as MISFIRE_POLICIES
@@ -80,8 +80,7 @@ class Scheduler:
             for schedules in self.by_queue.values()
             for s in schedules
         }
-        if mapping:
-            await gateway.redis.hset(gateway.keys.schedules, mapping=mapping)
+        await gateway.announce_schedules(mapping)
 
     async def run(self) -> None:
         if not self.by_queue:
@@ -151,9 +150,8 @@ class Scheduler:
 
     async def _fire_due(self, schedule: Schedule, now: datetime) -> None:
         gateway = self.engine.gateway
-        qk = gateway.keys.queue(schedule.queue)
-        score = await gateway.redis.zscore(qk.cron_last, schedule.name)
-        last = self._baseline if score is None else datetime.fromtimestamp(score / 1000, tz=UTC)
+        last_ms = await gateway.cron_last_fired_ms(schedule.queue, schedule.name)
+        last = self._baseline if last_ms is None else datetime.fromtimestamp(last_ms / 1000, tz=UTC)
         for tick in schedule.due(last, now):
             if not await self.fire(schedule, tick):
                 return
@@ -175,7 +173,7 @@ class Scheduler:
         try:
             await gateway.enqueue(schedule.queue, [job], fence=Fence(self.token, schedule.name, tick_ms))
         except FenceRejected as rejected:
-            if rejected.reason == "fenced":
+            if rejected.reason is ScriptCode.FENCED:
                 self.leading.pop(schedule.queue, None)
                 self._log.warning("lost cron leadership; tick not fired", schedule=schedule.name)
                 return False

@@ -1,10 +1,14 @@
 """Redis (or Valkey): the only package that imports redis.
 
-``gateway`` (:class:`Gateway`: one connection pool and the engine's scripts for one
-namespace, a method per state transition and the reads around them), ``pool`` (a connection
-pool that waits when every connection is in use), ``scripts`` (the ``.lua`` files, one per
-transition). Modules above catch the errors re-exported here and never import redis.
-It imports only ``engine.core``.
+``gateway`` (:class:`Gateway`, the facade the services hold: one client and the engine's
+scripts for one namespace) composes the roles: ``connection`` (client factory, URL checks,
+ping, close), ``producing`` (enqueue, the coalescer), ``delivery`` (the worker's
+transitions), ``admin`` (operations, locks, announcements), over ``base`` (what they share).
+``scripts`` holds the ``.lua`` files, one per transition, ``scripts.bindings`` a typed
+function per script and ``scripts.runner`` what sends them; ``reads`` the read side's
+queries, ``outbox`` the shipper's side, ``pool`` a connection pool that waits when every
+connection is in use. Modules above catch the errors re-exported here and never import
+redis. It imports only ``engine.core``.
 """
 
 from redis.asyncio import Redis

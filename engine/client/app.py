@@ -360,7 +360,7 @@ class Engine:
     def notifier(self) -> Notifier:
         """The one pub/sub connection that wakes ``job.result()`` callers."""
         if self._notify is None:
-            self._notify = Notifier(self.gateway.redis)
+            self._notify = Notifier(self.gateway)
         return self._notify
 
     async def connect(self) -> None:
@@ -488,7 +488,7 @@ class Engine:
         if self.database_url is not None and queue not in self._logged_queues:
             # This app keeps a job log: make sure events are written from its first job on,
             # even before a worker (which switches it on too) has started.
-            await gateway.redis.set(gateway.keys.queue(queue).joblog_flag, "1")
+            await gateway.switch_on_joblog([queue])
             self._logged_queues.add(queue)
         written = (
             [await gateway.enqueue_one(queue, jobs[0])]
@@ -514,9 +514,9 @@ class Engine:
         if task is not None:
             return task.spec
         gateway = await self.ready()
-        raw = await gateway.redis.hget(gateway.keys.tasks, task_name)
+        raw = await gateway.announced_task(task_name)
         if raw is None:
-            known = sorted(set(self.tasks) | set(await gateway.redis.hkeys(gateway.keys.tasks)))
+            known = sorted(set(self.tasks) | set(await gateway.announced_task_names()))
             raise UnknownTaskError(
                 f"unknown task {task_name!r} in namespace {self.namespace!r}: it is not registered "
                 f"in this app and no worker has announced it (known tasks: {', '.join(known) or 'none'})"
@@ -550,8 +550,7 @@ class Engine:
         mapping = {
             name: json_encoder.encode(TaskAnnouncement.of(t)).decode() for name, t in self.tasks.items()
         }
-        if mapping:
-            await gateway.redis.hset(gateway.keys.tasks, mapping=mapping)
+        await gateway.announce_tasks(mapping)
 
     # -- inspection -------------------------------------------------------------------------
 

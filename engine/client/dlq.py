@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from engine.core.errors import JobNotFound
+from engine.core.errors import JobNotFound, ScriptCode
 from engine.core.model import JobInfo, Status, lenient_number, ms_to_datetime
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ class DeadLetters:
 
     async def count(self) -> int:
         gateway = await self.engine.ready()
-        return int(await gateway.redis.xlen(gateway.keys.queue(self.queue).dlq))
+        return await gateway.dlq_count(self.queue)
 
     async def list(self, limit: int = 50, *, task: str | None = None) -> list[JobInfo]:
         """Dead-lettered jobs, newest first (``task=`` keeps only that task's)."""
@@ -69,22 +69,22 @@ class DeadLetters:
         """
         gateway = await self.engine.ready()
         code = await gateway.replay(self.queue, job_id)
-        if code < 0:
+        if code is ScriptCode.NO_SUCH_JOB:
             raise JobNotFound(f"cannot replay job {job_id!r} of queue {self.queue!r}: its data is gone")
-        return code == 1
+        return code is ScriptCode.DONE
 
     async def replay_all(
         self, filter: Callable[[JobInfo], bool] | None = None, *, task: str | None = None
     ) -> int:
         """Replay every dead letter matching ``filter`` (a predicate) and ``task``."""
         gateway = await self.engine.ready()
-        total = await gateway.redis.xlen(gateway.keys.queue(self.queue).dlq)
+        total = await gateway.dlq_count(self.queue)
         replayed = 0
         for info in await self.list(limit=max(1, total), task=task):
             if (
                 info.task
                 and (filter is None or filter(info))
-                and await gateway.replay(self.queue, info.id) == 1
+                and await gateway.replay(self.queue, info.id) is ScriptCode.DONE
             ):
                 replayed += 1
         return replayed

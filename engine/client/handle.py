@@ -10,11 +10,11 @@ import anyio
 import structlog
 
 from engine.broker import RedisError
-from engine.core.errors import JobFailed, JobNotFound, JobRunning
+from engine.core.errors import JobFailed, JobNotFound, JobRunning, ScriptCode
 from engine.core.model import FINAL_STATUSES, JobInfo, Status, json_decoder
 
 if TYPE_CHECKING:
-    from engine.broker import Redis
+    from engine.broker.gateway import Gateway
     from engine.client.app import Engine
 
 R = TypeVar("R")
@@ -28,8 +28,8 @@ RECHECK_INTERVAL_S = 5.0
 class Notifier:
     """One shared pub/sub connection; waiters get an :class:`anyio.Event` per channel."""
 
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
         self._pubsub: Any = None
         self._waiters: dict[str, set[anyio.Event]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -42,7 +42,7 @@ class Notifier:
             waiters.add(event)
             if len(waiters) == 1:
                 if self._pubsub is None:
-                    self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                    self._pubsub = self._gateway.subscriber()
                 await self._pubsub.subscribe(channel)
             if self._reader is None or self._reader.done():
                 self._reader = asyncio.get_running_loop().create_task(self._read())
@@ -180,7 +180,7 @@ class Job(Generic[R]):
         if queue is None:
             return False
         code = await self._engine.gateway.cancel(queue, self.id, self._engine.retention)
-        return code in (1, 2)
+        return code in (ScriptCode.DONE, ScriptCode.CANCEL_REQUESTED)
 
     async def delete(self) -> bool:
         """Delete the job and everything kept about it: its data in Redis at once and, with
@@ -190,9 +190,9 @@ class Job(Generic[R]):
         if queue is None:
             return False
         code = await self._engine.gateway.delete(queue, self.id)
-        if code == 0:
+        if code is ScriptCode.JOB_RUNNING:
             raise JobRunning(f"job {self.id} is running; cancel it before deleting it")
-        return code == 1
+        return code is ScriptCode.DONE
 
     async def logs(self) -> list[dict[str, Any]]:
         """The job's log lines (from ``ctx.log``), oldest first."""

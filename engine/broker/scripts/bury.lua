@@ -7,12 +7,13 @@
   KEYS[1] stream  KEYS[2] dlq stream  KEYS[3] stats hash
   ARGV[1] job key prefix  ARGV[2] group  ARGV[3] entry id  ARGV[4] job id  ARGV[5] reason
 
-  Returns 1 buried, 0 the entry was no longer pending (another worker recorded it).
+  Returns (engine.core.errors.ScriptCode) 1 DONE: buried, -8 NOT_PENDING: the entry was
+  no longer pending (another worker recorded it).
 ]]
 local clock = redis.call("TIME")
 local now = string.format("%.0f", clock[1] * 1000 + math.floor(clock[2] / 1000))
 local entry, id, reason = ARGV[3], ARGV[4], ARGV[5]
-if redis.call("XACK", KEYS[1], ARGV[2], entry) == 0 then return 0 end
+if redis.call("XACK", KEYS[1], ARGV[2], entry) == 0 then return -8 end  -- NOT_PENDING
 redis.call("XDEL", KEYS[1], entry)
 local dead = redis.call("XADD", KEYS[2], "*", "j", id, "entry", entry, "error", reason, "at", now)
 redis.call("HINCRBY", KEYS[3], "failed", 1)

@@ -7,17 +7,17 @@
   ARGV[5] notification channel prefix  ARGV[6] cancel-request channel
   ARGV[7] queue name
 
-  Returns 1 cancelled, 2 cancel requested (the job is running: its worker stops it),
-  0 already finished, -1 no such job.
+  Returns (engine.core.errors.ScriptCode) 1 DONE: cancelled, 2 CANCEL_REQUESTED: the job
+  is running and its worker stops it, -4 ALREADY_FINISHED, -1 NO_SUCH_JOB.
 ]]
 local jobKey = ARGV[1] .. ARGV[2]
 local status = redis.call("HGET", jobKey, "status")
-if not status then return -1 end
-if status == "completed" or status == "failed" or status == "cancelled" then return 0 end
+if not status then return -1 end  -- NO_SUCH_JOB
+if status == "completed" or status == "failed" or status == "cancelled" then return -4 end  -- ALREADY_FINISHED
 if status == "active" then
   redis.call("HSET", jobKey, "status", "cancelled")
   redis.call("PUBLISH", ARGV[6], ARGV[2])
-  return 2
+  return 2  -- CANCEL_REQUESTED
 end
 if status == "delayed" then redis.call("ZREM", KEYS[2], ARGV[2]) end
 local msg = redis.call("HGET", jobKey, "msg")

@@ -9,12 +9,13 @@
 
   KEYS[4], KEYS[5] and ARGV[3] may be left out: the job is then deleted from Redis only.
 
-  Returns 1 deleted, 0 refused (the job is running: cancel it first), -1 no such job.
+  Returns (engine.core.errors.ScriptCode) 1 DONE: deleted, -2 JOB_RUNNING: refused (cancel
+  it first), -1 NO_SUCH_JOB.
 ]]
 local jobKey = ARGV[1] .. ARGV[2]
 local h = redis.call("HMGET", jobKey, "status", "msg", "dlq")
-if not h[1] then return -1 end
-if h[1] == "active" then return 0 end
+if not h[1] then return -1 end  -- NO_SUCH_JOB
+if h[1] == "active" then return -2 end  -- JOB_RUNNING
 if h[2] then redis.call("XDEL", KEYS[1], h[2]) end
 if h[3] then redis.call("XDEL", KEYS[3], h[3]) end
 redis.call("ZREM", KEYS[2], ARGV[2])

@@ -21,13 +21,14 @@
   was already taken, or when a job with that id exists) and 1 if it was added, 0 if not.
 
   A fenced call (cron) first checks that the caller still holds the leader lock and that
-  the tick is newer than the schedule's last fired one (ZADD GT CH): it returns {"!fenced"}
-  or {"!fired"} and writes nothing otherwise. So a deposed leader cannot enqueue, and no
-  tick fires twice whoever leads.
+  the tick is newer than the schedule's last fired one (ZADD GT CH): it returns the code
+  (engine.core.errors.ScriptCode) -5 FENCED or -6 FIRED, a number instead of the array,
+  and writes nothing otherwise. So a deposed leader cannot enqueue, and no tick fires twice
+  whoever leads.
 ]]
 if ARGV[6] ~= "" then
-  if redis.call("GET", KEYS[6]) ~= ARGV[6] then return {"!fenced"} end
-  if redis.call("ZADD", KEYS[7], "GT", "CH", ARGV[8], ARGV[7]) == 0 then return {"!fired"} end
+  if redis.call("GET", KEYS[6]) ~= ARGV[6] then return -5 end  -- FENCED
+  if redis.call("ZADD", KEYS[7], "GT", "CH", ARGV[8], ARGV[7]) == 0 then return -6 end  -- FIRED
 end
 -- Timestamps come from the Redis server's clock, one clock for every machine, so a job's
 -- created, started and finished times are ordered as Redis executed those steps.

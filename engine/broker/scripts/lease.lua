@@ -4,9 +4,10 @@
   KEYS[1] lock
   ARGV[1] token  ARGV[2] lease (ms) to renew for, or 0 to release
 
-  Returns 1 when the caller held the lock (renewed or released), 0 when it did not.
+  Returns (engine.core.errors.ScriptCode) 1 DONE: the caller held the lock (renewed or
+  released), -7 LOCK_NOT_HELD: it did not.
 ]]
-if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call("GET", KEYS[1]) ~= ARGV[1] then return -7 end  -- LOCK_NOT_HELD
 if tonumber(ARGV[2]) > 0 then
   redis.call("PEXPIRE", KEYS[1], ARGV[2])
 else

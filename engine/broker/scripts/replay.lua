@@ -5,12 +5,13 @@
   KEYS[5] job-log flag
   ARGV[1] job key prefix  ARGV[2] job id  ARGV[3] now (ms)  ARGV[4] queue name
 
-  Returns 1 replayed, 0 not failed (nothing done), -1 no such job (its data is gone).
+  Returns (engine.core.errors.ScriptCode) 1 DONE: replayed, -3 NOT_FAILED: nothing done,
+  -1 NO_SUCH_JOB: its data is gone.
 ]]
 local jobKey = ARGV[1] .. ARGV[2]
 local status = redis.call("HGET", jobKey, "status")
-if not status then return -1 end
-if status ~= "failed" then return 0 end
+if not status then return -1 end  -- NO_SUCH_JOB
+if status ~= "failed" then return -3 end  -- NOT_FAILED
 local dlqEntry = redis.call("HGET", jobKey, "dlq")
 if dlqEntry then redis.call("XDEL", KEYS[2], dlqEntry) end
 local msg = redis.call("XADD", KEYS[1], "*", "j", ARGV[2])

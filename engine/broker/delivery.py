@@ -1,0 +1,239 @@
+"""Delivering jobs to workers: group, read, start, finish, bury, renew, reclaim, promote."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+from redis.exceptions import ResponseError
+
+from engine.broker.base import GatewayBase
+from engine.broker.scripts import bindings
+from engine.broker.scripts.runner import script_failed
+from engine.core.errors import ScriptCode
+from engine.core.keys import GROUP
+from engine.core.transitions import Outcome, Retention, Started
+
+# The field under which reclaim() reports how often an entry was delivered (not a field of
+# the entry: entries hold j, t, p, o, m and k, see enqueue.lua).
+DELIVERIES = "#deliveries"
+
+Entry = tuple[str, str, dict[str, str]]
+"""(queue, entry id, fields) of a stream entry read or reclaimed."""
+
+
+def runnable_entry(queue: str, entry_id: str, fields: dict[str, str]) -> Started | None:
+    """A fresh job's entry holds everything a worker needs to run it (``enqueue.lua``), so
+    an idle worker can start it at once and confirm it with ``start.lua`` meanwhile; None
+    for other entries (retried, replayed, garbage), which must go through ``start.lua``."""
+    job_id, task, payload = fields.get("j"), fields.get("t"), fields.get("p")
+    if not job_id or not task or payload is None:
+        return None
+    # XADD's time, within a ms of "created"; a fresh entry is on its first delivery.
+    created = entry_id.split("-", 1)[0]
+    options = ("1", fields.get("o"), fields.get("m"), fields.get("k"), created)
+    return Started.parse(queue, entry_id, job_id, task, payload, options, confirmed=anyio.Event())
+
+
+class Delivery(GatewayBase):
+    """The gateway's worker side (a mixin of :class:`~engine.broker.gateway.Gateway`)."""
+
+    async def ensure_group(self, queue: str) -> None:
+        await self.remember_queue(queue)
+        try:
+            # Id 0: a group created after jobs were added still delivers them.
+            await self.redis.xgroup_create(self.keys.queue(queue).stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(
+        self, queues: Sequence[str], consumer: str, count: int, block_ms: int | None
+    ) -> list[Entry]:
+        """XREADGROUP new entries of several queues; [(queue, entry id, fields)]."""
+        streams = {self.keys.queue(q).stream: ">" for q in queues}
+        reply = await self.redis.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
+        out: list[Entry] = []
+        if not reply:
+            return out
+        by_stream = {self.keys.queue(q).stream: q for q in queues}
+        for stream, entries in reply:
+            queue = by_stream[stream]
+            for entry_id, fields in entries:
+                out.append((queue, entry_id, fields or {}))
+        return out
+
+    async def fetch(self, queues: Sequence[str], worker_id: str, count: int) -> list[Started]:
+        """Read up to ``count`` new entries per queue and mark them active, in one round trip
+        (no blocking: an empty answer means the streams are drained)."""
+        return await self.start(worker_id, {queue: ["read", count] for queue in queues})
+
+    async def start_entries(self, worker_id: str, entries: Sequence[Entry]) -> list[Started]:
+        """Mark entries already read (blocking read, reclaim) active.
+
+        Should start.lua fail on some entry, the entries are started one by one and the one
+        it fails on is buried (:meth:`bury`) with the reason: the others start as usual."""
+        try:
+            return await self._start_entries(worker_id, entries)
+        except ResponseError as exc:
+            if not script_failed(exc):
+                raise
+            started: list[Started] = []
+            for queue, entry_id, fields in entries:
+                try:
+                    started += await self._start_entries(worker_id, [(queue, entry_id, fields)])
+                except ResponseError as alone:
+                    if not script_failed(alone):
+                        raise
+                    await self.bury(queue, entry_id, fields.get("j", ""), f"could not start: {alone}")
+            return started
+
+    async def _start_entries(self, worker_id: str, entries: Sequence[Entry]) -> list[Started]:
+        per_queue: dict[str, list[Any]] = {}
+        deliveries: dict[str, int] = {}
+        for queue, entry_id, fields in entries:
+            per_queue.setdefault(queue, []).extend((entry_id, fields.get("j", "")))
+            if DELIVERIES in fields:
+                deliveries[entry_id] = int(fields[DELIVERIES])
+        started = await self.start(worker_id, per_queue)
+        if deliveries:
+            for job in started:
+                job.deliveries = deliveries.get(job.entry_id, 1)
+        return started
+
+    async def start(self, worker_id: str, per_queue: dict[str, list[Any]]) -> list[Started]:
+        """Run start.lua per queue (all in one round trip): per queue, a flat list of entry
+        id, job id pairs, or ``["read", count]`` to read up to count new entries."""
+        if not per_queue:
+            return []
+        now = self.now_ms()
+        calls = []
+        for queue, flat in per_queue.items():
+            qk = self.keys.queue(queue)
+            reading = len(flat) == 2 and flat[0] == "read"
+            pairs = [] if reading else [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+            calls.append(
+                bindings.start(
+                    stream=qk.stream,
+                    dlq=qk.dlq,
+                    job_prefix=qk.job_prefix,
+                    now_ms=now,
+                    worker=worker_id,
+                    entries=pairs,
+                    read=int(flat[1]) if reading else None,
+                )
+            )
+        replies = await self.scripts.run_many(calls)
+        return [
+            Started.parse(queue, row.entry_id, row.job_id, row.task, row.payload, row.options)
+            for queue, rows in zip(per_queue, replies, strict=True)
+            for row in rows
+            if row.run
+        ]
+
+    async def finish(self, outcomes: Sequence[Outcome], retention: Retention) -> int:
+        """Record outcomes and XACK their entries: one script per queue, one round trip.
+
+        Should the script fail on some outcome (data no check foresaw), the batch is split
+        until that outcome stands alone, and it is buried (:meth:`bury`): every other
+        outcome is recorded, and the call never fails the same way twice."""
+        try:
+            return await self._finish(outcomes, retention)
+        except ResponseError as exc:
+            if not script_failed(exc):
+                raise
+            if len(outcomes) == 1:
+                (outcome,) = outcomes
+                reason = f"could not record its outcome ({outcome.kind}): {exc}"
+                return await self.bury(outcome.queue, outcome.entry_id, outcome.job_id, reason)
+            half = len(outcomes) // 2
+            return await self.finish(outcomes[:half], retention) + await self.finish(
+                outcomes[half:], retention
+            )
+
+    async def _finish(self, outcomes: Sequence[Outcome], retention: Retention) -> int:
+        per_queue: dict[str, list[Outcome]] = {}
+        for outcome in outcomes:
+            per_queue.setdefault(outcome.queue, []).append(outcome)
+        now = self.now_ms()
+        calls = []
+        for queue, batch in per_queue.items():
+            qk = self.keys.queue(queue)
+            calls.append(
+                bindings.finish(
+                    stream=qk.stream,
+                    delayed=qk.delayed,
+                    dlq=qk.dlq,
+                    stats=qk.stats,
+                    outbox=qk.outbox,
+                    joblog_flag=qk.joblog_flag,
+                    throughput=qk.throughput(now // 60_000),
+                    outbox_extra=qk.outbox_extra,
+                    job_prefix=qk.job_prefix,
+                    now_ms=now,
+                    completed_retention_ms=retention.completed_ms,
+                    failed_retention_ms=retention.failed_ms,
+                    done_channel_prefix=self.keys.done_channel(""),
+                    wake_channel=self.keys.wake_channel,
+                    queue=queue,
+                    outcomes=batch,
+                )
+            )
+        replies = await self.scripts.run_many(calls)
+        return sum(sum(recorded) for recorded in replies)
+
+    async def bury(self, queue: str, entry_id: str, job_id: str, reason: str) -> int:
+        """Acknowledge an entry that cannot be started or recorded, leaving a dead letter
+        with ``reason`` (bury.lua); 1 if it was still pending."""
+        qk = self.keys.queue(queue)
+        code = await self.scripts.run(
+            bindings.bury(
+                stream=qk.stream,
+                dlq=qk.dlq,
+                stats=qk.stats,
+                job_prefix=qk.job_prefix,
+                entry_id=entry_id,
+                job_id=job_id,
+                reason=reason,
+            )
+        )
+        return int(code is ScriptCode.DONE)
+
+    async def renew(self, consumer: str, entries: dict[str, list[str]]) -> list[tuple[str, str]]:
+        """Renew the leases of in-flight entries per queue; returns (queue, entry) pairs lost."""
+        queues = [q for q, ids in entries.items() if ids]
+        replies = await self.scripts.run_many(
+            [
+                bindings.renew(stream=self.keys.queue(q).stream, consumer=consumer, entry_ids=entries[q])
+                for q in queues
+            ]
+        )
+        return [(queue, entry) for queue, lost in zip(queues, replies, strict=True) for entry in lost]
+
+    async def reclaim(self, queue: str, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
+        """XAUTOCLAIM entries idle past ``min_idle_ms``; same shape as :meth:`read`."""
+        qk = self.keys.queue(queue)
+        claimed = await self.scripts.run(
+            bindings.reclaim(
+                stream=qk.stream, stats=qk.stats, consumer=consumer, min_idle_ms=min_idle_ms, count=count
+            )
+        )
+        return [
+            (queue, c.entry_id, {"j": c.job_id, DELIVERIES: str(c.deliveries)} if c.job_id else {})
+            for c in claimed
+        ]
+
+    async def promote(self, queue: str, limit: int = 1000) -> tuple[int, int | None]:
+        """Move due delayed jobs back to the stream: (how many, due ms of the next or None)."""
+        qk = self.keys.queue(queue)
+        promoted = await self.scripts.run(
+            bindings.promote(
+                delayed=qk.delayed,
+                stream=qk.stream,
+                job_prefix=qk.job_prefix,
+                now_ms=self.now_ms(),
+                limit=limit,
+            )
+        )
+        return promoted.moved, promoted.next_due_ms

@@ -1,0 +1,325 @@
+"""One typed function per ``.lua`` script: named KEYS and ARGV in, a :class:`Call` out.
+
+Each function mirrors its script's header (the KEYS first, then the ARGV, in order) and
+decodes its reply into a typed value: status replies become :class:`ScriptCode`, a code
+that is an error to every caller raises (a fenced enqueue's FENCED/FIRED:
+:class:`FenceRejected`). Nothing here sends anything: :class:`Scripts` runs the calls,
+one at a time or many in one round trip. Times are ms; "" stands for "unset" in ARGV.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import msgspec
+
+from engine.broker.scripts.runner import Call
+from engine.core.errors import ScriptCode, script_error
+from engine.core.keys import GROUP
+from engine.core.transitions import Outcome
+
+_msgpack = msgspec.msgpack.Encoder().encode
+
+
+def _text(value: object | None) -> object:
+    return "" if value is None else value
+
+
+def _code(reply: Any) -> ScriptCode:
+    return ScriptCode(int(reply))
+
+
+class StartRow(NamedTuple):
+    """One entry in ``start.lua``'s reply: ``run`` False when it was skipped (cancelled,
+    finished, or poison moved to the DLQ), and then the fields after it are empty."""
+
+    entry_id: str
+    job_id: str
+    run: bool
+    task: str = ""
+    payload: str = ""
+    options: tuple[Any, ...] = ()  # attempts, timeout, max_attempts, tick, created
+
+
+class Reclaimed(NamedTuple):
+    """One entry ``reclaim.lua`` took over: job id "" when the entry has none."""
+
+    entry_id: str
+    job_id: str
+    deliveries: int
+
+
+class Promoted(NamedTuple):
+    moved: int
+    next_due_ms: int | None  # None: no delayed job left
+
+
+# -- producing ------------------------------------------------------------------------------
+
+
+def _written(reply: Any) -> list[tuple[str, bool]]:
+    if not isinstance(reply, list):
+        code = _code(reply)
+        raise script_error(code) or ValueError(f"enqueue.lua replied {code!r}")
+    return [(reply[i], reply[i + 1] == 1) for i in range(0, len(reply), 2)]
+
+
+def enqueue(
+    *,
+    stream: str,
+    delayed: str,
+    stats: str,
+    outbox: str,
+    joblog_flag: str,
+    cron_leader: str,
+    cron_last: str,
+    outbox_extra: str,
+    job_prefix: str,
+    idem_prefix: str,
+    now_ms: int,
+    wake_channel: str,
+    queue: str,
+    fence_token: str = "",
+    fence_schedule: str = "",
+    fence_tick_ms: int = 0,
+    task: str,
+    due_ms: int = 0,
+    timeout: float | None = None,
+    max_attempts: int | None = None,
+    idempotency_key: str | None = None,
+    idempotency_ttl_ms: int = 0,
+    tick_ms: int | None = None,
+    jobs: Sequence[tuple[str, bytes | str]],
+) -> Call[list[tuple[str, bool]]]:
+    """Write jobs (id, payload) of one task and options; (job id, added) per job, the id
+    being the existing job's when its idempotency key or id was taken. With a fence token,
+    :class:`FenceRejected` (FENCED, FIRED) and nothing written unless the caller holds the
+    leader lock and the tick is newer than the schedule's last."""
+    keys = [stream, delayed, stats, outbox, joblog_flag, cron_leader, cron_last, outbox_extra]
+    args: list[Any] = [job_prefix, idem_prefix, now_ms, wake_channel, queue]
+    args += [fence_token, fence_schedule, fence_tick_ms, task, due_ms]
+    args += ["" if timeout is None else repr(timeout), _text(max_attempts), idempotency_key or ""]
+    args += [idempotency_ttl_ms, _text(tick_ms)]
+    for job_id, payload in jobs:
+        args += (job_id, payload)
+    return Call("enqueue", keys, args, _written)
+
+
+# -- delivery -------------------------------------------------------------------------------
+
+
+def _start_rows(reply: Any) -> list[StartRow]:
+    return [
+        StartRow(row[0], row[1], True, row[3], row[4], tuple(row[5:10]))
+        if row[2] == 1
+        else StartRow(row[0], row[1], False)
+        for row in reply
+    ]
+
+
+def start(
+    *,
+    stream: str,
+    dlq: str,
+    job_prefix: str,
+    group: str = GROUP,
+    now_ms: int,
+    worker: str,
+    entries: Sequence[tuple[str, str]] = (),
+    read: int | None = None,
+) -> Call[list[StartRow]]:
+    """Mark entries (entry id, job id) active, or with ``read``, up to that many new ones
+    the script reads itself (no blocking)."""
+    args: list[Any] = [job_prefix, group, now_ms, worker]
+    if read is not None:
+        args += ("read", read)
+    else:
+        for pair in entries:
+            args += pair
+    return Call("start", [stream, dlq], args, _start_rows)
+
+
+def finish(
+    *,
+    stream: str,
+    delayed: str,
+    dlq: str,
+    stats: str,
+    outbox: str,
+    joblog_flag: str,
+    throughput: str,
+    outbox_extra: str,
+    job_prefix: str,
+    group: str = GROUP,
+    now_ms: int,
+    completed_retention_ms: int,
+    failed_retention_ms: int,
+    done_channel_prefix: str,
+    wake_channel: str,
+    queue: str,
+    outcomes: Sequence[Outcome],
+) -> Call[list[bool]]:
+    """Record outcomes and acknowledge their entries; per outcome, whether it was recorded
+    (False: its entry was no longer pending, another worker's outcome won)."""
+    keys = [stream, delayed, dlq, stats, outbox, joblog_flag, throughput, outbox_extra]
+    args = [job_prefix, group, now_ms, completed_retention_ms, failed_retention_ms]
+    packed = _msgpack([value for outcome in outcomes for value in outcome.argv()])
+    args += [done_channel_prefix, wake_channel, queue, packed]
+    return Call("finish", keys, args, lambda reply: [flag == 1 for flag in reply])
+
+
+def bury(
+    *,
+    stream: str,
+    dlq: str,
+    stats: str,
+    job_prefix: str,
+    group: str = GROUP,
+    entry_id: str,
+    job_id: str,
+    reason: str,
+) -> Call[ScriptCode]:
+    """Acknowledge an entry and leave a dead letter with ``reason``: DONE or NOT_PENDING."""
+    return Call("bury", [stream, dlq, stats], [job_prefix, group, entry_id, job_id, reason], _code)
+
+
+def renew(*, stream: str, group: str = GROUP, consumer: str, entry_ids: Sequence[str]) -> Call[list[str]]:
+    """Reset the idle time of a consumer's pending entries; the ids it no longer holds."""
+    return Call("renew", [stream], [group, consumer, *entry_ids], list)
+
+
+def _reclaimed(flat: Any) -> list[Reclaimed]:
+    return [Reclaimed(flat[i], flat[i + 1], int(flat[i + 2])) for i in range(0, len(flat), 3)]
+
+
+def reclaim(
+    *, stream: str, stats: str, group: str = GROUP, consumer: str, min_idle_ms: int, count: int
+) -> Call[list[Reclaimed]]:
+    """Take over up to ``count`` entries idle for longer than ``min_idle_ms``."""
+    return Call("reclaim", [stream, stats], [group, consumer, min_idle_ms, count], _reclaimed)
+
+
+def _promoted(reply: Any) -> Promoted:
+    moved, next_due = int(reply[0]), int(reply[1])
+    return Promoted(moved, None if next_due < 0 else next_due)
+
+
+def promote(*, delayed: str, stream: str, job_prefix: str, now_ms: int, limit: int) -> Call[Promoted]:
+    """Move up to ``limit`` due delayed jobs back to their stream."""
+    return Call("promote", [delayed, stream], [job_prefix, now_ms, limit], _promoted)
+
+
+# -- admin ----------------------------------------------------------------------------------
+
+
+def cancel(
+    *,
+    stream: str,
+    delayed: str,
+    stats: str,
+    outbox: str,
+    joblog_flag: str,
+    job_prefix: str,
+    job_id: str,
+    now_ms: int,
+    retention_ms: int,
+    done_channel_prefix: str,
+    cancel_channel: str,
+    queue: str,
+) -> Call[ScriptCode]:
+    """DONE, CANCEL_REQUESTED (running: its worker stops it), ALREADY_FINISHED or NO_SUCH_JOB."""
+    keys = [stream, delayed, stats, outbox, joblog_flag]
+    args = [job_prefix, job_id, now_ms, retention_ms, done_channel_prefix, cancel_channel, queue]
+    return Call("cancel", keys, args, _code)
+
+
+def delete(
+    *,
+    stream: str,
+    delayed: str,
+    dlq: str,
+    outbox: str,
+    joblog_flag: str,
+    job_prefix: str,
+    job_id: str,
+    queue: str,
+) -> Call[ScriptCode]:
+    """DONE, JOB_RUNNING (refused: cancel it first) or NO_SUCH_JOB."""
+    return Call("delete", [stream, delayed, dlq, outbox, joblog_flag], [job_prefix, job_id, queue], _code)
+
+
+def replay(
+    *,
+    stream: str,
+    dlq: str,
+    stats: str,
+    outbox: str,
+    joblog_flag: str,
+    job_prefix: str,
+    job_id: str,
+    now_ms: int,
+    queue: str,
+) -> Call[ScriptCode]:
+    """DONE, NOT_FAILED (nothing done) or NO_SUCH_JOB (its data is gone)."""
+    keys = [stream, dlq, stats, outbox, joblog_flag]
+    return Call("replay", keys, [job_prefix, job_id, now_ms, queue], _code)
+
+
+def purge(
+    *, dlq: str, outbox: str, joblog_flag: str, outbox_extra: str, job_prefix: str, batch: int, queue: str
+) -> Call[int]:
+    """Delete up to ``batch`` dead letters (oldest first) and their failed jobs; how many."""
+    return Call("purge", [dlq, outbox, joblog_flag, outbox_extra], [job_prefix, batch, queue], int)
+
+
+def log(
+    *,
+    logs: str,
+    outbox: str,
+    joblog_flag: str,
+    job_id: str,
+    queue: str,
+    now_ms: int,
+    level: str,
+    message: str,
+    keep: int,
+    line: str | bytes,
+) -> Call[None]:
+    """Append ``line`` (the JSON of at, level, message) to a job's log, keeping ``keep`` lines."""
+    args = [job_id, queue, now_ms, level, message, keep, line]
+    return Call("log", [logs, outbox, joblog_flag], args, lambda _: None)
+
+
+def lease(*, lock: str, token: str, lease_ms: int) -> Call[ScriptCode]:
+    """Renew (``lease_ms`` > 0) or release (0) a lock held with ``token``: DONE or LOCK_NOT_HELD."""
+    return Call("lease", [lock], [token, lease_ms], _code)
+
+
+# -- the job-log shipper's side ---------------------------------------------------------------
+
+
+def ack(
+    *, outbox: str, outbox_extra: str, group: str = GROUP, entries: Sequence[tuple[str, int]]
+) -> Call[int]:
+    """Acknowledge and delete committed outbox entries (entry id, events it holds beyond
+    the first); how many were acknowledged."""
+    args: list[Any] = [group]
+    for pair in entries:
+        args += pair
+    return Call("ack", [outbox, outbox_extra], args, int)
+
+
+def _versions(reply: Any) -> list[bool | None]:
+    return [None if flag < 0 else flag == 1 for flag in reply]
+
+
+def versions(
+    *, outbox: str, job_prefix: str, jobs: Sequence[tuple[str, str | int]]
+) -> Call[list[bool | None]]:
+    """Per (job id, event version): True when the job has had a newer state event, False
+    when not, None when its hash is gone."""
+    args: list[Any] = [job_prefix]
+    for pair in jobs:
+        args += pair
+    return Call("versions", [outbox], args, _versions)

@@ -1,0 +1,19 @@
+"""Fixtures for the script tests: a Gateway on the session's server, in a namespace of its own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from engine.broker.gateway import Gateway
+
+
+@pytest.fixture
+async def gateway(redis_url: str, namespace: str) -> AsyncIterator[Gateway]:
+    gw = Gateway(redis_url, namespace)
+    yield gw
+    keys = [key async for key in gw.redis.scan_iter(match=f"{namespace}:*")]
+    if keys:
+        await gw.redis.delete(*keys)
+    await gw.close()

@@ -1,0 +1,70 @@
+"""cancel.lua through bindings.cancel: DONE, CANCEL_REQUESTED, ALREADY_FINISHED, NO_SUCH_JOB."""
+
+from __future__ import annotations
+
+from engine.broker.gateway import Gateway
+from engine.broker.scripts import bindings
+from engine.broker.scripts.runner import Call
+from engine.core.errors import ScriptCode
+from tests.scripts.support import KEEP, PAYLOAD, Q, enqueue_call, failed, job, waiting
+
+
+def cancel_call(gateway: Gateway, job_id: str, retention_ms: int = 0) -> Call[ScriptCode]:
+    qk = gateway.keys.queue(Q)
+    return bindings.cancel(
+        stream=qk.stream,
+        delayed=qk.delayed,
+        stats=qk.stats,
+        outbox=qk.outbox,
+        joblog_flag=qk.joblog_flag,
+        job_prefix=qk.job_prefix,
+        job_id=job_id,
+        now_ms=gateway.now_ms(),
+        retention_ms=retention_ms,
+        done_channel_prefix=gateway.keys.done_channel(""),
+        cancel_channel=gateway.keys.cancel_channel,
+        queue=Q,
+    )
+
+
+async def test_a_waiting_job_is_cancelled_and_keeps_its_payload(gateway: Gateway) -> None:
+    qk = gateway.keys.queue(Q)
+    await waiting(gateway, "a")
+    assert await gateway.scripts.run(cancel_call(gateway, "a", retention_ms=60_000)) is ScriptCode.DONE
+    h = await gateway.redis.hgetall(qk.job("a"))
+    assert (h["status"], h["payload"]) == ("cancelled", PAYLOAD.decode())
+    assert "msg" not in h and h["finished"]
+    assert await gateway.redis.xlen(qk.stream) == 0
+    assert 0 < await gateway.redis.pttl(qk.job("a")) <= 60_000
+    assert await gateway.redis.hget(qk.stats, "cancelled") == "1"
+
+
+async def test_a_delayed_job_leaves_the_delayed_set(gateway: Gateway) -> None:
+    qk = gateway.keys.queue(Q)
+    now = gateway.now_ms()
+    await gateway.scripts.run(enqueue_call(gateway, [job("d", due_ms=now + 60_000)], now_ms=now))
+    assert await gateway.scripts.run(cancel_call(gateway, "d")) is ScriptCode.DONE
+    assert await gateway.redis.zcard(qk.delayed) == 0
+
+
+async def test_a_running_job_gets_a_cancel_request(gateway: Gateway) -> None:
+    qk = gateway.keys.queue(Q)
+    await waiting(gateway, "a")
+    await gateway.fetch([Q], "w1", 10)
+    async with gateway.subscriber() as pubsub:
+        await pubsub.subscribe(gateway.keys.cancel_channel)
+        assert await gateway.scripts.run(cancel_call(gateway, "a")) is ScriptCode.CANCEL_REQUESTED
+        message = None
+        for _ in range(50):  # the first reply is the subscription's, which the subscriber hides
+            message = await pubsub.get_message(timeout=0.1)
+            if message is not None:
+                break
+    assert message is not None and message["data"] == "a"
+    assert await gateway.redis.hget(qk.job("a"), "status") == "cancelled"
+
+
+async def test_a_finished_job_and_a_missing_one_are_refused(gateway: Gateway) -> None:
+    await failed(gateway, "f")
+    assert await gateway.scripts.run(cancel_call(gateway, "f")) is ScriptCode.ALREADY_FINISHED
+    assert await gateway.scripts.run(cancel_call(gateway, "nope")) is ScriptCode.NO_SUCH_JOB
+    assert await gateway.cancel(Q, "f", KEEP) is ScriptCode.ALREADY_FINISHED

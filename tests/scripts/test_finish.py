@@ -1,0 +1,91 @@
+"""finish.lua through bindings.finish: each kind of outcome, and an outcome that lost its entry."""
+
+from __future__ import annotations
+
+from engine.broker.gateway import Gateway
+from engine.broker.scripts import bindings
+from engine.broker.scripts.runner import Call
+from engine.core.transitions import Outcome, Retention
+from tests.scripts.support import KEEP, Q, active, pending_to
+
+
+def finish_call(gateway: Gateway, outcomes: list[Outcome], retention: Retention = KEEP) -> Call[list[bool]]:
+    qk = gateway.keys.queue(Q)
+    now = gateway.now_ms()
+    return bindings.finish(
+        stream=qk.stream,
+        delayed=qk.delayed,
+        dlq=qk.dlq,
+        stats=qk.stats,
+        outbox=qk.outbox,
+        joblog_flag=qk.joblog_flag,
+        throughput=qk.throughput(now // 60_000),
+        outbox_extra=qk.outbox_extra,
+        job_prefix=qk.job_prefix,
+        now_ms=now,
+        completed_retention_ms=retention.completed_ms,
+        failed_retention_ms=retention.failed_ms,
+        done_channel_prefix=gateway.keys.done_channel(""),
+        wake_channel=gateway.keys.wake_channel,
+        queue=Q,
+        outcomes=outcomes,
+    )
+
+
+async def test_each_kind_of_outcome_is_recorded_and_acknowledged(gateway: Gateway) -> None:
+    qk = gateway.keys.queue(Q)
+    rows = await active(gateway, "ok", "again", "bad", "stop")
+    entries = {row.job_id: row.entry_id for row in rows}
+    due = gateway.now_ms() + 60_000
+    outcomes = [
+        Outcome(Q, entries["ok"], "ok", "completed", "42", ran_ms=3),
+        Outcome(Q, entries["again"], "again", "retry", "flaky", "tb", due_ms=due),
+        Outcome(Q, entries["bad"], "bad", "failed", "boom", "tb"),
+        Outcome(Q, entries["stop"], "stop", "cancelled", "asked to"),
+    ]
+    assert await gateway.scripts.run(finish_call(gateway, outcomes)) == [True] * 4
+    status = {job_id: await gateway.redis.hgetall(qk.job(job_id)) for job_id in entries}
+    assert (status["ok"]["status"], status["ok"]["result"]) == ("completed", "42")
+    assert (status["again"]["status"], status["again"]["due"]) == ("delayed", str(due))
+    assert await gateway.redis.zscore(qk.delayed, "again") == due
+    assert status["bad"]["status"] == "failed"
+    ((dead_id, dead),) = await gateway.redis.xrange(qk.dlq)
+    assert (status["bad"]["dlq"], dead["j"], dead["error"], dead["traceback"]) == (
+        dead_id,
+        "bad",
+        "boom",
+        "tb",
+    )
+    assert (status["stop"]["status"], status["stop"]["error"]) == ("cancelled", "asked to")
+    assert await pending_to(gateway) == {}
+    assert await gateway.redis.xlen(qk.stream) == 0
+    stats = await gateway.redis.hgetall(qk.stats)
+    assert [stats[k] for k in ("completed", "retried", "failed", "cancelled")] == ["1", "1", "1", "1"]
+
+
+async def test_an_outcome_whose_entry_is_no_longer_pending_changes_nothing(gateway: Gateway) -> None:
+    qk = gateway.keys.queue(Q)
+    (row,) = await active(gateway, "a")
+    first = Outcome(Q, row.entry_id, "a", "completed", "1")
+    assert await gateway.scripts.run(finish_call(gateway, [first])) == [True]
+    late = Outcome(Q, row.entry_id, "a", "failed", "too late")
+    assert await gateway.scripts.run(finish_call(gateway, [late])) == [False]
+    assert await gateway.redis.hget(qk.job("a"), "status") == "completed"
+    assert await gateway.redis.xlen(qk.dlq) == 0
+
+
+async def test_a_retention_expires_the_finished_job(gateway: Gateway) -> None:
+    qk = gateway.keys.queue(Q)
+    (row,) = await active(gateway, "a")
+    retention = Retention(completed_ms=60_000, failed_ms=0)
+    await gateway.scripts.run(
+        finish_call(gateway, [Outcome(Q, row.entry_id, "a", "completed", "1")], retention)
+    )
+    assert 0 < await gateway.redis.pttl(qk.job("a")) <= 60_000
+
+
+async def test_the_gateway_counts_the_recorded(gateway: Gateway) -> None:
+    (row,) = await active(gateway, "a")
+    outcome = Outcome(Q, row.entry_id, "a", "completed", "1")
+    assert await gateway.finish([outcome], KEEP) == 1
+    assert await gateway.finish([outcome], KEEP) == 0

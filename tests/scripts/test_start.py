@@ -1,0 +1,87 @@
+"""start.lua through bindings.start: reading and starting, skipping, and poison entries."""
+
+from __future__ import annotations
+
+from engine.broker.gateway import Gateway
+from engine.broker.scripts import bindings
+from engine.broker.scripts.bindings import StartRow
+from engine.broker.scripts.runner import Call
+from tests.scripts.support import PAYLOAD, WORKER, Q, pending_to, waiting
+
+
+def start_call(
+    gateway: Gateway, *, read: int | None = None, entries: list[tuple[str, str]] | None = None
+) -> Call[list[StartRow]]:
+    qk = gateway.keys.queue(Q)
+    return bindings.start(
+        stream=qk.stream,
+        dlq=qk.dlq,
+        job_prefix=qk.job_prefix,
+        now_ms=gateway.now_ms(),
+        worker=WORKER,
+        entries=entries or (),
+        read=read,
+    )
+
+
+async def test_read_starts_new_entries_and_moves_the_payload_into_the_hash(gateway: Gateway) -> None:
+    qk = gateway.keys.queue(Q)
+    await waiting(gateway, "a", "b")
+    rows = await gateway.scripts.run(start_call(gateway, read=10))
+    assert [(r.job_id, r.run, r.task, r.payload) for r in rows] == [
+        ("a", True, "t", PAYLOAD.decode()),
+        ("b", True, "t", PAYLOAD.decode()),
+    ]
+    attempts, timeout, max_attempts, tick, created = rows[0].options
+    assert (attempts, timeout, max_attempts, tick) == (1, "", "", "")
+    assert int(created) > 0
+    h = await gateway.redis.hgetall(qk.job("a"))
+    assert (h["status"], h["worker"], h["payload"], h["msg"]) == (
+        "active",
+        WORKER,
+        PAYLOAD.decode(),
+        rows[0].entry_id,
+    )
+    assert await pending_to(gateway) == {rows[0].entry_id: WORKER, rows[1].entry_id: WORKER}
+    assert await gateway.scripts.run(start_call(gateway, read=10)) == []  # drained
+
+
+async def test_entries_read_elsewhere_start_by_id(gateway: Gateway) -> None:
+    await waiting(gateway, "a")
+    ((_, entry_id, fields),) = await gateway.read([Q], WORKER, 10, None)
+    (row,) = await gateway.scripts.run(start_call(gateway, entries=[(entry_id, fields["j"])]))
+    assert (row.entry_id, row.job_id, row.run) == (entry_id, "a", True)
+
+
+async def test_a_cancelled_job_is_skipped_and_its_entry_dropped(gateway: Gateway) -> None:
+    qk = gateway.keys.queue(Q)
+    await waiting(gateway, "a")
+    ((_, entry_id, _),) = await gateway.read([Q], WORKER, 10, None)
+    await gateway.redis.hset(qk.job("a"), "status", "cancelled")
+    rows = await gateway.scripts.run(start_call(gateway, entries=[(entry_id, "a")]))
+    assert rows == [StartRow(entry_id, "a", False)]
+    assert await gateway.redis.xlen(qk.stream) == 0
+    assert await pending_to(gateway) == {}
+    assert await gateway.redis.xlen(qk.dlq) == 0
+
+
+async def test_poison_entries_go_to_the_dlq_with_the_reason(gateway: Gateway) -> None:
+    qk = gateway.keys.queue(Q)
+    await gateway.ensure_group(Q)
+    await gateway.redis.xadd(qk.stream, {"x": "no job id"})
+    await gateway.redis.xadd(qk.stream, {"j": "gone"})
+    await gateway.redis.xadd(qk.stream, {"j": "wrongtype"})
+    await gateway.redis.set(qk.job("wrongtype"), "a string, not a hash")
+    rows = await gateway.scripts.run(start_call(gateway, read=10))
+    assert [(r.job_id, r.run) for r in rows] == [("", False), ("gone", False), ("wrongtype", False)]
+    errors = [fields["error"] for _, fields in await gateway.redis.xrange(qk.dlq)]
+    assert errors[:2] == ["stream entry has no job id", "job data missing"]
+    assert errors[2].startswith("job data unreadable")
+    assert await pending_to(gateway) == {}
+
+
+async def test_the_gateway_starts_only_the_runnable(gateway: Gateway) -> None:
+    await waiting(gateway, "a", "b")
+    await gateway.redis.hset(gateway.keys.queue(Q).job("b"), "status", "cancelled")
+    started = await gateway.fetch([Q], WORKER, 10)
+    assert [(s.job_id, s.attempt, s.payload) for s in started] == [("a", 1, PAYLOAD.decode())]

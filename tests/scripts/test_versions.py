@@ -1,0 +1,16 @@
+"""versions.lua through bindings.versions: has a job had a newer event than this one?"""
+
+from __future__ import annotations
+
+from engine.broker.gateway import Gateway
+from engine.broker.scripts import bindings
+from tests.scripts.support import Q
+
+
+async def test_newer_same_and_gone(gateway: Gateway) -> None:
+    qk = gateway.keys.queue(Q)
+    await gateway.redis.hset(qk.job("a"), "v", "3")
+    call = bindings.versions(
+        outbox=qk.outbox, job_prefix=qk.job_prefix, jobs=[("a", 2), ("a", "3"), ("a", 4), ("gone", 1)]
+    )
+    assert await gateway.scripts.run(call) == [True, False, False, None]
