@@ -353,7 +353,9 @@ class Engine:
     def gateway(self) -> Gateway:
         """The Redis gateway (created on first use; :meth:`ready` also checks the server)."""
         if self._gateway is None:
-            self._gateway = Gateway(self.redis_url, self.namespace, connect_timeout=self.connect_timeout)
+            self._gateway = Gateway(
+                self.redis_url, self.namespace, connect_timeout=self.connect_timeout, clock=self.clock
+            )
         return self._gateway
 
     @property
