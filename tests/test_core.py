@@ -208,6 +208,17 @@ async def test_result_wakes_promptly_after_completion(app: Engine) -> None:
     async with worker_running(app):
         job = await gated.enqueue()
         await eventually(lambda: _status_is(job, Status.ACTIVE), what="job active")
+        # The waiter subscribes, then reads the job once: once that read is back (still
+        # active), it blocks on the notification without another checkpoint.
+        gateway = app.gateway
+        read_job_hash, checked = gateway.job_hash, anyio.Event()
+
+        async def job_hash_then_signal(*args: Any, **kwargs: Any) -> Any:
+            found = await read_job_hash(*args, **kwargs)
+            checked.set()
+            return found
+
+        gateway.job_hash = job_hash_then_signal  # type: ignore[method-assign]
         async with anyio.create_task_group() as tg:
             finished_at: list[float] = []
 
@@ -216,7 +227,7 @@ async def test_result_wakes_promptly_after_completion(app: Engine) -> None:
                 finished_at.append(time.monotonic())
 
             tg.start_soon(waiter)
-            await anyio.sleep(0.1)  # let the waiter subscribe and block before the job ends
+            await checked.wait()  # the waiter subscribed and blocks before the job ends
             released = time.monotonic()
             release.set()
         # Notification, not the 5 s re-check fallback, woke it.

@@ -199,7 +199,7 @@ async def test_job_cancelled_after_an_idle_worker_read_it_is_stopped(app: Engine
         await reading.wait()
         job = await long_job.enqueue(1)
         await cancelled.wait()
-        await eventually(lambda: _anyio_true(worker._busy == 0), timeout=10, what="the job stopped")
+        await eventually(lambda: _anyio_true(worker.busy == 0), timeout=10, what="the job stopped")
     info = await job.info()
     assert info is not None and info.status == Status.CANCELLED and info.args == [1]
     assert finished == []
@@ -299,20 +299,46 @@ async def test_idempotency_key_under_concurrent_producers(app: Engine, redis_url
 
 async def test_long_job_on_a_live_worker_is_not_stolen(redis_url: str, namespace: str) -> None:
     runs: list[str] = []
+    vt = 1.0
+    running, release = anyio.Event(), anyio.Event()
 
     def make() -> Engine:
-        engine = Engine(redis_url, namespace=namespace, visibility_timeout=1.0)
+        engine = Engine(redis_url, namespace=namespace, visibility_timeout=vt)
 
         @engine.task(name="long", timeout=10)
         async def long(ctx: JobContext) -> None:
             runs.append(ctx.job_id)
-            await anyio.sleep(3.0)  # three visibility timeouts
+            running.set()
+            await release.wait()  # until the idle worker has scanned well past a lapse
 
         return engine
 
     a, b = make(), make()
+    scans: list[float] = []  # when each reclaim pass that came back had started
+
+    for engine in (a, b):
+        real_reclaim = engine.gateway.reclaim
+
+        async def reclaim_noted(*args: Any, real: Any = real_reclaim, **kwargs: Any) -> Any:
+            began = time.monotonic()
+            found = await real(*args, **kwargs)
+            scans.append(began)
+            return found
+
+        engine.gateway.reclaim = reclaim_noted  # type: ignore[method-assign]
+
     async with a, b, worker_running(a, concurrency=1), worker_running(b, concurrency=1) as wb:
         job = await a.tasks["long"].enqueue()
+        await running.wait()
+        since = time.monotonic()
+        # Without renewals its lease would lapse one timeout in, and the idle worker's next
+        # scan (four per timeout) would take the job: wait for a scan two timeouts in.
+        await eventually(
+            lambda: _anyio_true(any(t > since + 2 * vt for t in scans)),
+            timeout=15,
+            what="a reclaim scan two visibility timeouts into the job",
+        )
+        release.set()
         await job.result(timeout=15)
         assert wb.reclaimed == 0
     assert runs == [job.id]

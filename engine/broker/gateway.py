@@ -17,6 +17,7 @@ from typing import Any
 from engine.broker.admin import Admin
 from engine.broker.connection import POOL_WAIT_S, REDIS_SCHEMES, check_redis_url, mask_url
 from engine.broker.delivery import DELIVERIES, Delivery, runnable_entry
+from engine.broker.outbox import Outbox
 from engine.broker.producing import Coalescer, Producing
 from engine.broker.reads import Reads
 from engine.broker.scripts.runner import run_scripts, script_failed
@@ -63,6 +64,10 @@ class Gateway(Producing, Delivery, Admin):
         )
         self.reads = Reads(self.redis, self.keys)
         self.coalescer = Coalescer(self._enqueue_single, self._enqueue_mixed)
+
+    def outbox(self) -> Outbox:
+        """The job log's side of Redis (the shipper's reads, leases and acknowledgements)."""
+        return Outbox(self.redis, self.keys)
 
     # -- reads ------------------------------------------------------------------------------
 

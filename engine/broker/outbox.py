@@ -15,7 +15,7 @@ from typing import Any
 from redis.exceptions import NoScriptError, ResponseError
 
 from engine.broker import scripts
-from engine.broker.gateway import run_scripts
+from engine.broker.scripts.runner import run_scripts
 from engine.core.keys import Keys, outbox_extra, outbox_job_prefix
 
 __all__ = ["GROUP", "Delivery", "Outbox", "Streams", "outbox_events", "outbox_key", "queue_outboxes"]

@@ -3,8 +3,9 @@
 Every place that asks "what time is it" or "wait this long" goes through a :class:`Clock`:
 :class:`SystemClock` in production, :class:`FakeClock` in tests, where ``advance()`` moves
 time on at once and wakes whoever was sleeping past the new instant (asynq's
-``timeutil.Clock``, River's stubbed time). Redis keeps its own time for TTLs and leases;
-a fake clock changes what the engine computes and when its loops wake, not those.
+``timeutil.Clock``, River's stubbed time). Redis keeps its own time for TTLs, leases and
+the created/started/finished times its scripts record; a fake clock changes what the engine
+computes (due times, ticks, ages) and when its loops wake, not those.
 """
 
 from __future__ import annotations

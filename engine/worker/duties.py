@@ -4,15 +4,15 @@
 - :class:`LeaseKeeper` renews the leases of this worker's in-flight entries.
 - :class:`Reclaimer` takes over entries whose lease lapsed (their worker died).
 - :class:`Listener` turns pub/sub messages into wake-ups and cancel requests.
+- :class:`Heartbeat` publishes this worker's :class:`WorkerBeat`.
 
 Each survives Redis errors: it logs, backs off and tries again; none of them ever stops the
-worker.
+worker. Every wait of theirs is on the engine's clock, so a test's fake clock drives them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -23,7 +23,9 @@ import structlog
 from engine.broker import RedisError
 from engine.broker.gateway import Gateway
 from engine.core.backoff import reconnect_delay
+from engine.core.clock import Clock
 from engine.core.model import WorkerBeat
+from engine.worker.loop import until
 
 log = structlog.get_logger("engine.worker")
 
@@ -34,9 +36,12 @@ PROMOTE_BATCH = 1000
 
 
 class Promoter:
-    def __init__(self, gateway: Gateway, queues: Sequence[str]) -> None:
+    """Moves due delayed jobs back to their streams, woken early by pub/sub (``poke``)."""
+
+    def __init__(self, gateway: Gateway, queues: Sequence[str], clock: Clock) -> None:
         self.gateway = gateway
         self.queues = list(queues)
+        self.clock = clock
         self.wake = anyio.Event()
 
     def poke(self) -> None:
@@ -63,18 +68,17 @@ class Promoter:
             except (RedisError, OSError) as exc:
                 failures += 1
                 log.warning("promoter: redis unavailable; retrying", worker=worker_id, error=str(exc))
-                await anyio.sleep(reconnect_delay(failures))
+                await self.clock.sleep(reconnect_delay(failures))
                 continue
             except Exception:
                 failures += 1
                 log.exception("promoter: failed unexpectedly; retrying", worker=worker_id)
-                await anyio.sleep(reconnect_delay(failures))
+                await self.clock.sleep(reconnect_delay(failures))
                 continue
             wait = PROMOTE_SAFETY_S
             if next_due is not None:
-                wait = min(wait, max(0.0, next_due / 1000 - time.time()))
-            with anyio.move_on_after(wait):
-                await self.wake.wait()
+                wait = min(wait, max(0.0, next_due / 1000 - self.clock.time()))
+            await until(self.wake, wait, self.clock)
 
 
 class LeaseKeeper:
@@ -116,6 +120,7 @@ class Reclaimer:
         visibility_timeout: float,
         free_slots: Callable[[], int],
         dispatch: Callable[[list[tuple[str, str, dict[str, str]]]], Awaitable[None]],
+        on_reclaimed: Callable[[int], object] = lambda count: None,
     ) -> None:
         self.gateway = gateway
         self.worker_id = worker_id
@@ -126,9 +131,11 @@ class Reclaimer:
         self.interval = visibility_timeout / 4
         self.free_slots = free_slots
         self.dispatch = dispatch
+        self.on_reclaimed = on_reclaimed  # told how many a pass took back, when any
         self.reclaimed = 0
 
     async def run_once(self) -> float:
+        before = self.reclaimed
         for queue in self.queues:
             free = self.free_slots()
             if free <= 0:
@@ -143,6 +150,8 @@ class Reclaimer:
                     count=len(entries),
                 )
                 await self.dispatch(entries)
+        if self.reclaimed > before:
+            self.on_reclaimed(self.reclaimed - before)
         return self.interval
 
 
@@ -153,25 +162,25 @@ class Heartbeat:
     # A worker unseen for this long is gone (SIGKILLed, machine lost): drop its entry.
     FORGET_AFTER_S = 600.0
 
-    def __init__(self, gateway: Gateway, describe: Callable[[], WorkerBeat]) -> None:
+    def __init__(self, gateway: Gateway, describe: Callable[[], WorkerBeat], clock: Clock) -> None:
         self.gateway = gateway
         self.describe = describe
+        self.clock = clock
 
     async def run_once(self) -> float:
         beat = self.describe()
-        key = self.gateway.keys.workers
-        await self.gateway.redis.hset(key, beat.id, msgspec.json.encode(beat))
+        await self.gateway.write_beat(beat.id, msgspec.json.encode(beat))
+        forget_before = self.clock.time() - self.FORGET_AFTER_S
         stale = [
             worker_id
-            for worker_id, raw in (await self.gateway.redis.hgetall(key)).items()
-            if _seen_at(raw) < time.time() - self.FORGET_AFTER_S
+            for worker_id, raw in (await self.gateway.beats()).items()
+            if _seen_at(raw) < forget_before
         ]
-        if stale:
-            await self.gateway.redis.hdel(key, *stale)
+        await self.gateway.forget_beats(*stale)
         return self.INTERVAL_S
 
     async def forget(self, worker_id: str) -> None:
-        await self.gateway.redis.hdel(self.gateway.keys.workers, worker_id)
+        await self.gateway.forget_beats(worker_id)
 
 
 def _seen_at(raw: str) -> float:
@@ -185,17 +194,18 @@ class Listener:
     """One pub/sub connection: promoter wake-ups and cancel requests for running jobs."""
 
     def __init__(
-        self, gateway: Gateway, on_wake: Callable[[], None], on_cancel: Callable[[str], Any]
+        self, gateway: Gateway, on_wake: Callable[[], None], on_cancel: Callable[[str], Any], clock: Clock
     ) -> None:
         self.gateway = gateway
         self.on_wake = on_wake
         self.on_cancel = on_cancel
+        self.clock = clock
 
     async def run(self, worker_id: str) -> None:
         keys = self.gateway.keys
         failures = 0
         while True:
-            pubsub = self.gateway.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.gateway.subscriber()
             try:
                 await pubsub.subscribe(keys.wake_channel, keys.cancel_channel)
                 # Messages sent while disconnected are lost: catch up on due jobs now.
@@ -212,11 +222,11 @@ class Listener:
             except (RedisError, OSError) as exc:
                 failures += 1
                 log.warning("listener: redis unavailable; retrying", worker=worker_id, error=str(exc))
-                await anyio.sleep(reconnect_delay(failures))
+                await self.clock.sleep(reconnect_delay(failures))
             except Exception:
                 failures += 1
                 log.exception("listener: failed unexpectedly; retrying", worker=worker_id)
-                await anyio.sleep(reconnect_delay(failures))
+                await self.clock.sleep(reconnect_delay(failures))
             finally:
                 with anyio.CancelScope(shield=True):
                     with contextlib.suppress(RedisError, OSError):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 import traceback
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -19,11 +18,11 @@ import anyio
 import msgspec
 import structlog
 
-from engine.broker.gateway import Outcome, Started
 from engine.context import JobContext
 from engine.core.errors import JobTimeout, Retry, UnrecoverableError
 from engine.core.limits import MAX_DELAY_S, MAX_WORKER_DEATHS
 from engine.core.model import ms_to_datetime, payload_decoder
+from engine.core.transitions import Outcome, Started
 
 if TYPE_CHECKING:
     from engine.client.app import Engine, Task
@@ -40,6 +39,7 @@ MAX_TRACEBACK_CHARS = 65_536
 class Executor:
     def __init__(self, engine: Engine, thread_limiter: anyio.CapacityLimiter) -> None:
         self.engine = engine
+        self.clock = engine.clock
         self.thread_limiter = thread_limiter
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._cancelled: set[str] = set()
@@ -64,7 +64,7 @@ class Executor:
         by the engine itself while preparing or classifying the attempt (a value read back
         from Redis that no check foresaw, a bug) dead-letters the job with the reason: the
         worker goes on, and the job does not loop through every worker in turn."""
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         try:
             outcome = await self._run(job)
         except Exception as exc:
@@ -74,7 +74,7 @@ class Executor:
                 f"InternalError: the worker could not run this job: {describe(exc)}",
                 _text("".join(traceback.format_exception(exc)), MAX_TRACEBACK_CHARS),
             )
-        outcome.ran_ms = int((time.perf_counter() - started) * 1000)
+        outcome.ran_ms = int((self.clock.monotonic() - started) * 1000)
         return outcome
 
     async def _run(self, job: Started) -> Outcome:
@@ -115,7 +115,7 @@ class Executor:
             attempt=job.attempt,
             max_attempts=max_attempts,
             timeout=timeout,
-            deadline=datetime.fromtimestamp(time.time() + timeout, tz=UTC),
+            deadline=datetime.fromtimestamp(self.clock.time() + timeout, tz=UTC),
             scheduled_at=ms_to_datetime(job.tick_ms),
             enqueued_at=ms_to_datetime(job.created_ms),
             engine=self.engine,
@@ -167,7 +167,7 @@ class Executor:
         # whatever reaches here.
         delay = min(max(delay, 0.0), MAX_DELAY_S) if math.isfinite(delay) else MAX_DELAY_S
         bound.warning("job attempt failed; retrying", error=error, retry_in_s=round(delay, 3))
-        due = int((time.time() + delay) * 1000)
+        due = int((self.clock.time() + delay) * 1000)
         return Outcome(job.queue, job.entry_id, job.job_id, "retry", error, tb, due)
 
     @staticmethod

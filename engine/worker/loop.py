@@ -1,4 +1,4 @@
-"""The one loop every background duty runs in: call, wait, and back off on errors."""
+"""The one loop every background duty runs in: call, wait on the engine's clock, back off on errors."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import structlog
 
 from engine.broker import RedisError
 from engine.core.backoff import reconnect_delay
+from engine.core.clock import Clock
 
 log = structlog.get_logger("engine.worker")
 
 
-async def forever(name: str, step: Callable[[], Awaitable[float]], worker_id: str) -> None:
-    """Run ``step`` (returns seconds to wait) in a loop, backing off on errors: a duty that
-    fails (Redis away, or data it did not expect) logs and tries again, and never takes
-    the worker down with it."""
+async def forever(name: str, step: Callable[[], Awaitable[float]], worker_id: str, clock: Clock) -> None:
+    """Run ``step`` (returns seconds to wait on ``clock``) in a loop, backing off on errors: a
+    duty that fails (Redis away, or data it did not expect) logs and tries again, and never
+    takes the worker down with it."""
     failures = 0
     while True:
         try:
@@ -37,4 +38,21 @@ async def forever(name: str, step: Callable[[], Awaitable[float]], worker_id: st
             failures += 1
             wait = reconnect_delay(failures)
             log.exception(f"{name}: failed unexpectedly; retrying", worker=worker_id, retry_in_s=wait)
-        await anyio.sleep(wait)
+        await clock.sleep(wait)
+
+
+async def until(event: anyio.Event, seconds: float, clock: Clock) -> None:
+    """Wait until ``event`` is set or ``seconds`` pass on ``clock``, whichever comes first
+    (``anyio.move_on_after`` would measure loop time, which a test's fake clock cannot move)."""
+    # The deadline is fixed now, not when the ringing task first runs: time may move on (a
+    # fake clock advanced by a test) before that task is scheduled.
+    deadline = clock.monotonic() + seconds
+    async with anyio.create_task_group() as group:
+
+        async def ring() -> None:
+            await clock.sleep(deadline - clock.monotonic())
+            group.cancel_scope.cancel()
+
+        group.start_soon(ring)
+        await event.wait()
+        group.cancel_scope.cancel()

@@ -1,0 +1,146 @@
+"""Reading entries for the runners: the fetch loop, the idle fast path, and the backlog it sees."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import anyio
+import structlog
+
+from engine.broker import RedisError, ResponseError
+from engine.broker.gateway import Gateway, runnable_entry
+from engine.core.backoff import reconnect_delay
+from engine.core.clock import Clock
+from engine.core.transitions import Started
+from engine.worker.runners import Runners
+
+log = structlog.get_logger("engine.worker")
+
+# Idle XREADGROUP blocks this long, then loops: short enough to notice a dropped connection
+# quickly, long enough that an idle worker sends about one command a second.
+BLOCK_MS = 1000
+# How long jobs started straight from their entries wait for start.lua's confirmation
+# before their outcomes are given up (they are then reclaimed and run again).
+CONFIRM_TIMEOUT_S = 10.0
+# A full read this recent means the worker still runs flat out (see ``saturated``).
+BACKLOG_FRESH_S = 1.0
+
+Entries = list[tuple[str, str, dict[str, str]]]
+
+
+class Fetcher:
+    """Reads only as many entries as there are free runners (XREADGROUP with COUNT, and BLOCK
+    when the streams are drained: no polling while idle) and starts them with start.lua."""
+
+    def __init__(
+        self, gateway: Gateway, worker_id: str, queues: Sequence[str], runners: Runners, clock: Clock
+    ) -> None:
+        self.gateway = gateway
+        self.worker_id = worker_id
+        self.queues = list(queues)
+        self.runners = runners
+        self.clock = clock
+        self._backlogged = False
+        self._backlogged_at = 0.0
+        self._log = log.bind(worker=worker_id)
+
+    def saturated(self) -> bool:
+        """Jobs are waiting beyond what this worker can take: it runs flat out."""
+        return self._backlogged and self.clock.monotonic() - self._backlogged_at < BACKLOG_FRESH_S
+
+    async def dispatch(self, entries: Entries) -> None:
+        """Mark read or reclaimed entries active and hand them to runners."""
+        self.runners.hand_over(await self.gateway.start_entries(self.worker_id, entries))
+
+    async def run(self) -> None:
+        """Fetch until the pool stops (or the caller cancels); never raises but for that."""
+        gateway, runners = self.gateway, self.runners
+        failures = 0
+        streams = max(1, len(self.queues))
+        while not runners.stopping:
+            await runners.wait_for_slot()
+            try:
+                # COUNT applies per stream: split the free slots so the total stays near them.
+                count = max(1, (runners.concurrency - runners.busy) // streams)
+                # While jobs are waiting, read and start them in one script call; block (and
+                # then start what arrived) only when the streams are drained.
+                started = await gateway.fetch(self.queues, self.worker_id, count)
+                if started:
+                    runners.hand_over(started)
+                else:
+                    entries = await gateway.read(self.queues, self.worker_id, count, BLOCK_MS)
+                    if entries:
+                        await self._start_now(entries)
+                # A full read means more is waiting: the worker is saturated (the shipper
+                # then steps aside, see Shipper.busy).
+                self._backlogged = len(started) >= count
+                self._backlogged_at = self.clock.monotonic()
+            except ResponseError as exc:
+                failures += 1
+                if "NOGROUP" in str(exc):
+                    # The stream or group vanished (FLUSHALL, a restart without persistence).
+                    self._log.warning("consumer group missing; recreating it")
+                    with contextlib.suppress(RedisError, OSError):
+                        for queue in self.queues:
+                            await gateway.ensure_group(queue)
+                else:
+                    # A script that failed on some entry's data: the entries it read stay
+                    # pending and come back, one at a time, through the reclaimer, which
+                    # buries the one at fault (Gateway.start_entries).
+                    self._log.error("fetch failed; retrying", error=str(exc))
+                await _back_off(reconnect_delay(failures))
+                continue
+            except (RedisError, OSError) as exc:
+                # Entries read but not started stay pending under this worker's name and
+                # are reclaimed after the visibility timeout.
+                failures += 1
+                delay = reconnect_delay(failures)
+                self._log.warning("redis unavailable; retrying", error=str(exc), retry_in_s=round(delay, 2))
+                await _back_off(delay)
+                continue
+            except Exception:
+                # Nothing read may take the worker down (the entries stay pending, as above).
+                failures += 1
+                self._log.exception("fetch failed unexpectedly; retrying")
+                await _back_off(reconnect_delay(failures))
+                continue
+            if failures:
+                self._log.info("redis reachable again")
+                failures = 0
+
+    async def _start_now(self, entries: Entries) -> None:
+        """Run fresh jobs at once and confirm them with start.lua meanwhile, which saves an
+        idle worker a round trip per job; other entries wait for start.lua as usual.
+
+        A job start.lua refuses (cancelled since, or poison) is stopped and its outcome
+        discarded; if the confirmation fails, so is every outcome of the batch, and the
+        entries, still pending, are reclaimed (at-least-once, as after a crash).
+        """
+        runners = self.runners
+        ready = {}
+        for queue, entry_id, fields in entries:
+            job = runnable_entry(queue, entry_id, fields)
+            if job is not None:
+                ready[entry_id] = job
+        runners.hand_over(list(ready.values()))
+        started: list[Started] = []
+        try:
+            # Shielded: jobs already run on this answer, and a stop() must not strand them.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CONFIRM_TIMEOUT_S):
+                await anyio.lowlevel.checkpoint()  # the runners start them first
+                started = await self.gateway.start_entries(self.worker_id, entries)
+        finally:
+            confirmed = {job.entry_id for job in started}
+            for job in ready.values():
+                if job.entry_id not in confirmed:
+                    runners.drop(job)
+                assert job.confirmed is not None
+                job.confirmed.set()
+        runners.hand_over([job for job in started if job.entry_id not in ready])
+
+
+async def _back_off(delay: float) -> None:
+    # Real time, not the engine's clock: it waits for a real server to come back, and a
+    # test's fake clock must never stall the fetching.
+    await anyio.sleep(delay)

@@ -1,0 +1,104 @@
+"""The bounded pool of runners: jobs handed over through one deque, idle runners parked on events."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
+
+from engine.core.transitions import Outcome, Started
+from engine.worker.executor import Executor
+
+
+class Runners:
+    """``concurrency`` runner tasks executing the jobs handed over, each at most once.
+
+    A deque and idle runners parked on events, not a channel, so that one wake-up serves a
+    whole batch of quick jobs: a runner that takes a job while more wait wakes the next idle
+    runner first, so slow jobs still run side by side.
+    """
+
+    def __init__(self, executor: Executor, concurrency: int, inflight: dict[str, set[str]]) -> None:
+        self.executor = executor
+        self.concurrency = concurrency
+        self.inflight = inflight  # queue -> entries whose leases the lease keeper renews
+        self.busy = 0  # entries handed over and not yet executed
+        self.stopping = False
+        self.slot_freed = anyio.Event()
+        self.drained = anyio.Event()
+        """Set once a stopping pool has no job left to execute."""
+        self._queue: deque[Started] = deque()
+        self._idle: list[anyio.Event] = []
+        self._closed = False
+
+    def free_slots(self) -> int:
+        return 0 if self.stopping else self.concurrency - self.busy
+
+    async def wait_for_slot(self) -> None:
+        while self.busy >= self.concurrency:
+            self.slot_freed = anyio.Event()
+            await self.slot_freed.wait()
+
+    def hand_over(self, started: list[Started]) -> None:
+        self.busy += len(started)
+        inflight = self.inflight
+        for job in started:
+            inflight[job.queue].add(job.entry_id)
+        self._queue.extend(started)
+        if started and self._idle:
+            self._idle.pop().set()
+
+    def drop(self, job: Started) -> None:
+        """Give up a job handed over before its start was confirmed: stop it if it runs, and
+        discard its outcome (its entry, if still pending, is reclaimed and run again)."""
+        job.dropped = True
+        self.executor.cancel(job.job_id)
+        self.inflight[job.queue].discard(job.entry_id)
+
+    def stop(self) -> None:
+        """Take no more jobs (no free slot from now on); ``drained`` follows the last one."""
+        self.stopping = True
+        if self.busy == 0:
+            self.drained.set()
+
+    def close(self) -> None:
+        """Nothing more will be handed over: runners exit once the deque is empty."""
+        self._closed = True
+        while self._idle:
+            self._idle.pop().set()
+
+    def start(self, group: TaskGroup, send: MemoryObjectSendStream[Outcome]) -> None:
+        """Start the runners in ``group``; the completer's stream ends when the last exits."""
+        for _ in range(self.concurrency):
+            group.start_soon(self._runner, send.clone())
+        send.close()
+
+    async def _runner(self, send: MemoryObjectSendStream[Outcome]) -> None:
+        queue, idle, executor = self._queue, self._idle, self.executor
+        async with send:
+            while True:
+                if not queue:
+                    if self._closed:
+                        return
+                    parked = anyio.Event()
+                    idle.append(parked)
+                    await parked.wait()
+                    continue
+                job = queue.popleft()
+                if queue and idle:
+                    idle.pop().set()  # more waiting: another runner takes the next one
+                try:
+                    outcome = None if job.dropped else await executor.run(job)
+                    if job.confirmed is not None:
+                        await job.confirmed.wait()  # the outcome must not overtake the start
+                        if job.dropped:
+                            outcome = None
+                finally:
+                    self.busy -= 1
+                    self.slot_freed.set()
+                    if self.busy == 0 and self.stopping:
+                        self.drained.set()
+                if outcome is not None:
+                    send.send_nowait(outcome)
