@@ -16,9 +16,10 @@ The public surface is exactly ``__all__`` (everything else is internal and may c
 Test helpers (``FakeClock``, signals, ``worker_running``) live in :mod:`engine.testing`.
 """
 
-from engine.client.app import Call, Engine, NamedCall, Task, TaskCall, call
+from engine.client.app import Engine
 from engine.client.dlq import DeadLetters
 from engine.client.handle import Job
+from engine.client.tasks import Call, NamedCall, Task, TaskCall, call
 from engine.context import JobContext
 from engine.core.backoff import Backoff
 from engine.core.errors import (

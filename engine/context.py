@@ -13,7 +13,7 @@ from engine.core.clock import SYSTEM_CLOCK
 from engine.core.model import LOG_LEVELS
 
 if TYPE_CHECKING:
-    from engine.client.app import Engine
+    from engine.runtime import Runtime
 
 MAX_LOG_LINES = 1000
 
@@ -45,8 +45,9 @@ class JobContext:
     scheduled_at: datetime | None = None
     """For a cron job, the tick it was scheduled for; None otherwise."""
     enqueued_at: datetime | None = None
-    engine: Engine | None = field(default=None, repr=False)
-    """The app running the job (to enqueue follow-up jobs, say)."""
+    engine: Runtime | None = field(default=None, repr=False)
+    """The app running the job (an ``engine.Engine``: ``await ctx.engine.enqueue("name", ...)``
+    enqueues a follow-up job by name)."""
     services: JobServices | None = field(default=None, repr=False)
     """Where log lines and progress go; None (a context made by hand) keeps them local."""
 

@@ -9,7 +9,7 @@ public on the Engine.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from engine.broker.gateway import Gateway, Retention
 from engine.core.clock import Clock
@@ -52,6 +52,10 @@ class Runtime(Protocol):
 
     def job_log(self) -> JobLog:
         """The PostgreSQL job log (ConfigurationError without a database_url)."""
+        ...
+
+    async def enqueue(self, task_name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Enqueue a job by task name (the Engine returns its ``Job`` handle)."""
         ...
 
     async def announce_tasks(self) -> None:

@@ -1,7 +1,7 @@
 """Redis (or Valkey): the only package that imports redis.
 
 ``gateway`` (:class:`Gateway`, the facade the services hold: one client and the engine's
-scripts for one namespace) composes the roles: ``connection`` (client factory, URL checks,
+scripts for one namespace) composes the roles: ``connection`` (client factory,
 ping, close), ``producing`` (enqueue, the coalescer), ``delivery`` (the worker's
 transitions), ``admin`` (operations, locks, announcements), over ``base`` (what they share).
 ``scripts`` holds the ``.lua`` files, one per transition, ``scripts.bindings`` a typed

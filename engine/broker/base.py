@@ -8,6 +8,7 @@ from engine.broker import connection
 from engine.broker.scripts.runner import Scripts
 from engine.core.clock import Clock, SystemClock, now_ms
 from engine.core.keys import Keys
+from engine.core.urls import check_redis_url
 
 
 class GatewayBase:
@@ -25,7 +26,7 @@ class GatewayBase:
         max_connections: int = 100,
         clock: Clock | None = None,
     ) -> None:
-        self.url = connection.check_redis_url(url)
+        self.url = check_redis_url(url)
         self.keys = Keys(namespace)
         self.connect_timeout = connect_timeout
         self.clock: Clock = clock or SystemClock()

@@ -1,9 +1,8 @@
-"""The Redis client: URL checks, masked URLs, the pooled client factory, ping and close."""
+"""The Redis client: the pooled client factory, ping and close (URL checks: ``core/urls.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import redis.asyncio as aioredis
@@ -12,49 +11,11 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from engine.broker.pool import WaitingConnectionPool
-from engine.core.errors import ConfigurationError, ConnectionFailed
-
-REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
+from engine.core.errors import ConnectionFailed
+from engine.core.urls import check_redis_url, mask_url
 
 # How long a command waits for a free pooled connection before giving up.
 POOL_WAIT_S = 60.0
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced (in the user info and in a ``?password=``
-    parameter), fit for logs and error messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.query:
-        query = [
-            (name, "***" if name.lower() == "password" else value)
-            for name, value in parse_qsl(parts.query, keep_blank_values=True)
-        ]
-        parts = parts._replace(query=urlencode(query, safe="*"))
-    if parts.password is not None:
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        parts = parts._replace(netloc=f"{parts.username or ''}:***@{netloc}")
-    return urlunsplit(parts)
-
-
-def check_redis_url(url: str) -> str:
-    if not isinstance(url, str) or not url.strip():
-        raise ConfigurationError("Redis URL is empty: pass redis_url= or set ENGINE_REDIS_URL")
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises ValueError on a non-numeric port
-    except ValueError as exc:
-        raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: {exc}") from None
-    if parts.scheme not in REDIS_SCHEMES:
-        raise ConfigurationError(
-            f"invalid Redis URL {mask_url(url)!r}: it must start with redis://, rediss:// "
-            "or unix:// (for example redis://localhost:6379/0)"
-        )
-    if parts.scheme != "unix" and not parts.hostname:
-        raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: no host name")
-    return url
 
 
 def connect(url: str, *, connect_timeout: float = 5.0, max_connections: int = 100) -> Any:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.broker.admin import Admin
-from engine.broker.connection import POOL_WAIT_S, REDIS_SCHEMES, check_redis_url, mask_url
+from engine.broker.connection import POOL_WAIT_S
 from engine.broker.delivery import DELIVERIES, Delivery, runnable_entry
 from engine.broker.outbox import Outbox
 from engine.broker.producing import Coalescer, Producing
@@ -26,6 +26,7 @@ from engine.core.errors import FenceRejected, ScriptCode
 from engine.core.keys import GROUP
 from engine.core.model import decode_log_line
 from engine.core.transitions import Fence, NewJob, Outcome, Retention, Started
+from engine.core.urls import REDIS_SCHEMES, check_redis_url, mask_url
 
 __all__ = [
     "DELIVERIES",

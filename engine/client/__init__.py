@@ -1,4 +1,6 @@
-"""What users hold: the :class:`Engine` (tasks, enqueueing, connections), :class:`Job`
-handles and a queue's dead letters. It sits above the broker, the history, the producer
-and the worker, which it composes; nothing below imports it at run time.
+"""What users hold: the :class:`Engine` (``app.py``: settings, connections, enqueueing), its
+tasks and bound calls (``tasks.py``), :class:`Job` handles (``handle.py``) and a queue's
+dead letters (``dlq.py``). It sits above the broker, the history, the producer, cron and
+the worker, which it composes; nothing below imports it (the parts below see the app
+through :class:`engine.runtime.Runtime`).
 """

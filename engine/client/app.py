@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
-
-import msgspec
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from engine.broker.gateway import Gateway, Retention, check_redis_url
 from engine.client.dlq import DeadLetters
 from engine.client.handle import Job, Notifier
+from engine.client.tasks import DEFAULT, Calls, NamedCall, Task, make_task, spec_from_announcement
 from engine.core.backoff import Backoff
 from engine.core.clock import SYSTEM_CLOCK, Clock
 from engine.core.errors import ConfigurationError, UnknownTaskError
 from engine.core.keys import check_name
-from engine.core.limits import check_attempts, check_timeout
 from engine.core.model import json_encoder
 from engine.core.settings import DEFAULT_REDIS_URL, Setting, Settings
 from engine.core.signals import Signals
 from engine.core.taskdef import TaskAnnouncement
 from engine.cron import Schedule, check_expression, check_zone, make_schedule
 from engine.history import HistoryPage, JobLog, LogLine
-from engine.producer import Options, TaskSpec, build_job, task_signature
+from engine.producer import Options, TaskSpec, build_job
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -33,124 +29,7 @@ if TYPE_CHECKING:
     from engine.worker import Worker
 
 R = TypeVar("R")
-_UNSET: Any = object()
-
-
-class TaskCall(Generic[R]):
-    """A task with per-enqueue options bound (``task.with_options(...)``)."""
-
-    __slots__ = ("_options", "task")
-
-    def __init__(self, task: Task[R], options: Options) -> None:
-        self.task = task
-        self._options = options
-
-    def with_options(self, **options: Any) -> TaskCall[R]:
-        return TaskCall(self.task, self._options.merged(**options))
-
-    async def enqueue(self, *args: Any, **kwargs: Any) -> Job[R]:
-        return (await self.task.app._enqueue(self.task.spec, [(args, kwargs)], self._options))[0]
-
-    async def enqueue_many(self, calls: Iterable[Any]) -> list[Job[R]]:
-        return await self.task.app._enqueue(self.task.spec, _normalise_calls(calls), self._options)
-
-
-class NamedCall:
-    """A task named by a string, with per-enqueue options bound (``app.with_options``)."""
-
-    __slots__ = ("_app", "_options", "task_name")
-
-    def __init__(self, app: Engine, task_name: str, options: Options) -> None:
-        self._app = app
-        self.task_name = task_name
-        self._options = options
-
-    def with_options(self, **options: Any) -> NamedCall:
-        return NamedCall(self._app, self.task_name, self._options.merged(**options))
-
-    async def enqueue(self, *args: Any, **kwargs: Any) -> Job[Any]:
-        spec = await self._app.task_spec(self.task_name)
-        return (await self._app._enqueue(spec, [(args, kwargs)], self._options))[0]
-
-    async def enqueue_many(self, calls: Iterable[Any]) -> list[Job[Any]]:
-        spec = await self._app.task_spec(self.task_name)
-        return await self._app._enqueue(spec, _normalise_calls(calls), self._options)
-
-
-class Task(Generic[R]):
-    """A function registered with ``@app.task``; call ``enqueue`` to run it in a worker."""
-
-    def __init__(self, app: Engine, fn: Callable[..., Any], spec: TaskSpec, takes_ctx: bool) -> None:
-        self.app = app
-        self.fn = fn
-        self.spec = spec
-        self.takes_ctx = takes_ctx
-        self.is_async = inspect.iscoroutinefunction(fn)
-        functools.update_wrapper(self, fn)
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def queue(self) -> str:
-        return self.spec.queue
-
-    @property
-    def timeout(self) -> float:
-        return self.spec.timeout
-
-    @property
-    def max_attempts(self) -> int:
-        return self.spec.max_attempts
-
-    @property
-    def backoff(self) -> Backoff:
-        return self.spec.backoff
-
-    def __repr__(self) -> str:
-        return f"<Task {self.name} queue={self.queue}>"
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Call the function directly, in this process (no queue involved)."""
-        return self.fn(*args, **kwargs)
-
-    def with_options(self, **options: Any) -> TaskCall[R]:
-        """Bind options: delay, run_at, idempotency_key, idempotency_ttl, job_id, timeout,
-        max_attempts, queue."""
-        return TaskCall(self, Options().merged(**options))
-
-    async def enqueue(self, *args: Any, **kwargs: Any) -> Job[R]:
-        """Add one job; returns its handle once it is stored (at-least-once from here on)."""
-        return (await self.app._enqueue(self.spec, [(args, kwargs)], Options()))[0]
-
-    async def enqueue_many(self, calls: Iterable[Any]) -> list[Job[R]]:
-        """Add many jobs in one round trip. Each item is a tuple of positional arguments,
-        a dict of keyword arguments, an ``(args_tuple, kwargs_dict)`` pair made with
-        :func:`engine.call`, or a single value (one positional argument)."""
-        return await self.app._enqueue(self.spec, _normalise_calls(calls), Options())
-
-
-class Call(tuple[tuple[Any, ...], dict[str, Any]]):
-    """Arguments of one job for ``enqueue_many``; make it with :func:`call`."""
-
-
-def call(*args: Any, **kwargs: Any) -> Call:
-    return Call((args, kwargs))
-
-
-def _normalise_calls(calls: Iterable[Any]) -> list[tuple[Sequence[Any], dict[str, Any]]]:
-    out: list[tuple[Sequence[Any], dict[str, Any]]] = []
-    for item in calls:
-        if isinstance(item, Call):
-            out.append((item[0], item[1]))
-        elif isinstance(item, tuple | list):
-            out.append((item, {}))
-        elif isinstance(item, dict):
-            out.append(((), item))
-        else:
-            out.append(((item,), {}))
-    return out
+_UNSET: Any = DEFAULT
 
 
 class Engine:
@@ -204,7 +83,6 @@ class Engine:
             history_retention_s=history_retention,
             failed_history_retention_s=failed_history_retention,
         )
-        self._retention: tuple[Settings | None, Retention] = (None, Retention(0, 0))
         self.tasks: dict[str, Task[Any]] = {}
         self.schedules: dict[str, Schedule] = {}
         self._joblog: JobLog | None = None
@@ -236,15 +114,7 @@ class Engine:
     @property
     def retention(self) -> Retention:
         """How long finished jobs' hashes stay in Redis, as the scripts take it."""
-        settings = self.settings
-        if self._retention[0] is not settings:  # made once per settings, not per finish call
-            failed = settings.failed_ttl_s
-            retention = Retention(
-                completed_ms=int(settings.result_ttl_s * 1000),
-                failed_ms=0 if failed is None else int(failed * 1000),
-            )
-            self._retention = (settings, retention)
-        return self._retention[1]
+        return self.settings.retention
 
     # -- tasks ------------------------------------------------------------------------------
 
@@ -282,27 +152,19 @@ class Engine:
         """
 
         def register(func: Callable[..., Any]) -> Task[Any]:
-            if not callable(func):
-                raise ConfigurationError(f"@app.task needs a function, not {func!r}")
-            task_name = check_name("task", name or func.__name__)
-            if task_name in self.tasks:
-                raise ConfigurationError(f"a task named {task_name!r} is already registered")
-            what = f"task {task_name!r}"
-            if backoff is not None and not isinstance(backoff, Backoff):
-                raise ConfigurationError(f"{what}: backoff must be an engine.Backoff")
-            signature, takes_ctx = task_signature(func)
-            spec = TaskSpec(
-                name=task_name,
-                queue=check_name("queue", queue),
-                timeout=self.default_timeout if timeout is _UNSET else check_timeout(timeout, what),
-                max_attempts=self.default_max_attempts
-                if max_attempts is None
-                else check_attempts(max_attempts, what),
-                backoff=backoff or self.default_backoff,
-                signature=signature,
+            task: Task[Any] = make_task(
+                func,
+                name=name,
+                queue=queue,
+                timeout=timeout,
+                max_attempts=max_attempts,
+                backoff=backoff,
+                settings=self.settings,
+                submit=self._enqueue,
             )
-            task: Task[Any] = Task(self, func, spec, takes_ctx)
-            self.tasks[task_name] = task
+            if task.name in self.tasks:
+                raise ConfigurationError(f"a task named {task.name!r} is already registered")
+            self.tasks[task.name] = task
             return task
 
         if fn is not None:
@@ -463,9 +325,7 @@ class Engine:
 
     # -- producing --------------------------------------------------------------------------
 
-    async def _enqueue(
-        self, spec: TaskSpec, calls: Sequence[tuple[Sequence[Any], dict[str, Any]]], options: Options
-    ) -> list[Job[Any]]:
+    async def _enqueue(self, spec: TaskSpec, calls: Calls, options: Options) -> list[Job[Any]]:
         if options.job_id is not None and len(calls) > 1:
             raise ConfigurationError("job_id= names one job; it cannot be used with enqueue_many")
         if options.idempotency_key is not None and len(calls) > 1:
@@ -506,7 +366,7 @@ class Engine:
     def with_options(self, task_name: str, /, **options: Any) -> NamedCall:
         """Enqueue by task name with per-enqueue options, as ``task.with_options`` does:
         ``await app.with_options("export", delay=5).enqueue(42)``."""
-        return NamedCall(self, task_name, Options().merged(**options))
+        return NamedCall(self.task_spec, self._enqueue, task_name, Options().merged(**options))
 
     async def task_spec(self, task_name: str) -> TaskSpec:
         """What a producer needs of a task: this app's, or one a running worker announced."""
@@ -523,21 +383,7 @@ class Engine:
                 f"unknown task {task_name!r} in namespace {self.namespace!r}: it is not registered "
                 f"in this app and no worker has announced it (known tasks: {', '.join(known) or 'none'})"
             )
-        try:
-            ann = msgspec.json.decode(raw, type=TaskAnnouncement)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise UnknownTaskError(
-                f"task {task_name!r}: its announcement in Redis is unreadable ({exc}); restart a worker "
-                "that runs it to announce it again"
-            ) from None
-        return TaskSpec(
-            name=task_name,
-            queue=ann.queue,
-            timeout=ann.timeout,
-            max_attempts=ann.max_attempts,
-            backoff=self.default_backoff,
-            signature=ann.signature(),
-        )
+        return spec_from_announcement(task_name, raw, self.default_backoff)
 
     def job(self, job_id: str, queue: str | None = None) -> Job[Any]:
         """A handle on an existing job by id (its queue is looked up when needed)."""

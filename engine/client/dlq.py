@@ -14,11 +14,11 @@ from engine.core.errors import JobNotFound, ScriptCode
 from engine.core.model import JobInfo, Status, lenient_number, ms_to_datetime
 
 if TYPE_CHECKING:
-    from engine.client.app import Engine
+    from engine.runtime import Runtime
 
 
 class DeadLetters:
-    def __init__(self, engine: Engine, queue: str) -> None:
+    def __init__(self, engine: Runtime, queue: str) -> None:
         self.engine = engine
         self.queue = queue
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 import anyio
 import structlog
@@ -14,8 +14,7 @@ from engine.core.errors import JobFailed, JobNotFound, JobRunning, ScriptCode
 from engine.core.model import FINAL_STATUSES, JobInfo, Status, json_decoder
 
 if TYPE_CHECKING:
-    from engine.broker.gateway import Gateway
-    from engine.client.app import Engine
+    from engine.broker.gateway import Gateway, Retention
 
 R = TypeVar("R")
 log = structlog.get_logger("engine")
@@ -89,12 +88,25 @@ class Notifier:
         self._waiters.clear()
 
 
+class JobSource(Protocol):
+    """What a handle needs of the app (``engine.Engine`` is one)."""
+
+    @property
+    def gateway(self) -> Gateway: ...
+
+    @property
+    def notifier(self) -> Notifier: ...
+
+    @property
+    def retention(self) -> Retention: ...
+
+
 class Job(Generic[R]):
     """A handle on one job: cheap to make, reads its state from Redis on demand."""
 
     __slots__ = ("_engine", "id", "queue")
 
-    def __init__(self, engine: Engine, job_id: str, queue: str | None = None) -> None:
+    def __init__(self, engine: JobSource, job_id: str, queue: str | None = None) -> None:
         self._engine = engine
         self.id = job_id
         self.queue = queue

@@ -5,7 +5,9 @@ so every other package may use it and it is tested without servers (``tests/unit
 Modules: ``errors`` (the one exception tree, ``ScriptCode``), ``model`` (statuses, log
 levels, the job envelope and read model), ``taskdef`` (task specs, signatures,
 announcements), ``schedule`` (cron expressions, zones, ticks, misfire policies),
-``settings`` (the validated settings), ``limits`` (the bounds on every job option),
-``backoff`` (retry and reconnect timing), ``keys`` (every Redis key name), ``clock`` (the
-injectable time), ``signals`` (the test signals).
+``transitions`` (what the scripts are given and reply: NewJob, Started, Outcome, Fence,
+Retention), ``settings`` (the validated settings), ``urls`` (masked URLs, Redis URL checks),
+``limits`` (the bounds on every job option), ``backoff`` (retry and reconnect timing),
+``keys`` (every Redis key name), ``clock`` (the injectable time), ``signals`` (the test
+signals).
 """

@@ -11,6 +11,7 @@ from engine.core.backoff import Backoff
 from engine.core.errors import ConfigurationError
 from engine.core.keys import check_name
 from engine.core.limits import check_attempts, check_timeout
+from engine.core.transitions import Retention
 
 T = TypeVar("T")
 
@@ -38,6 +39,9 @@ class Settings:
     cron_lease_s: float = 10.0
     history_retention_s: float = 30 * DAY_S
     failed_history_retention_s: float | None = None  # None: as long as history_retention_s
+    retention: Retention = field(init=False, compare=False, repr=False)
+    """How long finished jobs' hashes stay in Redis, as the scripts take it (made once here,
+    not per finish call)."""
 
     def __post_init__(self) -> None:
         # Each option is named as Engine(...) takes it, so the message points at the call.
@@ -64,6 +68,9 @@ class Settings:
         size = self.max_payload_bytes
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigurationError(f"max_payload_bytes must be an integer >= 1, not {size!r}")
+        failed = self.failed_ttl_s
+        retention = Retention(int(self.result_ttl_s * 1000), 0 if failed is None else int(failed * 1000))
+        object.__setattr__(self, "retention", retention)
 
 
 def positive(name: str, value: Any) -> float:

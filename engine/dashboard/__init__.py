@@ -4,6 +4,10 @@ Mount it in a Starlette/FastAPI service (``app.mount("/jobs", create_app(engine)
 it with ``python -m engine.dashboard MODULE:APP``. Pages: overview, queue, job, dead letters,
 cron, workers; JSON API under ``/api`` (``/api/openapi.json``); Prometheus ``/metrics``.
 Assets ship in the package: it works offline.
+
+HTTP only: it reads through :mod:`engine.inspector` and acts through the client's public
+methods, and imports ``engine.core``, the broker's re-exported errors and the history's
+event counts; no raw Redis, no SQL, no private member of the Engine.
 """
 
 from __future__ import annotations

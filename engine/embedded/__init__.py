@@ -7,7 +7,7 @@ system-wide service: ``pip install 'engine[embedded]'`` ships ``valkey-server`` 
 Every started server registers an ``atexit`` stop, so an aborted test run does not leave
 daemons behind (a SIGKILLed interpreter still can; nothing in-process can help with that).
 The servers share their plumbing (:mod:`engine.embedded.server`); :mod:`engine.embedded.redis`
-and :mod:`engine.embedded.postgres` hold one each.
+and :mod:`engine.embedded.postgres` hold one each. It imports nothing else of the engine.
 """
 
 from engine.embedded.postgres import PG_SYSTEM_USER as PG_SYSTEM_USER

@@ -32,8 +32,8 @@ import asyncpg
 import asyncpg.exceptions
 import structlog
 
-from engine.broker.gateway import mask_url
 from engine.core.errors import ConfigurationError, ConnectionFailed
+from engine.core.urls import mask_url
 from engine.history import queries
 from engine.history.events import Event
 from engine.history.queries import HistoryJob, HistoryPage, LogLine

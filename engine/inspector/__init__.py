@@ -2,7 +2,8 @@
 
 Nothing here changes state; the worker never depends on this package. Redis is reached only
 through the gateway (``gateway.reads`` for the read-only queries), the time only through
-``engine.clock``.
+``engine.clock``. It imports ``engine.core``, ``engine.broker`` and the
+:class:`engine.runtime.Runtime` protocol, nothing above.
 
 - ``cursors``: the one page-cursor codec.
 - ``jobs``: one job's hash or dead letter, read leniently.

@@ -10,7 +10,7 @@ import msgspec
 
 from engine.core.clock import now_utc
 from engine.core.model import WorkerBeat
-from engine.cron import ScheduleAnnouncement, check_zone, next_tick
+from engine.core.schedule import ScheduleAnnouncement, check_zone, next_tick
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime

@@ -12,6 +12,10 @@
 Shutdown (``stop()``, SIGTERM, SIGINT): stop fetching, let running jobs finish within the
 grace period, record their outcomes, then cancel what is left; unfinished entries stay
 pending and are reclaimed by another worker.
+
+It sees the app through :class:`engine.runtime.Runtime` and imports ``engine.core``,
+``engine.broker``, ``engine.history``, ``engine.cron`` and ``engine.context``; never the
+client, the inspector or the dashboard above it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ import socket
 import threading
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 import anyio
 import structlog
@@ -39,15 +42,13 @@ from engine.cron import Scheduler
 from engine.history import JobLog
 from engine.history.pruner import Pruner
 from engine.history.shipper import Shipper
+from engine.runtime import Runtime
 from engine.worker.completer import Completer
 from engine.worker.duties import Heartbeat, LeaseKeeper, Listener, Promoter, Reclaimer
 from engine.worker.executor import Executor
 from engine.worker.fetcher import Fetcher
 from engine.worker.loop import forever
 from engine.worker.runners import Runners
-
-if TYPE_CHECKING:
-    from engine.client.app import Engine
 
 __all__ = ["Worker"]
 
@@ -63,7 +64,7 @@ class Worker:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Runtime,
         *,
         queues: Sequence[str] | None = None,
         concurrency: int = 100,
@@ -80,32 +81,37 @@ class Worker:
             raise ConfigurationError(f"grace_period must be a number of seconds >= 0, not {grace_period!r}")
         if isinstance(queues, str):
             queues = [q for q in queues.split(",") if q]
-        chosen = list(dict.fromkeys(queues)) if queues else sorted({t.queue for t in engine.tasks.values()})
+        chosen = (
+            list(dict.fromkeys(queues)) if queues else sorted({t.spec.queue for t in engine.tasks.values()})
+        )
         if not chosen:
             raise ConfigurationError(
                 "the worker has no queue to read: the app registers no task and no queues= were given"
             )
         self.engine = engine
         self.clock = engine.clock
+        settings = engine.settings
         self.queues = [check_name("queue", q) for q in chosen]
         self.concurrency = concurrency
         self.grace_period = float(grace_period)
         self.handle_signals = handle_signals
         self.id = name or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.process_jobs = jobs
-        self.scheduler = Scheduler(engine, self.id, engine.cron_lease) if cron and engine.schedules else None
+        self.scheduler = (
+            Scheduler(engine, self.id, settings.cron_lease_s) if cron and engine.schedules else None
+        )
         self.shipper: Shipper | None = None
         self._joblog: JobLog | None = None
-        if shipper and engine.database_url:
+        if shipper and settings.database_url:
             self._joblog = JobLog(
-                engine.database_url, connect_timeout=engine.connect_timeout, migrate_on_connect=True
+                settings.database_url, connect_timeout=settings.connect_timeout_s, migrate_on_connect=True
             )
             self.shipper = Shipper(
                 engine.gateway.outbox(),
                 self._joblog,
                 self._outboxes,
                 consumer=self.id,
-                visibility_timeout=engine.visibility_timeout,
+                visibility_timeout=settings.visibility_timeout_s,
                 busy=self._saturated if jobs else None,
                 clock=self.clock,
                 signals=engine.signals,
@@ -174,7 +180,7 @@ class Worker:
                 await self._joblog.connect()  # creates the tables too; else the shipper retries
             except (ConnectionFailed, OSError) as exc:
                 self._log.warning("job log unavailable; shipping will catch up", error=str(exc))
-        vt = engine.visibility_timeout
+        vt = engine.settings.visibility_timeout_s
         promoter = Promoter(gateway, self.queues, clock)
         # Renew three times per timeout: two renewals can fail before a lease lapses.
         leases = LeaseKeeper(gateway, self.id, self._inflight, vt / 3)
@@ -233,11 +239,12 @@ class Worker:
             self._log.info("worker stopped", processed=self.processed)
 
     def _pruner(self, gateway: Gateway, joblog: JobLog) -> Pruner:
-        failed = self.engine.failed_history_retention
+        settings = self.engine.settings
+        failed = settings.failed_history_retention_s
         return Pruner(
             gateway,
             joblog,
-            timedelta(seconds=self.engine.history_retention),
+            timedelta(seconds=settings.history_retention_s),
             None if failed is None else timedelta(seconds=failed),
             clock=self.clock,
         )

@@ -12,7 +12,7 @@ import functools
 import math
 import traceback
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import msgspec
@@ -22,10 +22,9 @@ from engine.context import JobContext
 from engine.core.errors import JobTimeout, Retry, UnrecoverableError
 from engine.core.limits import MAX_DELAY_S, MAX_WORKER_DEATHS
 from engine.core.model import ms_to_datetime, payload_decoder
+from engine.core.taskdef import TaskDef
 from engine.core.transitions import Outcome, Started
-
-if TYPE_CHECKING:
-    from engine.client.app import Engine, Task
+from engine.runtime import Runtime
 
 log = structlog.get_logger("engine.worker")
 _encode = msgspec.json.Encoder().encode
@@ -37,7 +36,7 @@ MAX_TRACEBACK_CHARS = 65_536
 
 
 class Executor:
-    def __init__(self, engine: Engine, thread_limiter: anyio.CapacityLimiter) -> None:
+    def __init__(self, engine: Runtime, thread_limiter: anyio.CapacityLimiter) -> None:
         self.engine = engine
         self.clock = engine.clock
         self.thread_limiter = thread_limiter
@@ -94,7 +93,7 @@ class Executor:
             return self._dead(
                 job, f"UnknownTaskError: no task named {job.task!r} is registered in this worker's app", ""
             )
-        max_attempts = job.max_attempts or task.max_attempts
+        max_attempts = job.max_attempts or task.spec.max_attempts
         if job.attempt > max_attempts:
             # Delivered again and again without an outcome: it keeps killing its worker.
             return self._dead(
@@ -107,7 +106,7 @@ class Executor:
             payload = payload_decoder.decode(job.payload)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             return self._dead(job, f"PayloadError: cannot decode the job's arguments: {exc}", "")
-        timeout = job.timeout or task.timeout
+        timeout = job.timeout or task.spec.timeout
         ctx = JobContext(
             job_id=job.job_id,
             task=job.task,
@@ -139,7 +138,7 @@ class Executor:
             del self._scopes[job.job_id]
             self._cancelled.discard(job.job_id)
 
-    async def _call(self, task: Task[Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    async def _call(self, task: TaskDef, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if task.is_async:
             return await task.fn(*args, **kwargs)
         # A thread cannot be interrupted: on timeout the attempt is failed and the thread is
@@ -150,7 +149,7 @@ class Executor:
             limiter=self.thread_limiter,
         )
 
-    def _failure(self, job: Started, task: Task[Any], max_attempts: int, exc: Exception) -> Outcome:
+    def _failure(self, job: Started, task: TaskDef, max_attempts: int, exc: Exception) -> Outcome:
         error = _text(describe(exc), MAX_ERROR_CHARS)
         tb = _text("".join(traceback.format_exception(exc)), MAX_TRACEBACK_CHARS)
         unencodable = isinstance(exc, msgspec.EncodeError | TypeError | UnicodeEncodeError)
@@ -161,7 +160,9 @@ class Executor:
             bound.error("job failed", error=error, max_attempts=max_attempts)
             return self._dead(job, error, tb)
         delay = (
-            exc.delay if isinstance(exc, Retry) and exc.delay is not None else task.backoff.delay(job.attempt)
+            exc.delay
+            if isinstance(exc, Retry) and exc.delay is not None
+            else task.spec.backoff.delay(job.attempt)
         )
         # Retry(delay=) and Backoff are bounded where they are made; stay within a datetime
         # whatever reaches here.
