@@ -87,7 +87,7 @@ async def joblog(database_url: str) -> AsyncIterator[JobLog]:
 async def redis(redis_url: str, namespace: str) -> AsyncIterator[Any]:
     client: Any = aioredis.Redis.from_url(redis_url, decode_responses=True)
     yield client
-    keys = [key async for key in client.scan_iter(match=f"{namespace}:*")]
+    keys = [key async for key in client.scan_iter(match=f"{namespace}:*", count=1000)]
     if keys:
         await client.delete(*keys)
     await client.aclose()

@@ -13,7 +13,7 @@ from engine.broker.gateway import Gateway
 async def gateway(redis_url: str, namespace: str) -> AsyncIterator[Gateway]:
     gw = Gateway(redis_url, namespace)
     yield gw
-    keys = [key async for key in gw.redis.scan_iter(match=f"{namespace}:*")]
+    keys = [key async for key in gw.redis.scan_iter(match=f"{namespace}:*", count=1000)]
     if keys:
         await gw.redis.delete(*keys)
     await gw.close()

@@ -17,7 +17,6 @@ import anyio
 import anyio.abc
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 
 from engine import Backoff, Engine, JobContext, JobFailed
 from engine.core.keys import outbox_extra
@@ -25,7 +24,7 @@ from engine.history import JobLog, parse_event
 from engine.history.shipper import GROUP, Shipper, outbox_key
 from engine.testing import Signals, worker_running
 from tests.helpers import ROOT, eventually, free_port
-from tests.test_joblog import T0, completed, enqueued, logline, shipped_by, xadd_all
+from tests.integration.test_joblog import T0, completed, enqueued, logline, shipped_by, xadd_all
 
 VT = 2.0  # a short visibility timeout, so that leases lapse within a test
 FAST = Backoff(initial=0.05, factor=2.0, max=1.0, jitter=0.0)
@@ -206,17 +205,6 @@ async def test_a_dead_shippers_entries_ship_within_about_a_visibility_timeout(
     print(f"\n[takeover/{death}] shipped {lag:.2f}s after the death, {renewal:.2f}s after its last renewal")
     assert survivor.reclaimed == 30 and survivor.shipped == 30
     assert lag < 3 * VT
-
-
-def test_the_lease_follows_the_visibility_timeout() -> None:
-    client: Any = aioredis.Redis()  # never connected: only the settings are looked at
-    store = JobLog("postgresql://localhost/x")
-    shipper = Shipper(client, store, ["o"], "s", visibility_timeout=VT)
-    assert shipper.reclaim_idle_ms == 2000 and shipper.renew_interval < VT / 2
-    assert Shipper(client, store, ["o"], "s").reclaim_idle_ms == 30_000  # the engine's default
-    for bad in (0, -1.0, float("inf"), float("nan")):
-        with pytest.raises(ValueError, match="visibility_timeout"):
-            Shipper(client, store, ["o"], "s", visibility_timeout=bad)
 
 
 # --- deletions -----------------------------------------------------------------------------------

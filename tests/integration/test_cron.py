@@ -235,7 +235,7 @@ async def _leader_changed(redis: object, key: str, old: str) -> bool:
 async def test_cron_list_command(redis_url: str, namespace: str) -> None:
     import json
 
-    from tests.test_cli import run
+    from tests.integration.test_cli import run
 
     app = Engine(redis_url, namespace=namespace, cron_lease=2.0)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import signal
 import time
 from pathlib import Path
@@ -14,7 +13,6 @@ import pytest
 from engine import ConfigurationError, ConnectionFailed, Engine, JobContext, JobFailed, Status
 from engine.embedded import EmbeddedRedis
 from engine.inspector import queue_jobs
-from engine.producer import new_job_id
 from engine.testing import worker_running
 from tests.helpers import enqueue_by_spec, eventually, start_worker_process, stop_process, task_announced
 
@@ -126,18 +124,6 @@ async def test_signature_mismatch_is_refused_and_nothing_enqueued(app: Engine) -
             await needs_two.enqueue_many([(1, 2), (1,)])
         stats = await app.stats()
     assert stats["default"]["waiting"] == 0 and stats["default"]["enqueued"] == 0
-
-
-def test_job_ids_are_base32hex_of_the_time_then_random_bits_and_sort_by_time() -> None:
-    ids = []
-    for _ in range(2000):
-        ids.append(new_job_id())
-    for job_id in ids[::97]:
-        raw = base64.b32hexdecode(job_id + "======")  # 26 characters hold 16 bytes and 2 bits
-        assert len(job_id) == 26 and base64.b32hexencode(raw)[:26].decode() == job_id
-        assert abs(int.from_bytes(raw[:6], "big") - time.time() * 1000) < 60_000
-    assert len(set(ids)) == len(ids)
-    assert [i[:9] for i in ids] == sorted(i[:9] for i in ids)  # the time part never goes back
 
 
 async def test_unencodable_and_oversized_arguments_are_clear_errors(redis_url: str, namespace: str) -> None:

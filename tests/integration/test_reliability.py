@@ -49,18 +49,6 @@ async def test_fails_twice_then_succeeds_with_growing_gaps(app: Engine) -> None:
     assert gaps[0] >= 0.1 and gaps[1] >= 0.4  # initial * factor ** (attempt - 1)
 
 
-def test_backoff_is_a_pure_function_of_the_attempt() -> None:
-    import random
-
-    b = Backoff(initial=1.0, factor=2.0, max=600.0, jitter=0.0)
-    assert [b.delay(n) for n in range(1, 6)] == [1.0, 2.0, 4.0, 8.0, 16.0]
-    assert b.delay(50) == 600.0 and b.delay(10_000) == 600.0  # capped, no overflow
-    jittered = Backoff(initial=10.0, factor=2.0, max=600.0, jitter=0.2)
-    rng = random.Random(7)
-    values = [jittered.delay(2, rng) for _ in range(200)]
-    assert all(16.0 <= v <= 24.0 for v in values) and len(set(values)) > 100
-
-
 async def test_always_failing_job_goes_to_the_dlq_and_replays(app: Engine) -> None:
     attempts: list[int] = []
     heal = False

@@ -24,7 +24,7 @@ import pytest
 from engine import Engine, JobContext, UnrecoverableError
 from engine.core.errors import ConfigurationError
 from engine.dashboard import create_app
-from engine.dashboard.auth import SESSION_TTL_S, Security, Throttle
+from engine.dashboard.auth import SESSION_TTL_S, Security
 from engine.dashboard.guard import SECURITY_HEADERS
 from engine.dashboard.server import serving
 from engine.testing import worker_running
@@ -320,26 +320,6 @@ async def test_garbage_in_redis_renders_as_text(app: Engine) -> None:
 
 
 # --- 4. guessing tokens: throttled per address; short tokens refused --------------------------
-
-
-def test_throttle_doubles_caps_forgets_and_stays_bounded() -> None:
-    now = [1000.0]
-    throttle = Throttle(
-        free=3, first=1.0, longest=8.0, forget_after=100.0, max_clients=50, clock=lambda: now[0]
-    )
-    assert [throttle.failed("a") for _ in range(2)] == [0, 0] and throttle.retry_after("a") == 0
-    assert throttle.failed("a") == 1 and throttle.retry_after("a") == 1
-    now[0] += 1.0
-    assert throttle.retry_after("a") == 0
-    assert [throttle.failed("a") for _ in range(4)] == [2, 4, 8, 8]  # doubles, up to the cap
-    assert throttle.retry_after("b") == 0  # others are not affected
-    throttle.succeeded("b")
-    assert throttle.retry_after("a") == 8  # someone else's success clears nothing of a's
-    now[0] += 200.0
-    assert throttle.failed("a") == 0  # forgotten after a quiet while
-    for i in range(1000):
-        throttle.failed(f"flood-{i}")
-    assert len(throttle) == 50
 
 
 async def test_wrong_tokens_are_throttled_per_address(app: Engine) -> None:

@@ -188,11 +188,6 @@ def test_invalid_database_url(url: str) -> None:
     assert "pw" not in str(info.value)
 
 
-async def test_not_connected_is_a_clear_error() -> None:
-    with pytest.raises(RuntimeError, match="not connected"):
-        await JobLog("postgresql://localhost/x").job("a")
-
-
 # --- writes ------------------------------------------------------------------------------------
 
 

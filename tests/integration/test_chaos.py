@@ -1,6 +1,6 @@
 """The chaos soak (benchmarks/chaos.py) as a test: slow, so not in the default run.
 
-python -m pytest -m slow tests/test_chaos.py
+python -m pytest -m slow tests/integration/test_chaos.py
 """
 
 from __future__ import annotations
