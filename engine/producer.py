@@ -18,6 +18,7 @@ import msgspec
 
 from engine.broker.gateway import NewJob
 from engine.core.errors import ConfigurationError, PayloadTooLarge
+from engine.core.keys import check_name
 from engine.core.limits import (
     MAX_DELAY_S,
     MAX_KEY_LENGTH,
@@ -28,6 +29,7 @@ from engine.core.limits import (
     payload_depth_exceeded,
 )
 from engine.core.model import Payload, json_encoder
+from engine.core.settings import Settings
 from engine.core.taskdef import TaskSpec as TaskSpec
 from engine.core.taskdef import task_signature as task_signature
 
@@ -154,3 +156,33 @@ def build_job(
         idempotency_ttl_ms=int(idem_ttl * 1000),
         tick_ms=None if options.scheduled_at is None else int(options.scheduled_at.timestamp() * 1000),
     )
+
+
+def build_jobs(
+    spec: TaskSpec,
+    calls: Sequence[tuple[Sequence[Any], dict[str, Any]]],
+    options: Options,
+    settings: Settings,
+    *,
+    now: float,
+) -> tuple[str, list[NewJob]]:
+    """The queue and the jobs of one enqueue call, every argument checked; ``now`` is one
+    instant for the batch, so its jobs share a due time."""
+    if options.job_id is not None and len(calls) > 1:
+        raise ConfigurationError("job_id= names one job; it cannot be used with enqueue_many")
+    if options.idempotency_key is not None and len(calls) > 1:
+        raise ConfigurationError("idempotency_key= names one job; it cannot be used with enqueue_many")
+    queue = check_name("queue", options.queue) if options.queue else spec.queue
+    jobs = [
+        build_job(
+            spec,
+            args,
+            kwargs,
+            options,
+            max_payload_bytes=settings.max_payload_bytes,
+            default_idempotency_ttl=settings.idempotency_ttl_s,
+            now=now,
+        )
+        for args, kwargs in calls
+    ]
+    return queue, jobs

@@ -21,7 +21,7 @@ from engine.core.signals import Signals
 from engine.core.taskdef import TaskAnnouncement
 from engine.cron import Schedule, check_expression, check_zone, make_schedule
 from engine.history import HistoryPage, JobLog, LogLine
-from engine.producer import Options, TaskSpec, build_job
+from engine.producer import Options, TaskSpec, build_jobs
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -326,24 +326,7 @@ class Engine:
     # -- producing --------------------------------------------------------------------------
 
     async def _enqueue(self, spec: TaskSpec, calls: Calls, options: Options) -> list[Job[Any]]:
-        if options.job_id is not None and len(calls) > 1:
-            raise ConfigurationError("job_id= names one job; it cannot be used with enqueue_many")
-        if options.idempotency_key is not None and len(calls) > 1:
-            raise ConfigurationError("idempotency_key= names one job; it cannot be used with enqueue_many")
-        queue = check_name("queue", options.queue) if options.queue else spec.queue
-        now = self.clock.time()  # one instant for the batch: its jobs share a due time
-        jobs = [
-            build_job(
-                spec,
-                args,
-                kwargs,
-                options,
-                max_payload_bytes=self.max_payload_bytes,
-                default_idempotency_ttl=self.idempotency_ttl,
-                now=now,
-            )
-            for args, kwargs in calls
-        ]
+        queue, jobs = build_jobs(spec, calls, options, self.settings, now=self.clock.time())
         if not jobs:
             return []
         gateway = await self.ready()
