@@ -7,8 +7,9 @@ from typing import Any
 from engine.broker import connection
 from engine.broker.scripts.runner import Scripts
 from engine.core.clock import Clock, SystemClock, now_ms
+from engine.core.errors import ConfigurationError
 from engine.core.keys import Keys
-from engine.core.urls import check_redis_url
+from engine.core.urls import check_redis_url, mask_url
 
 
 class GatewayBase:
@@ -25,24 +26,52 @@ class GatewayBase:
         connect_timeout: float = 5.0,
         max_connections: int = 100,
         clock: Clock | None = None,
+        cluster: bool | None = None,
     ) -> None:
         self.url = check_redis_url(url)
         self.keys = Keys(namespace)
         self.connect_timeout = connect_timeout
         self.clock: Clock = clock or SystemClock()
-        self.redis: Any = connection.connect(
-            url, connect_timeout=connect_timeout, max_connections=max_connections
-        )
+        self.cluster_mode = cluster
+        """True/False as asked; None: detected by the first :meth:`ping`."""
+        if cluster:
+            client = connection.connect_cluster(url, connect_timeout=connect_timeout)
+        else:
+            client = connection.connect(url, connect_timeout=connect_timeout, max_connections=max_connections)
+        self.redis: Any = connection.Client(client, cluster=bool(cluster))
         self.scripts = Scripts(self.redis)
         self._known_queues: set[str] = set()
+        self._detected = bool(cluster)
+
+    @property
+    def cluster(self) -> bool:
+        """Whether this gateway talks to a Redis Cluster (known once :meth:`ping` ran)."""
+        return bool(self.redis.cluster)
 
     def now_ms(self) -> int:
         """The engine's time in ms (the scripts take the server's own for what they store)."""
         return now_ms(self.clock)
 
     async def ping(self) -> None:
-        """Fail fast, naming the URL, when the server cannot be reached."""
+        """Fail fast, naming the URL, when the server cannot be reached; the first call also
+        tells a cluster node from a standalone server (one INFO) and switches to a cluster
+        client when ``cluster`` was left to detection."""
         await connection.ping(self.redis, self.url, self.connect_timeout)
+        if self._detected:
+            return
+        if await connection.cluster_enabled(self.redis):
+            if self.cluster_mode is False:
+                raise ConfigurationError(
+                    f"{mask_url(self.url)} is a node of a Redis Cluster, but cluster=False was "
+                    "given: pass cluster=True, or leave it None to detect it"
+                )
+            plain = self.redis.current
+            self.redis.switch(
+                connection.connect_cluster(self.url, connect_timeout=self.connect_timeout), True
+            )
+            await connection.close(plain)
+            await connection.ping(self.redis, self.url, self.connect_timeout)
+        self._detected = True
 
     async def close(self) -> None:
         await connection.close(self.redis)

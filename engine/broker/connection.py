@@ -1,49 +1,107 @@
-"""The Redis client: the pooled client factory, ping and close (URL checks: ``core/urls.py``)."""
+"""The Redis client: standalone or cluster, the pooled client factory, ping, cluster
+detection and close (URL checks: ``core/urls.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from engine.broker.pool import WaitingConnectionPool
-from engine.core.errors import ConnectionFailed
-from engine.core.urls import check_redis_url, mask_url
+from engine.core.errors import ConfigurationError, ConnectionFailed
+from engine.core.urls import check_redis_url, client_url, mask_url
 
 # How long a command waits for a free pooled connection before giving up.
 POOL_WAIT_S = 60.0
+# redis-py's cluster client keeps a pool per node that raises, instead of waiting, past its
+# limit (100 by default): a worker's runners, blocked reads and ctx.log calls can pass that.
+CLUSTER_MAX_CONNECTIONS_PER_NODE = 10_000
+
+# Options both clients take: text replies, a quick connect, keepalives.
+_COMMON: dict[str, Any] = {
+    "decode_responses": True,
+    # Replies are text, and any bytes decode: a stream entry or hash written by someone
+    # else with bytes that are not UTF-8 arrives with them escaped ("\xff") instead of
+    # raising UnicodeDecodeError out of whatever read it (a worker's fetch, the reclaimer, a
+    # DLQ listing). What the engine writes is always UTF-8, so its own data is unaffected.
+    "encoding_errors": "backslashreplace",
+    "socket_keepalive": True,
+}
+
+
+class Client:
+    """The client a gateway holds, chosen at connect (a plain one until a cluster is
+    detected): everything made from the gateway (scripts, reads, the outbox) holds this
+    and so follows the switch. Attribute access goes to the client of the moment."""
+
+    __slots__ = ("cluster", "current")
+
+    def __init__(self, current: Any, cluster: bool) -> None:
+        self.current = current
+        self.cluster = cluster
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.current, name)
+
+    def switch(self, current: Any, cluster: bool) -> None:
+        self.current = current
+        self.cluster = cluster
 
 
 def connect(url: str, *, connect_timeout: float = 5.0, max_connections: int = 100) -> Any:
-    """A client on a pool of its own (connections are opened on first use, not here).
+    """A standalone client on a pool of its own (connections are opened on first use, not here).
 
     redis-py's type hints are unions of bytes/str that fight decode_responses=True; the
     broker is the one place that talks to it, so the client is typed loosely (``Any``).
     """
     # Waits for a free connection past max_connections instead of failing (engine.broker.pool).
     pool = WaitingConnectionPool.from_url(
-        check_redis_url(url),
+        client_url(check_redis_url(url)),
         max_connections=max_connections,
         wait_timeout=POOL_WAIT_S,
-        decode_responses=True,
-        # Replies are text, and any bytes decode: a stream entry or hash written by
-        # someone else with bytes that are not UTF-8 arrives with them escaped ("\xff")
-        # instead of raising UnicodeDecodeError out of whatever read it (a worker's
-        # fetch, the reclaimer, a DLQ listing). What the engine writes is always UTF-8,
-        # so its own data is unaffected.
-        encoding_errors="backslashreplace",
         socket_connect_timeout=connect_timeout,
-        socket_keepalive=True,
         health_check_interval=30,
         # Ride out a dropped connection or a quick restart (about 1.5 s at most), then
         # let the caller see the error; the worker's loops add their own backoff.
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5),
+        **_COMMON,
     )
     return aioredis.Redis.from_pool(pool)
+
+
+def connect_cluster(url: str, *, connect_timeout: float = 5.0) -> Any:
+    """A Redis Cluster client seeded by ``url`` (any node; the others are discovered)."""
+    target = client_url(check_redis_url(url))
+    if urlsplit(target).path.strip("/") not in ("", "0"):
+        raise ConfigurationError(
+            f"{mask_url(url)} names a database other than 0: a Redis Cluster has only database 0"
+        )
+    return RedisCluster.from_url(
+        target,
+        max_connections=CLUSTER_MAX_CONNECTIONS_PER_NODE,
+        socket_connect_timeout=connect_timeout,
+        # A failover takes the cluster a few seconds (node timeout + election): retry through
+        # it, each retry refreshing the slot map, then let the caller's loops back off.
+        retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=1.0), retries=5),
+        **_COMMON,
+    )
+
+
+def is_cluster(redis: Any) -> bool:
+    """Whether a client (a gateway's :class:`Client`, or one made elsewhere) is a cluster client."""
+    return isinstance(getattr(redis, "current", redis), RedisCluster)
+
+
+async def cluster_enabled(redis: Any) -> bool:
+    """Whether the server behind a standalone client is a cluster node (INFO cluster)."""
+    info = await redis.info("cluster")
+    return str(info.get("cluster_enabled", "0")) == "1"
 
 
 async def ping(redis: Any, url: str, timeout: float) -> None:
@@ -56,6 +114,13 @@ async def ping(redis: Any, url: str, timeout: float) -> None:
         raise ConnectionFailed(
             f"cannot reach Redis at {mask_url(url)}: no answer within {timeout:g}s"
         ) from None
+    except RedisClusterException as exc:
+        if "not enabled" in str(exc).lower():
+            raise ConfigurationError(
+                f"{mask_url(url)} is not a Redis Cluster node, but cluster mode was asked for: "
+                "pass cluster=False (or leave it None to detect)"
+            ) from None
+        raise ConnectionFailed(f"cannot reach the Redis Cluster at {mask_url(url)}: {exc}") from None
     except (RedisError, OSError) as exc:
         raise ConnectionFailed(f"cannot reach Redis at {mask_url(url)}: {exc}") from None
 

@@ -48,12 +48,30 @@ class Delivery(GatewayBase):
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    def read_groups(self, queues: Sequence[str]) -> list[list[str]]:
+        """The queues one blocking read can serve together: all of them on one server, each
+        by itself in a cluster (a read cannot span slots, and every queue has its own)."""
+        return [[q] for q in queues] if self.cluster else [list(queues)]
+
     async def read(
         self, queues: Sequence[str], consumer: str, count: int, block_ms: int | None
     ) -> list[Entry]:
-        """XREADGROUP new entries of several queues; [(queue, entry id, fields)]."""
-        streams = {self.keys.queue(q).stream: ">" for q in queues}
-        reply = await self.redis.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
+        """XREADGROUP new entries of several queues (one in a cluster: see
+        :meth:`read_groups`); [(queue, entry id, fields)]."""
+        streams = [self.keys.queue(q).stream for q in queues]
+        if self.cluster:
+            args: list[Any] = ["XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count]
+            if block_ms is not None:
+                args += ["BLOCK", block_ms]
+            args += ["STREAMS", *streams, *[">"] * len(streams)]
+            # Routed by hand: otherwise redis-py asks the server for the keys of every read
+            # (XREADGROUP's keys are "movable"), a second round trip each time.
+            node = self.redis.get_node_from_key(streams[0])
+            reply = await self.redis.execute_command(*args, target_nodes=node)
+        else:
+            reply = await self.redis.xreadgroup(
+                GROUP, consumer, dict.fromkeys(streams, ">"), count=count, block=block_ms
+            )
         out: list[Entry] = []
         if not reply:
             return out

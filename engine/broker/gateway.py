@@ -59,9 +59,15 @@ class Gateway(Producing, Delivery, Admin):
         connect_timeout: float = 5.0,
         max_connections: int = 100,
         clock: Clock | None = None,
+        cluster: bool | None = None,
     ) -> None:
         super().__init__(
-            url, namespace, connect_timeout=connect_timeout, max_connections=max_connections, clock=clock
+            url,
+            namespace,
+            connect_timeout=connect_timeout,
+            max_connections=max_connections,
+            clock=clock,
+            cluster=cluster,
         )
         self.reads = Reads(self.redis, self.keys)
         self.coalescer = Coalescer(self._enqueue_single, self._enqueue_mixed)
@@ -146,7 +152,12 @@ class Gateway(Producing, Delivery, Admin):
             pipe.zcard(qk.delayed)
             pipe.xlen(qk.dlq)
             pipe.hgetall(qk.stats)
-            length, pending, delayed, dlq, counters = await pipe.execute(raise_on_error=False)
+            replies = await pipe.execute(raise_on_error=False)
+        # One reply may be an error (XPENDING of a queue that has no stream yet); all of them
+        # is a server that refused the lot (a MOVED, a READONLY): not a queue of zeros.
+        if all(isinstance(reply, Exception) for reply in replies):
+            raise replies[0]
+        length, pending, delayed, dlq, counters = replies
         active = pending["pending"] if isinstance(pending, dict) else 0
         counts = counters if isinstance(counters, dict) else {}
         return {

@@ -12,10 +12,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from redis.exceptions import NoScriptError, ResponseError
 
 from engine.broker import scripts
-from engine.broker.scripts.runner import run_scripts
+from engine.broker.connection import is_cluster
+from engine.broker.scripts.runner import Lua, run_scripts
 from engine.core.keys import Keys, outbox_extra, outbox_job_prefix
 
 __all__ = ["GROUP", "Delivery", "Outbox", "Streams", "outbox_events", "outbox_key", "queue_outboxes"]
@@ -96,9 +98,9 @@ class Outbox:
         # redis-py's hints are unions of bytes/str that fight decode_responses; typed loosely.
         self.redis: Any = redis
         self.keys = keys
-        self._ack = redis.register_script(scripts.source("ack"))
-        self._versions = redis.register_script(scripts.source("versions"))
-        self._renew = redis.register_script(scripts.source("renew"))
+        self._ack = Lua(scripts.source("ack"))
+        self._versions = Lua(scripts.source("versions"))
+        self._renew = Lua(scripts.source("renew"))
         self._ready: set[str] = set()  # outboxes whose group exists
 
     async def streams(self) -> list[str]:
@@ -137,18 +139,20 @@ class Outbox:
         are not UTF-8 raise UnicodeDecodeError unless ``lenient``; then the pending list is
         read again undecoded (they are in it by now) and decoded with replacements.
         """
-        streams = dict.fromkeys(keys, "0" if pending else ">")
+        if is_cluster(self.redis) and len(keys) > 1:
+            return await self._read_each(consumer, keys, pending, count, block_ms, lenient)
+        ids = ["0" if pending else ">"] * len(keys)
         regrouped = False
         for attempt in range(2):
             try:
                 try:
-                    reply = await self.redis.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
+                    reply = await self._xreadgroup(consumer, keys, ids, count, block_ms, decode=True)
                 except UnicodeDecodeError:
                     if not lenient:
                         raise
-                    args: list[Any] = ["XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count]
-                    args += ["STREAMS", *keys, *(["0"] * len(keys))]
-                    reply = await self.redis.execute_command(*args, NEVER_DECODE=True)
+                    reply = await self._xreadgroup(
+                        consumer, keys, ["0"] * len(keys), count, None, decode=False
+                    )
                     return Delivery(_entries(reply), regrouped, lenient=True)
                 return Delivery(_entries(reply), regrouped)
             except ResponseError as exc:
@@ -158,6 +162,48 @@ class Outbox:
                 await self.ensure_groups(keys)
                 regrouped = True
         raise AssertionError("unreachable")
+
+    async def _xreadgroup(
+        self,
+        consumer: str,
+        keys: Sequence[str],
+        ids: Sequence[str],
+        count: int,
+        block_ms: int | None,
+        *,
+        decode: bool,
+    ) -> Any:
+        args: list[Any] = ["XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count]
+        if block_ms is not None:
+            args += ["BLOCK", block_ms]
+        args += ["STREAMS", *keys, *ids]
+        options: dict[str, Any] = {} if decode else {"NEVER_DECODE": True}
+        if is_cluster(self.redis):
+            # Routed by hand: redis-py would otherwise ask the server for the keys first.
+            options["target_nodes"] = self.redis.get_node_from_key(keys[0])
+        return await self.redis.execute_command(*args, **options)
+
+    async def _read_each(
+        self,
+        consumer: str,
+        keys: Sequence[str],
+        pending: bool,
+        count: int,
+        block_ms: int | None,
+        lenient: bool,
+    ) -> Delivery:
+        """:meth:`read` in a cluster, where one read cannot span the outboxes' slots: each
+        outbox without blocking, then, if none had anything, the wait a blocking read had."""
+        parts = [
+            await self.read(consumer, [key], pending=pending, count=count, block_ms=None, lenient=lenient)
+            for key in keys
+        ]
+        streams = [stream for part in parts for stream in part.streams if stream[1]]
+        if not streams and block_ms:
+            await anyio.sleep(block_ms / 1000)
+        return Delivery(
+            streams, any(part.regrouped for part in parts), lenient=any(part.lenient for part in parts)
+        )
 
     async def renew(self, consumer: str, held: Mapping[str, Sequence[str]]) -> list[tuple[str, str]]:
         """Renew ``consumer``'s lease on the entries it holds, per outbox (``renew.lua``, the
@@ -219,13 +265,13 @@ class Outbox:
         # run_scripts' pipeline, by hand: it must know whether a call was rerun.
         async with self.redis.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             _queue_lengths(pipe, measure)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
         reloaded = False
         for reply, (script, keys, args) in zip(replies, calls, strict=False):
             if isinstance(reply, NoScriptError):
-                await script(keys=keys, args=args)  # the server lost it: this loads it again
+                await script(self.redis, keys, args)  # the server lost it: this loads it again
                 reloaded = True
             elif isinstance(reply, Exception):
                 raise reply

@@ -19,6 +19,7 @@ from engine.core.model import json_encoder
 from engine.core.settings import DEFAULT_REDIS_URL, Setting, Settings
 from engine.core.signals import Signals
 from engine.core.taskdef import TaskAnnouncement
+from engine.core.urls import cluster_flag, parse_cluster_flag
 from engine.cron import Schedule, check_expression, check_zone, make_schedule
 from engine.history import HistoryPage, JobLog, LogLine
 from engine.producer import Options, TaskSpec, build_jobs
@@ -59,6 +60,7 @@ class Engine:
         history_retention: float = 30 * 24 * 3600.0,
         failed_history_retention: float | None = None,
         clock: Clock | None = None,
+        cluster: bool | None = None,
     ) -> None:
         self.clock: Clock = clock or SYSTEM_CLOCK
         if not isinstance(self.clock, Clock):
@@ -66,8 +68,14 @@ class Engine:
                 f"clock must be a Clock (engine.testing.SystemClock or FakeClock), not {clock!r}"
             )
         self.signals = Signals()
+        url = check_redis_url(redis_url or os.environ.get("ENGINE_REDIS_URL") or DEFAULT_REDIS_URL)
+        if cluster is None:  # the argument, else the URL's ?cluster=, else ENGINE_REDIS_CLUSTER
+            cluster = cluster_flag(url)
+        if cluster is None:
+            cluster = parse_cluster_flag(os.environ.get("ENGINE_REDIS_CLUSTER"), "ENGINE_REDIS_CLUSTER")
         self.settings = Settings(
-            redis_url=check_redis_url(redis_url or os.environ.get("ENGINE_REDIS_URL") or DEFAULT_REDIS_URL),
+            redis_url=url,
+            cluster=cluster,
             database_url=database_url or os.environ.get("ENGINE_DATABASE_URL") or None,
             namespace=namespace or os.environ.get("ENGINE_NAMESPACE") or "engine",
             default_timeout_s=default_timeout,
@@ -98,6 +106,7 @@ class Engine:
     # The options as attributes (``app.namespace``...): each reads the settings, and setting
     # one replaces the settings with a re-validated copy.
     redis_url = Setting[str]("redis_url")
+    cluster = Setting["bool | None"]("cluster")
     database_url = Setting["str | None"]("database_url")
     namespace = Setting[str]("namespace")
     default_timeout = Setting[float]("default_timeout_s")
@@ -216,7 +225,11 @@ class Engine:
         """The Redis gateway (created on first use; :meth:`ready` also checks the server)."""
         if self._gateway is None:
             self._gateway = Gateway(
-                self.redis_url, self.namespace, connect_timeout=self.connect_timeout, clock=self.clock
+                self.redis_url,
+                self.namespace,
+                connect_timeout=self.connect_timeout,
+                clock=self.clock,
+                cluster=self.settings.cluster,
             )
         return self._gateway
 

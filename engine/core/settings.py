@@ -25,6 +25,8 @@ class Settings:
     bad value fails at construction with the option's name, never later in a worker."""
 
     redis_url: str = DEFAULT_REDIS_URL
+    cluster: bool | None = None
+    """True/False: a Redis Cluster or not; None: detected at connect."""
     database_url: str | None = None
     namespace: str = "engine"
     default_timeout_s: float = 60.0
@@ -46,6 +48,8 @@ class Settings:
     def __post_init__(self) -> None:
         # Each option is named as Engine(...) takes it, so the message points at the call.
         check_name("namespace", self.namespace)
+        if self.cluster is not None and not isinstance(self.cluster, bool):
+            raise ConfigurationError(f"cluster must be True, False or None (detect), not {self.cluster!r}")
         check_timeout(self.default_timeout_s, "Engine(default_timeout)")
         check_attempts(self.default_max_attempts, "Engine(default_max_attempts)")
         if not isinstance(self.default_backoff, Backoff):

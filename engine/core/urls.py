@@ -1,4 +1,5 @@
-"""Connection URLs, pure: masking their passwords for logs and checking Redis URLs."""
+"""Connection URLs, pure: masking their passwords for logs, checking Redis URLs, reading the
+cluster flag and mapping the valkey:// schemes to what redis-py takes."""
 
 from __future__ import annotations
 
@@ -44,3 +45,38 @@ def check_redis_url(url: str) -> str:
     if parts.scheme != "unix" and not parts.hostname:
         raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: no host name")
     return url
+
+
+# redis-py knows redis://, rediss:// and unix:// only; valkey:// names the same protocol.
+_CLIENT_SCHEMES = {"valkey": "redis", "valkeys": "rediss"}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def parse_cluster_flag(value: str | None, what: str) -> bool | None:
+    """``"1"``/``"true"``... True, ``"0"``/``"false"``... False, ``""``/``"auto"``/None: detect."""
+    if value is None or value.strip().lower() in ("", "auto"):
+        return None
+    text = value.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigurationError(f"{what} must be 1/true, 0/false or auto, not {value!r}")
+
+
+def cluster_flag(url: str) -> bool | None:
+    """The URL's ``?cluster=`` parameter (None when absent: detect at connect)."""
+    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if name.lower() == "cluster":
+            return parse_cluster_flag(value, f"the cluster parameter of {mask_url(url)!r}")
+    return None
+
+
+def client_url(url: str) -> str:
+    """The URL as redis-py takes it: valkey(s):// as redis(s)://, the engine's own
+    ``cluster`` parameter left out."""
+    parts = urlsplit(url)
+    scheme = _CLIENT_SCHEMES.get(parts.scheme, parts.scheme)
+    query = [(n, v) for n, v in parse_qsl(parts.query, keep_blank_values=True) if n.lower() != "cluster"]
+    return urlunsplit(parts._replace(scheme=scheme, query=urlencode(query)))

@@ -31,14 +31,27 @@ Entries = list[tuple[str, str, dict[str, str]]]
 
 class Fetcher:
     """Reads only as many entries as there are free runners (XREADGROUP with COUNT, and BLOCK
-    when the streams are drained: no polling while idle) and starts them with start.lua."""
+    when the streams are drained: no polling while idle) and starts them with start.lua.
+
+    A worker runs one per group of queues one blocking read can serve (all its queues on
+    one server, one per queue in a cluster); they share the runners, and each takes its
+    ``share`` of the free slots (``share``: how many queues the worker reads in all).
+    """
 
     def __init__(
-        self, gateway: Gateway, worker_id: str, queues: Sequence[str], runners: Runners, clock: Clock
+        self,
+        gateway: Gateway,
+        worker_id: str,
+        queues: Sequence[str],
+        runners: Runners,
+        clock: Clock,
+        *,
+        share: int | None = None,
     ) -> None:
         self.gateway = gateway
         self.worker_id = worker_id
         self.queues = list(queues)
+        self.share = max(1, share or len(self.queues))
         self.runners = runners
         self.clock = clock
         self._backlogged = False
@@ -57,12 +70,11 @@ class Fetcher:
         """Fetch until the pool stops (or the caller cancels); never raises but for that."""
         gateway, runners = self.gateway, self.runners
         failures = 0
-        streams = max(1, len(self.queues))
         while not runners.stopping:
             await runners.wait_for_slot()
             try:
                 # COUNT applies per stream: split the free slots so the total stays near them.
-                count = max(1, (runners.concurrency - runners.busy) // streams)
+                count = max(1, (runners.concurrency - runners.busy) // self.share)
                 # While jobs are waiting, read and start them in one script call; block (and
                 # then start what arrived) only when the streams are drained.
                 started = await gateway.fetch(self.queues, self.worker_id, count)

@@ -37,8 +37,11 @@ class Runners:
         return 0 if self.stopping else self.concurrency - self.busy
 
     async def wait_for_slot(self) -> None:
+        # Several fetch loops may wait at once (one per slot in a cluster): a fresh event
+        # only replaces one already set, so no waiter is left on an event nobody sets.
         while self.busy >= self.concurrency:
-            self.slot_freed = anyio.Event()
+            if self.slot_freed.is_set():
+                self.slot_freed = anyio.Event()
             await self.slot_freed.wait()
 
     def hand_over(self, started: list[Started]) -> None:

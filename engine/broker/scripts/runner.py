@@ -6,6 +6,7 @@ sends one, or many in one pipelined round trip, and decodes each reply.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -28,19 +29,38 @@ class Call(Generic[T]):
     decode: Callable[[Any], T]
 
 
+class Lua:
+    """One script, called by SHA on the client it is given (a gateway's client may switch to
+    a cluster client at connect, so no script is bound to one). A server that lost it (a
+    restart, a failover to a replica, SCRIPT FLUSH) gets it by EVAL, which caches it there:
+    the NOSCRIPT call did nothing, so nothing runs twice."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, redis: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await redis.eval(self.source, len(keys), *keys, *args)
+
+
 class Scripts:
-    """The engine's scripts registered on one client (loaded once, called by SHA)."""
+    """The engine's scripts for one client (called by SHA)."""
 
     def __init__(self, redis: Any) -> None:
         self.redis = redis
-        self._scripts: dict[str, Any] = {name: redis.register_script(source(name)) for name in NAMES}
+        self._scripts: dict[str, Lua] = {name: Lua(source(name)) for name in NAMES}
 
-    def script(self, name: str) -> Any:
-        """The redis-py ``Script`` object of a script, for :func:`run_scripts`."""
+    def script(self, name: str) -> Lua:
+        """The :class:`Lua` of a script, for :func:`run_scripts`."""
         return self._scripts[name]
 
     async def run(self, call: Call[T]) -> T:
-        return call.decode(await self._scripts[call.script](keys=call.keys, args=call.args))
+        return call.decode(await self._scripts[call.script](self.redis, call.keys, call.args))
 
     async def run_many(self, calls: Sequence[Call[T]]) -> list[T]:
         """Several calls in one pipelined round trip (:func:`run_scripts`); replies in order."""
@@ -52,10 +72,10 @@ class Scripts:
 
 async def run_scripts(
     redis: Any,
-    calls: Sequence[tuple[Any, Sequence[str], Sequence[Any]]],
+    calls: Sequence[tuple[Lua, Sequence[str], Sequence[Any]]],
     more: Callable[[Any], None] | None = None,
 ) -> list[Any]:
-    """Run redis-py ``Script`` objects, each with its (keys, args), in one pipelined round trip,
+    """Run scripts, each with its (keys, args), in one pipelined round trip,
     then whatever ``more`` adds to the pipeline; the replies in order.
 
     redis-py's pipelines check every script with SCRIPT EXISTS first: a second round trip
@@ -66,13 +86,15 @@ async def run_scripts(
     """
     async with redis.pipeline(transaction=False) as pipe:
         for script, keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            # As a raw command: a cluster pipeline refuses its evalsha() method, and routes
+            # the raw one by its keys (every script's keys share one slot).
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         if more is not None:
             more(pipe)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
     for i, (script, keys, args) in enumerate(calls):
         if isinstance(replies[i], NoScriptError):
-            replies[i] = await script(keys=list(keys), args=list(args))
+            replies[i] = await script(redis, keys, args)
         elif isinstance(replies[i], Exception):
             raise replies[i]
     return replies
