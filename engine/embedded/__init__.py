@@ -8,8 +8,12 @@ Every started server registers an ``atexit`` stop, so an aborted test run does n
 daemons behind (a SIGKILLed interpreter still can; nothing in-process can help with that).
 The servers share their plumbing (:mod:`engine.embedded.server`); :mod:`engine.embedded.redis`
 and :mod:`engine.embedded.postgres` hold one each. It imports nothing else of the engine.
+:mod:`engine.embedded.cluster` composes EmbeddedRedis nodes into a real Redis/Valkey Cluster
+(:mod:`engine.embedded.nodes` talks to them).
 """
 
+from engine.embedded.cluster import EmbeddedCluster, tags_on_distinct_masters
+from engine.embedded.nodes import key_slot
 from engine.embedded.postgres import PG_SYSTEM_USER as PG_SYSTEM_USER
 from engine.embedded.postgres import EmbeddedPostgres, find_postgres_bin_dir
 from engine.embedded.redis import EmbeddedRedis, find_redis_server
@@ -18,10 +22,13 @@ from engine.embedded.server import STOP_TIMEOUT as STOP_TIMEOUT
 from engine.embedded.server import EmbeddedServerError, free_port
 
 __all__ = [
+    "EmbeddedCluster",
     "EmbeddedPostgres",
     "EmbeddedRedis",
     "EmbeddedServerError",
     "find_postgres_bin_dir",
     "find_redis_server",
     "free_port",
+    "key_slot",
+    "tags_on_distinct_masters",
 ]

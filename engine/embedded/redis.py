@@ -8,6 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -50,10 +51,12 @@ class EmbeddedRedis(Server):
         port: int | None = None,
         appendonly: bool = False,
         binary: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         super().__init__(port)
         self.appendonly = appendonly
         self.binary = binary
+        self.extra_args: tuple[str, ...] = tuple(extra_args)
         self._owns_dir = data_dir is None
         self.data_dir: Path = Path(data_dir).resolve() if data_dir is not None else self._make_tempdir()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -93,6 +96,7 @@ class EmbeddedRedis(Server):
             "--daemonize", "no",
             "--logfile", str(self.log_file),
             "--protected-mode", "no",
+            *self.extra_args,  # last, so they can override the defaults above
         ]  # fmt: skip
 
     def start(self) -> None:
