@@ -21,6 +21,7 @@ import anyio
 from engine import log as logsetup
 from engine.client.app import Engine
 from engine.core.errors import ConfigurationError, EngineError
+from engine.worker import pool
 
 
 class UsageError(Exception):
@@ -74,7 +75,36 @@ def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def worker_main(argv: Sequence[str] | None = None) -> int:
+def _processes(value: str) -> int:
+    if value == "auto":
+        return pool.cpu_count()
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'auto', got {value!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (or 'auto'), got {count}")
+    return count
+
+
+def _child_argv(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The command line of a pool's child: the supervisor's own, less ``--processes``.
+    Rebuilt from the parser, so an option added to it later reaches the children too."""
+    argv = [args.app]
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "processes"):
+            continue
+        value = getattr(args, action.dest)
+        flag = action.option_strings[-1]
+        if action.nargs == 0:  # a flag, given or not
+            if value:
+                argv.append(flag)
+        elif value is not None:
+            argv += [flag, ",".join(value) if isinstance(value, list) else str(value)]
+    return argv
+
+
+def worker_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m engine.worker",
         description="Run a worker: fetch and execute jobs of an app's queues until SIGTERM/SIGINT.",
@@ -101,9 +131,34 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--log-level", default=os.environ.get("ENGINE_LOG_LEVEL", "info"))
     parser.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
+    parser.add_argument(
+        "--processes",
+        type=_processes,
+        default=None,
+        metavar="N",
+        help="run N worker processes under a supervisor that replaces those that die "
+        "('auto': one per CPU; default: one worker in this process, no supervisor)",
+    )
+    parser.add_argument(
+        "--max-jobs-per-process",
+        type=int,
+        default=None,
+        metavar="M",
+        help="a worker process exits gracefully after about M jobs and the supervisor starts "
+        "a fresh one (implies --processes 1 unless given)",
+    )
+    return parser
+
+
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    parser = worker_parser()
     args = parser.parse_args(argv)
     if args.concurrency < 1:
         parser.error("--concurrency must be >= 1")
+    if args.max_jobs_per_process is not None and args.max_jobs_per_process < 1:
+        parser.error(f"--max-jobs-per-process must be >= 1, got {args.max_jobs_per_process}")
+    if args.max_jobs_per_process is not None and (args.cron_only or args.shipper_only):
+        parser.error("--max-jobs-per-process counts jobs: not with --cron-only or --shipper-only")
     if sum((args.no_cron and args.cron_only, args.cron_only and args.shipper_only)):
         parser.error("--cron-only excludes --no-cron and --shipper-only")
     if args.no_shipper and args.shipper_only:
@@ -115,19 +170,47 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    options: dict[str, Any] = {
+        "queues": args.queues,
+        "concurrency": args.concurrency,
+        "grace_period": args.grace_period,
+        "cron": not args.no_cron and not args.shipper_only,
+        "jobs": not args.cron_only and not args.shipper_only,
+        "shipper": not args.no_shipper and not args.cron_only,
+    }
+    child = pool.is_child()
+    if not child and (args.processes is not None or args.max_jobs_per_process is not None):
+        return _supervise(app, options, _child_argv(parser, args), args)
+    if child:
+        pool.watch_supervisor()
+        options.update(name=os.environ.get(pool.NAME_ENV) or None, max_jobs=args.max_jobs_per_process)
+
     async def main() -> None:
         async with app:
-            worker = app.worker(
-                queues=args.queues,
-                concurrency=args.concurrency,
-                grace_period=args.grace_period,
-                cron=not args.no_cron and not args.shipper_only,
-                jobs=not args.cron_only and not args.shipper_only,
-                shipper=not args.no_shipper and not args.cron_only,
-            )
-            await worker.run()
+            await app.worker(**options).run()
 
     return _run(main)
+
+
+def _supervise(app: Engine, options: dict[str, Any], child_argv: list[str], args: argparse.Namespace) -> int:
+    """Run a pool of ``python -m engine.worker`` children; this process runs no job itself."""
+
+    async def check() -> None:
+        # What a child would fail on at once, found here: one line and exit 1, not a pool
+        # restarting children that cannot work.
+        async with app:
+            app.worker(**options, handle_signals=False)
+
+    async def supervise() -> int:
+        supervisor = pool.Pool(
+            [sys.executable, "-m", "engine.worker", *child_argv],
+            args.processes or 1,
+            grace_period=args.grace_period,
+            recycle=args.max_jobs_per_process is not None,
+        )
+        return await supervisor.run()
+
+    return _run(check) or _run(supervise)
 
 
 def _confirm(question: str, assume_yes: bool) -> bool:
@@ -183,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", default=".engine-demo", help="where the embedded servers keep data")
     demo.add_argument("--port", type=int, default=0, help="dashboard port (default: a free one)")
     demo.add_argument("--keep", action="store_true", help="keep everything running after the summary")
+    demo.add_argument("--cluster", action="store_true", help="run on a 6-node Valkey Cluster (3 masters)")
 
     stats = sub.add_parser("stats", help="per-queue counts as JSON")
     _add_common(stats)
@@ -255,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.jobs < 1:
             parser.error("--jobs must be >= 1")
-        return int(run_demo(args.jobs, args.data_dir, args.port, args.keep))
+        return int(run_demo(args.jobs, args.data_dir, args.port, args.keep, args.cluster))
     try:
         app = _engine_from(args)
     except (UsageError, EngineError) as exc:

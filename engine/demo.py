@@ -34,7 +34,7 @@ import anyio
 
 import engine
 from engine.client.app import Engine
-from engine.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError
+from engine.embedded import EmbeddedCluster, EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError
 
 BAR_WIDTH = 30
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -52,11 +52,11 @@ class _State:
     error: Exception | None = None
 
 
-def run_demo(jobs: int, data_dir: str, port: int = 0, keep: bool = False) -> int:
-    return anyio.run(_main, jobs, Path(data_dir).resolve(), port, keep)
+def run_demo(jobs: int, data_dir: str, port: int = 0, keep: bool = False, cluster: bool = False) -> int:
+    return anyio.run(_main, jobs, Path(data_dir).resolve(), port, keep, cluster)
 
 
-async def _main(jobs: int, base: Path, port: int, keep: bool) -> int:
+async def _main(jobs: int, base: Path, port: int, keep: bool, cluster: bool) -> int:
     state = _State()
     # Open for the whole run, cleanup included: a signal arriving while servers stop is
     # queued here and ignored, instead of killing the process half way through.
@@ -64,7 +64,7 @@ async def _main(jobs: int, base: Path, port: int, keep: bool) -> int:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signal, signals, tg.cancel_scope, state)
             try:
-                state.code = await _demo(jobs, base, port, keep, state)
+                state.code = await _demo(jobs, base, port, keep, cluster, state)
             except Exception as exc:  # re-raised below, not wrapped in an ExceptionGroup
                 state.error = exc
             finally:
@@ -84,10 +84,13 @@ async def _stop_on_signal(signals: AsyncIterator[int], scope: anyio.CancelScope,
         return
 
 
-async def _demo(jobs: int, base: Path, port: int, keep: bool, state: _State) -> int:
+async def _demo(jobs: int, base: Path, port: int, keep: bool, cluster: bool, state: _State) -> int:
     async with contextlib.AsyncExitStack() as stack:
-        _say(f"starting an embedded Valkey and PostgreSQL (data in {base}) ...")
-        redis = EmbeddedRedis(base / "valkey", appendonly=True)
+        what = "a 6-node Valkey Cluster" if cluster else "an embedded Valkey"
+        _say(f"starting {what} and PostgreSQL (data in {base}) ...")
+        redis: EmbeddedRedis | EmbeddedCluster = (
+            EmbeddedCluster() if cluster else EmbeddedRedis(base / "valkey", appendonly=True)
+        )
         postgres = EmbeddedPostgres(base / "postgres", fast=True)
         # Every stop is registered before its start (stops are idempotent and a no-op for
         # what never started): a signal during a start must still stop what it started.
@@ -111,7 +114,12 @@ async def _demo(jobs: int, base: Path, port: int, keep: bool, state: _State) -> 
             "ENGINE_NAMESPACE": f"demo{int(time.time())}",
         }
         os.environ.update(urls)  # engine.demo_app's Engine() reads them when imported
-        _say(f"valkey at {redis.url} (pid {redis.pid}), postgresql at {postgres.url}")
+        where = (
+            f"a cluster of {len(redis.ports)} nodes (masters {redis.masters()})"
+            if isinstance(redis, EmbeddedCluster)
+            else f"pid {redis.pid}"
+        )
+        _say(f"valkey at {redis.url} ({where}), postgresql at {postgres.url}")
         _say(f"starting a worker: python -m engine.worker {WORKER_APP} --concurrency 50")
         log_path = base / "worker.log"
         log = stack.enter_context(log_path.open("ab"))

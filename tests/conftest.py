@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from engine import Engine
-from engine.embedded import EmbeddedCluster, EmbeddedPostgres, EmbeddedRedis
+from engine.embedded import EmbeddedCluster, EmbeddedPostgres, EmbeddedRedis, EmbeddedSentinel
 from engine.history import SCHEMA_VERSION, JobLog
 
 # --- Real servers for the whole session --------------------------------------------------
@@ -20,13 +20,28 @@ from engine.history import SCHEMA_VERSION, JobLog
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def standalone_redis_url() -> Iterator[str]:
     url = os.environ.get("ENGINE_TEST_REDIS_URL")
     if url:
         yield url
         return
     with EmbeddedRedis() as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """The standalone server's URL; for a test marked ``cluster_too``, each of the standalone
+    server's and the cluster's in turn (see pytest_generate_tests)."""
+    if getattr(request, "param", "standalone") == "cluster":
+        return str(request.getfixturevalue("cluster_url"))
+    return str(request.getfixturevalue("standalone_redis_url"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A test marked cluster_too runs twice: against the standalone server and the cluster.
+    if metafunc.definition.get_closest_marker("cluster_too") and "redis_url" in metafunc.fixturenames:
+        metafunc.parametrize("redis_url", ["standalone", "cluster"], indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -85,8 +100,15 @@ async def joblog(database_url: str) -> AsyncIterator[JobLog]:
 
 
 @pytest.fixture
-async def redis(redis_url: str, namespace: str) -> AsyncIterator[Any]:
-    client: Any = aioredis.Redis.from_url(redis_url, decode_responses=True)
+async def redis(redis_url: str, namespace: str, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A raw client on the test's server (a cluster client for the cluster's run)."""
+    if getattr(request.node, "callspec", None) and request.node.callspec.params.get("redis_url") == "cluster":
+        client: Any = aioredis.RedisCluster.from_url(redis_url, decode_responses=True)
+        yield client
+        await _delete_namespace(client, namespace)
+        await client.aclose()
+        return
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     keys = [key async for key in client.scan_iter(match=f"{namespace}:*", count=1000)]
     if keys:
@@ -120,3 +142,39 @@ def cluster() -> Iterator[EmbeddedCluster | ExternalCluster]:
 @pytest.fixture(scope="session")
 def cluster_url(cluster: EmbeddedCluster | ExternalCluster) -> str:
     return cluster.url
+
+
+async def _delete_namespace(client: Any, namespace: str) -> None:
+    """A cluster's SCAN runs per node: delete what every master holds of the namespace."""
+    for node in client.get_primaries():
+        keys = [k async for k in client.scan_iter(match=f"{namespace}:*", count=1000, target_nodes=node)]
+        for key in keys:
+            await client.delete(key)
+
+
+# --- A real Redis Sentinel set for the whole session ---------------------------------------
+# Started only for the tests that ask for it (≈ 0.5 s): a master, a replica and 3 sentinels on
+# loopback. ENGINE_TEST_SENTINEL_URL (redis+sentinel://host:port,.../master/0) points at an
+# existing set instead; tests that kill nodes need the EmbeddedSentinel itself (isinstance).
+
+
+@dataclass(frozen=True)
+class ExternalSentinel:
+    """A Sentinel set the test run did not start: ENGINE_TEST_SENTINEL_URL."""
+
+    url: str
+
+
+@pytest.fixture(scope="session")
+def sentinel() -> Iterator[EmbeddedSentinel | ExternalSentinel]:
+    url = os.environ.get("ENGINE_TEST_SENTINEL_URL")
+    if url:
+        yield ExternalSentinel(url)
+        return
+    with EmbeddedSentinel() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sentinel_url(sentinel: EmbeddedSentinel | ExternalSentinel) -> str:
+    return sentinel.url

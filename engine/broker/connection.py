@@ -10,12 +10,13 @@ import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
-from engine.broker.pool import WaitingConnectionPool
+from engine.broker.pool import WaitingConnectionPool, WaitingSentinelPool
 from engine.core.errors import ConfigurationError, ConnectionFailed
-from engine.core.urls import check_redis_url, client_url, mask_url
+from engine.core.urls import SENTINEL_SCHEMES, check_redis_url, client_url, mask_url, parse_sentinel_url
 
 # How long a command waits for a free pooled connection before giving up.
 POOL_WAIT_S = 60.0
@@ -60,6 +61,8 @@ def connect(url: str, *, connect_timeout: float = 5.0, max_connections: int = 10
     redis-py's type hints are unions of bytes/str that fight decode_responses=True; the
     broker is the one place that talks to it, so the client is typed loosely (``Any``).
     """
+    if url.split("://", 1)[0].lower() in SENTINEL_SCHEMES:
+        return connect_sentinel(url, connect_timeout=connect_timeout, max_connections=max_connections)
     # Waits for a free connection past max_connections instead of failing (engine.broker.pool).
     pool = WaitingConnectionPool.from_url(
         client_url(check_redis_url(url)),
@@ -73,6 +76,35 @@ def connect(url: str, *, connect_timeout: float = 5.0, max_connections: int = 10
         **_COMMON,
     )
     return aioredis.Redis.from_pool(pool)
+
+
+def connect_sentinel(url: str, *, connect_timeout: float = 5.0, max_connections: int = 100) -> Any:
+    """A client on the master a Sentinel set names (``redis+sentinel://``): every new
+    connection asks the sentinels where the master is now, so after a failover the pool's
+    next connection reaches the new one (the loops above retry through the switch)."""
+    target = parse_sentinel_url(url)
+    sentinel_options: dict[str, Any] = {
+        "socket_connect_timeout": connect_timeout,
+        "socket_timeout": connect_timeout,
+    }
+    if target.sentinel_password:
+        sentinel_options["password"] = target.sentinel_password
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    return sentinel.master_for(
+        target.master,
+        connection_pool_class=WaitingSentinelPool,
+        wait_timeout=POOL_WAIT_S,
+        max_connections=max_connections,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        ssl=target.ssl,
+        socket_connect_timeout=connect_timeout,
+        health_check_interval=30,
+        # A master demoted by the failover answers READONLY until the pool reconnects.
+        retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=1.0), retries=5),
+        **_COMMON,
+    )
 
 
 def connect_cluster(url: str, *, connect_timeout: float = 5.0) -> Any:

@@ -14,6 +14,7 @@ from collections import deque
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 
@@ -58,3 +59,8 @@ class WaitingConnectionPool(aioredis.ConnectionPool):
             if not waiter.done():
                 waiter.set_result(None)
                 break
+
+
+class WaitingSentinelPool(WaitingConnectionPool, SentinelConnectionPool):
+    """The same waiting, for the pool of a master found through Sentinel (which re-asks the
+    sentinels for the master's address on every new connection, so a failover is followed)."""

@@ -3,11 +3,13 @@ cluster flag and mapping the valkey:// schemes to what redis-py takes."""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from engine.core.errors import ConfigurationError
 
-REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys", "redis+sentinel", "valkey+sentinel")
+SENTINEL_SCHEMES = ("redis+sentinel", "valkey+sentinel")
 
 
 def mask_url(url: str) -> str:
@@ -19,7 +21,7 @@ def mask_url(url: str) -> str:
         return "<unparseable URL>"
     if parts.query:
         query = [
-            (name, "***" if name.lower() == "password" else value)
+            (name, "***" if name.lower().endswith("password") else value)
             for name, value in parse_qsl(parts.query, keep_blank_values=True)
         ]
         parts = parts._replace(query=urlencode(query, safe="*"))
@@ -32,6 +34,9 @@ def mask_url(url: str) -> str:
 def check_redis_url(url: str) -> str:
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError("Redis URL is empty: pass redis_url= or set ENGINE_REDIS_URL")
+    if url.split("://", 1)[0].lower() in SENTINEL_SCHEMES:
+        parse_sentinel_url(url)
+        return url
     try:
         parts = urlsplit(url)
         _ = parts.port  # raises ValueError on a non-numeric port
@@ -39,12 +44,70 @@ def check_redis_url(url: str) -> str:
         raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: {exc}") from None
     if parts.scheme not in REDIS_SCHEMES:
         raise ConfigurationError(
-            f"invalid Redis URL {mask_url(url)!r}: it must start with redis://, rediss:// "
-            "or unix:// (for example redis://localhost:6379/0)"
+            f"invalid Redis URL {mask_url(url)!r}: it must start with redis://, rediss://, unix:// "
+            "or redis+sentinel:// (for example redis://localhost:6379/0)"
         )
     if parts.scheme != "unix" and not parts.hostname:
         raise ConfigurationError(f"invalid Redis URL {mask_url(url)!r}: no host name")
     return url
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelTarget:
+    """What a ``redis+sentinel://`` URL names: the sentinels to ask and the master to use."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_password: str | None = None
+    ssl: bool = False
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """``redis+sentinel://[user:pass@]host1:26379,host2:26379/MASTER[/DB][?sentinel_password=..&ssl=1]``
+    (the password is the master's; the sentinels' is ``sentinel_password``)."""
+
+    def bad(why: str) -> ConfigurationError:
+        return ConfigurationError(
+            f"invalid Sentinel URL {mask_url(url)!r}: {why} (expected redis+sentinel://"
+            "[user:password@]host1:26379,host2:26379/master_name[/db])"
+        )
+
+    rest = url.split("://", 1)[1]
+    netloc, _, tail = rest.partition("/")
+    path, _, query = tail.partition("?")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    sentinels = []
+    for item in hosts.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon:
+            host, port = item.strip(), "26379"
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise bad(f"{item.strip() or 'an empty host'!r} is not host:port")
+        sentinels.append((host, int(port)))
+    parts = [unquote(p) for p in path.split("/") if p]
+    if not parts:
+        raise bad("no master name")
+    if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        raise bad(f"{path!r} is not master_name[/db]")
+    options = {name.lower(): value for name, value in parse_qsl(query, keep_blank_values=True)}
+    return SentinelTarget(
+        sentinels=tuple(sentinels),
+        master=parts[0],
+        db=int(parts[1]) if len(parts) == 2 else 0,
+        username=username,
+        password=password,
+        sentinel_password=options.get("sentinel_password") or None,
+        ssl=options.get("ssl", "").lower() in _TRUE,
+    )
 
 
 # redis-py knows redis://, rediss:// and unix:// only; valkey:// names the same protocol.

@@ -60,6 +60,7 @@ class Worker:
 
     With ``cron=True`` (the default) it also runs the scheduler of the app's schedules; one
     worker at a time leads and fires each tick exactly once. ``jobs=False`` runs only that.
+    ``max_jobs`` stops it gracefully once that many outcomes are recorded (a pool recycles it).
     """
 
     def __init__(
@@ -74,11 +75,15 @@ class Worker:
         cron: bool = True,
         jobs: bool = True,
         shipper: bool = True,
+        max_jobs: int | None = None,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an integer >= 1, not {concurrency!r}")
         if not (isinstance(grace_period, int | float) and math.isfinite(grace_period) and grace_period >= 0):
             raise ConfigurationError(f"grace_period must be a number of seconds >= 0, not {grace_period!r}")
+        if max_jobs is not None and (type(max_jobs) is not int or max_jobs < 1):  # bool is no count
+            raise ConfigurationError(f"max_jobs must be an integer >= 1 or None, not {max_jobs!r}")
+        self.max_jobs = max_jobs
         if isinstance(queues, str):
             queues = [q for q in queues.split(",") if q]
         chosen = (
@@ -130,7 +135,7 @@ class Worker:
         self._executor = Executor(engine, anyio.CapacityLimiter(concurrency))
         self._runners = Runners(self._executor, concurrency, self._inflight)
         # The parts that talk to Redis are made by run(), from the gateway it checked.
-        self._fetcher: Fetcher | None = None
+        self._fetchers: list[Fetcher] = []
         self._completer: Completer | None = None
         self._reclaimer: Reclaimer | None = None
         self._fetch_scope: anyio.CancelScope | None = None
@@ -167,6 +172,11 @@ class Worker:
         if self._runners_scope is not None:
             self._runners_scope.cancel()
 
+    def _check_max_jobs(self, processed: int) -> None:
+        if self.max_jobs is not None and processed >= self.max_jobs and not self._stopping.is_set():
+            self._log.info("max jobs processed; shutting down", processed=processed, max_jobs=self.max_jobs)
+            self.stop()
+
     async def run(self) -> None:
         """Process jobs until ``stop()``, cancellation, SIGTERM or SIGINT."""
         engine, clock = self.engine, self.clock
@@ -184,14 +194,19 @@ class Worker:
         promoter = Promoter(gateway, self.queues, clock)
         # Renew three times per timeout: two renewals can fail before a lease lapses.
         leases = LeaseKeeper(gateway, self.id, self._inflight, vt / 3)
-        fetcher = self._fetcher = Fetcher(gateway, self.id, self.queues, self._runners, clock)
+        # One fetch loop per group of queues one blocking read can serve (one per queue in a
+        # cluster), all sharing the runners.
+        fetchers = self._fetchers = [
+            Fetcher(gateway, self.id, group, self._runners, clock, share=len(self.queues))
+            for group in gateway.read_groups(self.queues)
+        ]
         self._reclaimer = Reclaimer(
             gateway,
             self.id,
             self.queues,
             vt,
             self._runners.free_slots,
-            fetcher.dispatch,
+            fetchers[0].dispatch,
             engine.signals.reclaimer_reclaimed.emit,
         )
         completer = self._completer = Completer(
@@ -202,6 +217,7 @@ class Worker:
             self.grace_period,
             self._stopping.is_set,
             clock,
+            on_recorded=None if self.max_jobs is None else self._check_max_jobs,
         )
         listener = Listener(gateway, promoter.poke, self._executor.cancel, clock)
         heartbeat = Heartbeat(gateway, self._describe, clock)
@@ -223,7 +239,7 @@ class Worker:
                     maintenance.start_soon(forever, "lease keeper", leases.run_once, self.id, clock)
                     maintenance.start_soon(listener.run, self.id)
                     maintenance.start_soon(forever, "heartbeat", heartbeat.run_once, self.id, clock)
-                    await self._work(fetcher, completer)
+                    await self._work(fetchers, completer)
                 else:
                     self.started.set()
                     await self._stopping.wait()
@@ -249,17 +265,17 @@ class Worker:
             clock=self.clock,
         )
 
-    async def _work(self, fetcher: Fetcher, completer: Completer) -> None:
+    async def _work(self, fetchers: list[Fetcher], completer: Completer) -> None:
         send, receive = anyio.create_memory_object_stream[Outcome](math.inf)
         async with anyio.create_task_group() as completing:
             completing.start_soon(completer.run, receive)
             with anyio.CancelScope() as self._runners_scope:
                 async with anyio.create_task_group() as running:
                     self._runners.start(running, send)
-                    running.start_soon(self._fetch_then_drain, fetcher, self._runners_scope)
+                    running.start_soon(self._fetch_then_drain, fetchers, self._runners_scope)
                     self.started.set()
 
-    async def _fetch_then_drain(self, fetcher: Fetcher, runners_scope: anyio.CancelScope) -> None:
+    async def _fetch_then_drain(self, fetchers: list[Fetcher], runners_scope: anyio.CancelScope) -> None:
         assert self._reclaimer is not None
         runners = self._runners
         try:
@@ -268,7 +284,9 @@ class Worker:
                     self._fetch_scope.cancel()
                 async with anyio.create_task_group() as fetching:
                     fetching.start_soon(forever, "reclaimer", self._reclaimer.run_once, self.id, self.clock)
-                    await fetcher.run()
+                    async with anyio.create_task_group() as loops:
+                        for fetcher in fetchers:
+                            loops.start_soon(fetcher.run)
                     fetching.cancel_scope.cancel()
         finally:
             runners.close()  # runners finish what is queued, then exit
@@ -304,7 +322,7 @@ class Worker:
 
     def _saturated(self) -> bool:
         """Jobs are waiting beyond what this worker can take (the shipper then steps aside)."""
-        return self._fetcher is not None and self._fetcher.saturated()
+        return any(fetcher.saturated() for fetcher in self._fetchers)
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

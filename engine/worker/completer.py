@@ -35,6 +35,7 @@ class Completer:
         grace_period_s: float,
         stopping: Callable[[], bool],
         clock: Clock,
+        on_recorded: Callable[[int], object] | None = None,
     ) -> None:
         self.gateway = gateway
         self.retention = retention
@@ -43,6 +44,7 @@ class Completer:
         self.stopping = stopping
         self.clock = clock
         self.processed = 0
+        self.on_recorded = on_recorded  # the total after each batch: max_jobs stops a worker here
         self._log = log.bind(worker=worker_id)
 
     async def run(self, receive: MemoryObjectReceiveStream[Outcome]) -> None:
@@ -91,6 +93,8 @@ class Completer:
         for outcome in batch:
             inflight[outcome.queue].discard(outcome.entry_id)
         self.processed += len(batch)
+        if self.on_recorded is not None:
+            self.on_recorded(self.processed)
 
     async def _record_apart(self, batch: Sequence[Outcome], error: Exception) -> None:
         """Record a batch that raised ``error`` in halves, down to the outcomes that cannot

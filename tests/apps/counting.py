@@ -7,25 +7,23 @@ points: ENGINE_REDIS_URL, ENGINE_NAMESPACE and TEST_VISIBILITY_TIMEOUT.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import anyio
-import redis.asyncio as aioredis
 
 from engine import Engine, JobContext
 
 app = Engine(visibility_timeout=float(os.environ.get("TEST_VISIBILITY_TIMEOUT", "30")))
-_counter: aioredis.Redis | None = None
 
 
 def runs_key(namespace: str) -> str:
     return f"{namespace}:test:runs"
 
 
-async def _redis() -> aioredis.Redis:
-    global _counter
-    if _counter is None:
-        _counter = aioredis.Redis.from_url(os.environ["ENGINE_REDIS_URL"])
-    return _counter
+async def _redis() -> Any:
+    # The app's own client: it follows the server it detected (a cluster client on a cluster).
+    gateway = await app.ready()
+    return gateway.redis
 
 
 @app.task(timeout=30)

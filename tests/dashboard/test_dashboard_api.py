@@ -62,6 +62,7 @@ def register(app: Engine, broken: dict[str, bool]) -> dict[str, Any]:
 # --- reading ---------------------------------------------------------------------------------
 
 
+@pytest.mark.cluster_too
 async def test_queues_jobs_filters_pages_and_bad_parameters(app: Engine) -> None:
     tasks = register(app, {"on": False})
     async with app, client(create_app(app)) as c:
@@ -128,6 +129,7 @@ async def test_queues_jobs_filters_pages_and_bad_parameters(app: Engine) -> None
         assert {"get", "post"} <= set(doc["paths"]["/api/jobs"])
 
 
+@pytest.mark.cluster_too
 async def test_job_detail_retry_cancel_delete_and_escaping(app: Engine) -> None:
     broken = {"on": True}
     tasks = register(app, broken)
@@ -185,6 +187,7 @@ async def test_job_detail_retry_cancel_delete_and_escaping(app: Engine) -> None:
         assert (await c.post("/api/jobs/01NOSUCHJOB/retry", headers=csrf)).status_code == 404
 
 
+@pytest.mark.cluster_too
 async def test_dead_letters_list_replay_and_purge(app: Engine) -> None:
     broken = {"on": True}
     tasks = register(app, broken)
@@ -283,6 +286,7 @@ async def test_enqueue_checks_the_signature(app: Engine) -> None:
         ]
 
 
+@pytest.mark.cluster_too
 async def test_every_page_renders(app: Engine) -> None:
     broken = {"on": True}
     tasks = register(app, broken)
@@ -361,6 +365,7 @@ def metric(text: str, name: str, **labels: str) -> float:
     return float(match.group(1))
 
 
+@pytest.mark.cluster_too
 async def test_prometheus_metrics(app: Engine) -> None:
     gate = anyio.Event()
     broken = {"on": True}

@@ -17,6 +17,7 @@ from engine.testing import worker_running
 from tests.helpers import enqueue_by_spec, eventually, start_worker_process, stop_process, task_announced
 
 
+@pytest.mark.cluster_too
 async def test_one_job_result(app: Engine) -> None:
     @app.task(timeout=5)
     async def add(ctx: JobContext, a: int, b: int) -> int:
@@ -55,6 +56,7 @@ async def test_waiting_and_cancelled_jobs_show_their_arguments(app: Engine) -> N
     assert (info.args, info.kwargs) == (["ada"], {"loud": True})
 
 
+@pytest.mark.cluster_too
 async def test_context_fields_and_kwargs(app: Engine) -> None:
     seen: dict[str, object] = {}
 
@@ -183,6 +185,7 @@ async def test_timeout_fails_the_job_with_a_timeout_error(app: Engine) -> None:
     assert info.error is not None and info.error.startswith("JobTimeout")
 
 
+@pytest.mark.cluster_too
 async def test_result_wakes_promptly_after_completion(app: Engine) -> None:
     release = anyio.Event()
 
@@ -239,6 +242,7 @@ async def test_result_timeout_and_unknown_job(app: Engine) -> None:
         assert await app.job("no-such-job").info() is None
 
 
+@pytest.mark.cluster_too
 async def test_cancel_a_waiting_job(app: Engine) -> None:
     ran: list[int] = []
 
@@ -267,6 +271,7 @@ async def test_unknown_task_name_is_a_clear_error(app: Engine) -> None:
             await app.enqueue("no_such_task", 1)
 
 
+@pytest.mark.cluster_too
 async def test_producer_without_the_code_enqueues_by_name(app: Engine, redis_url: str) -> None:
     @app.task(queue="exports", timeout=9)
     async def export(ctx: JobContext, user_id: int) -> str:
@@ -281,6 +286,7 @@ async def test_producer_without_the_code_enqueues_by_name(app: Engine, redis_url
         assert await job.result(timeout=10) == "exports/42.csv"
 
 
+@pytest.mark.cluster_too
 async def test_enqueue_many_in_one_call(app: Engine) -> None:
     from engine import call
 
@@ -296,6 +302,7 @@ async def test_enqueue_many_in_one_call(app: Engine) -> None:
         assert await many[-1].result(timeout=30) == 2499
 
 
+@pytest.mark.cluster_too
 async def test_concurrent_single_enqueues_share_round_trips_and_keep_their_own_results(
     tmp_path: Path, namespace: str
 ) -> None:
@@ -394,6 +401,7 @@ async def test_a_server_that_never_answers_does_not_hang_the_caller() -> None:
         await app.close()
 
 
+@pytest.mark.cluster_too
 async def test_two_worker_processes_run_each_job_exactly_once(redis_url: str, namespace: str) -> None:
     from tests.apps.counting import count, runs_key
 

@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import anyio
+import pytest
 
 from engine import Engine, JobContext
 from engine.cron import Scheduler, next_tick
@@ -20,6 +21,7 @@ from engine.testing import FakeClock, worker_running
 from tests.helpers import eventually, start_worker_process, stop_process
 
 
+@pytest.mark.cluster_too
 async def test_three_schedulers_fire_each_tick_once(redis_url: str, namespace: str) -> None:
     seen: list[datetime] = []
     clock = FakeClock()  # the three share one time, moved a second at a time below
@@ -61,6 +63,7 @@ async def _true(value: bool) -> bool:
     return value
 
 
+@pytest.mark.cluster_too
 async def test_a_deposed_leader_cannot_enqueue(redis_url: str, namespace: str) -> None:
     app = Engine(redis_url, namespace=namespace, cron_lease=1.0)
 

@@ -30,6 +30,7 @@ async def rows(app: Engine, sql: str, *args: Any) -> list[asyncpg.Record]:
         await conn.close()
 
 
+@pytest.mark.cluster_too
 async def test_a_run_lands_in_jobs_and_job_logs(logged_app: Engine) -> None:
     app = logged_app
 

@@ -16,6 +16,7 @@ from engine.testing import FakeClock, worker_running
 from tests.helpers import eventually
 
 
+@pytest.mark.cluster_too
 async def test_live_job_lists_page_through_each_status(app: Engine) -> None:
     gate = anyio.Event()
 
@@ -64,6 +65,7 @@ async def _beat_busy(app: Engine, worker_id: str) -> bool:
     return any(b.id == worker_id and b.busy == 3 and len(b.running) == 3 for b in await workers(app))
 
 
+@pytest.mark.cluster_too
 async def test_delete_a_job(app: Engine) -> None:
     started = anyio.Event()
 

@@ -29,6 +29,7 @@ from tests.helpers import enqueue_by_spec, eventually, start_worker_process, sto
 NO_JITTER = Backoff(initial=0.1, factor=4.0, max=10.0, jitter=0.0)
 
 
+@pytest.mark.cluster_too
 async def test_fails_twice_then_succeeds_with_growing_gaps(app: Engine) -> None:
     starts: list[float] = []
 
@@ -49,6 +50,7 @@ async def test_fails_twice_then_succeeds_with_growing_gaps(app: Engine) -> None:
     assert gaps[0] >= 0.1 and gaps[1] >= 0.4  # initial * factor ** (attempt - 1)
 
 
+@pytest.mark.cluster_too
 async def test_always_failing_job_goes_to_the_dlq_and_replays(app: Engine) -> None:
     attempts: list[int] = []
     heal = False
@@ -111,6 +113,7 @@ async def test_retry_exception_sets_the_delay(app: Engine) -> None:
     assert starts[1] - starts[0] >= 0.3  # not the 60 s backoff
 
 
+@pytest.mark.cluster_too
 async def test_delay_and_run_at(app: Engine) -> None:
     from datetime import UTC, datetime, timedelta
 
@@ -133,6 +136,7 @@ async def test_delay_and_run_at(app: Engine) -> None:
     assert ran["delay"] - t0 >= 0.5 and ran["timedelta"] - t0 >= 0.4 and ran["at"] - t0 >= 0.3
 
 
+@pytest.mark.cluster_too
 async def test_cancel_delayed_and_running_jobs(app: Engine) -> None:
     started = anyio.Event()
     runs: list[int] = []
@@ -254,6 +258,7 @@ async def test_renewal_reports_only_leases_another_worker_took(app: Engine) -> N
     assert {(p["message_id"], p["consumer"]) for p in pending} == {(taken, "other"), (mine, "me")}
 
 
+@pytest.mark.cluster_too
 async def test_idempotency_key_under_concurrent_producers(app: Engine, redis_url: str) -> None:
     runs: list[str] = []
 
@@ -332,6 +337,7 @@ async def test_long_job_on_a_live_worker_is_not_stolen(redis_url: str, namespace
     assert runs == [job.id]
 
 
+@pytest.mark.cluster_too
 async def test_sigkill_a_worker_mid_run_loses_nothing(redis_url: str, namespace: str) -> None:
     from tests.apps.counting import count, runs_key
 

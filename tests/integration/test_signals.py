@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import anyio
 import anyio.lowlevel
+import pytest
 
 from engine import Engine, JobContext, Status
 from engine.testing import FakeClock, worker_running
 
 
+@pytest.mark.cluster_too
 async def test_worker_drained_fires_once_its_running_job_has_finished(redis_url: str, namespace: str) -> None:
     app = Engine(redis_url, namespace=namespace)
     started, release = anyio.Event(), anyio.Event()
@@ -33,6 +35,7 @@ async def test_worker_drained_fires_once_its_running_job_has_finished(redis_url:
         assert app.signals.worker_drained.count == 1
 
 
+@pytest.mark.cluster_too
 async def test_reclaimer_reclaimed_fires_for_a_dead_workers_job(redis_url: str, namespace: str) -> None:
     app = Engine(redis_url, namespace=namespace, visibility_timeout=0.4)
     ran: list[str] = []
@@ -53,6 +56,7 @@ async def test_reclaimer_reclaimed_fires_for_a_dead_workers_job(redis_url: str, 
         assert ran == [job.id]
 
 
+@pytest.mark.cluster_too
 async def test_a_fake_clock_moves_a_delayed_job_on_at_once(redis_url: str, namespace: str) -> None:
     clock = FakeClock()
     app = Engine(redis_url, namespace=namespace, clock=clock)
