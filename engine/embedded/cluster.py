@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import atexit
 import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from engine.embedded.nodes import (
     BUS_PORT_OFFSET,
@@ -27,6 +24,7 @@ from engine.embedded.server import (
     ADDR_IN_USE,
     PORT_ATTEMPTS,
     EmbeddedServerError,
+    Lifetime,
     log_tail,
 )
 
@@ -38,7 +36,7 @@ FAILOVER_TIMEOUT = 20.0
 POLL_INTERVAL = 0.05
 
 
-class EmbeddedCluster:
+class EmbeddedCluster(Lifetime):
     """A Redis/Valkey Cluster of ``masters * (1 + replicas)`` nodes on free loopback ports."""
 
     def __init__(self, *, masters: int = 3, replicas: int = 1, binary: str | None = None) -> None:
@@ -55,7 +53,6 @@ class EmbeddedCluster:
         # The last healthy topology seen (replica port -> master port): once a master is
         # killed and its replica promoted, nobody in the cluster remembers who replaced whom.
         self._replica_of: dict[int, int] = {}
-        self._atexit_registered = False
 
     # --- lifetime ------------------------------------------------------------------------
 
@@ -159,28 +156,6 @@ class EmbeddedCluster:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
         self._unregister_atexit()
-
-    def _register_atexit(self) -> None:
-        if not self._atexit_registered:
-            atexit.register(self.stop)
-            self._atexit_registered = True
-
-    def _unregister_atexit(self) -> None:
-        if self._atexit_registered:
-            atexit.unregister(self.stop)
-            self._atexit_registered = False
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- addresses -----------------------------------------------------------------------
 

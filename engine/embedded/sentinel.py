@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import atexit
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import NoReturn, Self
+from typing import NoReturn
 
 from engine.embedded.nodes import Reply, command
 from engine.embedded.redis import EmbeddedRedis, find_redis_server
-from engine.embedded.server import ADDR_IN_USE, PORT_ATTEMPTS, EmbeddedServerError, free_port, log_tail
+from engine.embedded.server import (
+    ADDR_IN_USE,
+    PORT_ATTEMPTS,
+    EmbeddedServerError,
+    Lifetime,
+    free_port,
+    log_tail,
+)
 
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 5000
@@ -49,7 +54,7 @@ def _info(port: int, section: str) -> dict[str, str]:
     return {key: value.strip() for key, _, value in pairs if key and not key.startswith("#")}
 
 
-class EmbeddedSentinel:
+class EmbeddedSentinel(Lifetime):
     """A master and a replica (EmbeddedRedis, AOF fsynced always) watched by ``sentinels`` sentinels."""
 
     def __init__(
@@ -65,7 +70,6 @@ class EmbeddedSentinel:
         self.sentinels: list[EmbeddedRedis] = []
         self.root: Path | None = None
         self.startup_seconds: float | None = None
-        self._atexit_registered = False
 
     # --- lifetime ------------------------------------------------------------------------
 
@@ -159,28 +163,6 @@ class EmbeddedSentinel:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
         self._unregister_atexit()
-
-    def _register_atexit(self) -> None:
-        if not self._atexit_registered:
-            atexit.register(self.stop)
-            self._atexit_registered = True
-
-    def _unregister_atexit(self) -> None:
-        if self._atexit_registered:
-            atexit.unregister(self.stop)
-            self._atexit_registered = False
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- addresses -----------------------------------------------------------------------
 

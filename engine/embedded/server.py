@@ -59,13 +59,11 @@ def file_size(path: Path) -> int:
         return 0
 
 
-class Server:
-    """Shared lifetime plumbing: context manager, atexit registration, port choice."""
+class Lifetime:
+    """Shared lifetime plumbing of a server or a group of them: context manager and an atexit
+    stop (registered by ``start``, dropped by ``stop``)."""
 
-    def __init__(self, port: int | None) -> None:
-        self._port_fixed = port is not None
-        self.port: int = port if port is not None else free_port()
-        self._atexit_registered = False
+    _atexit_registered = False
 
     def start(self) -> None:
         raise NotImplementedError
@@ -83,14 +81,6 @@ class Server:
             atexit.unregister(self.stop)
             self._atexit_registered = False
 
-    def _retry_port(self, log_excerpt: str) -> bool:
-        # Once a server has run on a port, restart() promises that same port, so the port
-        # is only re-picked before the first successful start.
-        if self._port_fixed or ADDR_IN_USE not in log_excerpt:
-            return False
-        self.port = free_port()
-        return True
-
     def __enter__(self) -> Self:
         self.start()
         return self
@@ -102,3 +92,19 @@ class Server:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class Server(Lifetime):
+    """One server process: its port, chosen free unless given."""
+
+    def __init__(self, port: int | None) -> None:
+        self._port_fixed = port is not None
+        self.port: int = port if port is not None else free_port()
+
+    def _retry_port(self, log_excerpt: str) -> bool:
+        # Once a server has run on a port, restart() promises that same port, so the port
+        # is only re-picked before the first successful start.
+        if self._port_fixed or ADDR_IN_USE not in log_excerpt:
+            return False
+        self.port = free_port()
+        return True
