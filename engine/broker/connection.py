@@ -3,6 +3,7 @@ detection and close (URL checks: ``core/urls.py``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -128,6 +129,29 @@ def connect_cluster(url: str, *, connect_timeout: float = 5.0) -> Any:
 def is_cluster(redis: Any) -> bool:
     """Whether a client (a gateway's :class:`Client`, or one made elsewhere) is a cluster client."""
     return isinstance(getattr(redis, "current", redis), RedisCluster)
+
+
+async def xreadgroup(
+    redis: Any,
+    group: str,
+    consumer: str,
+    streams: Sequence[str],
+    ids: Sequence[str],
+    *,
+    count: int,
+    block_ms: int | None,
+    **options: Any,
+) -> Any:
+    """XREADGROUP as a raw command (replies parsed as redis-py's xreadgroup parses them). In a
+    cluster the streams must share a slot, and the read is routed by hand: otherwise redis-py
+    asks the server for the keys of every read (XREADGROUP's keys are "movable")."""
+    args: list[Any] = ["XREADGROUP", "GROUP", group, consumer, "COUNT", count]
+    if block_ms is not None:
+        args += ["BLOCK", block_ms]
+    args += ["STREAMS", *streams, *ids]
+    if is_cluster(redis):
+        options["target_nodes"] = redis.get_node_from_key(streams[0])
+    return await redis.execute_command(*args, **options)
 
 
 async def cluster_enabled(redis: Any) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 from redis.exceptions import ResponseError
 
+from engine.broker import connection
 from engine.broker.base import GatewayBase
 from engine.broker.scripts import bindings
 from engine.broker.scripts.runner import script_failed
@@ -59,19 +60,9 @@ class Delivery(GatewayBase):
         """XREADGROUP new entries of several queues (one in a cluster: see
         :meth:`read_groups`); [(queue, entry id, fields)]."""
         streams = [self.keys.queue(q).stream for q in queues]
-        if self.cluster:
-            args: list[Any] = ["XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count]
-            if block_ms is not None:
-                args += ["BLOCK", block_ms]
-            args += ["STREAMS", *streams, *[">"] * len(streams)]
-            # Routed by hand: otherwise redis-py asks the server for the keys of every read
-            # (XREADGROUP's keys are "movable"), a second round trip each time.
-            node = self.redis.get_node_from_key(streams[0])
-            reply = await self.redis.execute_command(*args, target_nodes=node)
-        else:
-            reply = await self.redis.xreadgroup(
-                GROUP, consumer, dict.fromkeys(streams, ">"), count=count, block=block_ms
-            )
+        reply = await connection.xreadgroup(
+            self.redis, GROUP, consumer, streams, [">"] * len(streams), count=count, block_ms=block_ms
+        )
         out: list[Entry] = []
         if not reply:
             return out

@@ -16,7 +16,7 @@ import anyio
 from redis.exceptions import NoScriptError, ResponseError
 
 from engine.broker import scripts
-from engine.broker.connection import is_cluster
+from engine.broker.connection import is_cluster, xreadgroup
 from engine.broker.scripts.runner import Lua, run_scripts
 from engine.core.keys import Keys, outbox_extra, outbox_job_prefix
 
@@ -146,12 +146,23 @@ class Outbox:
         for attempt in range(2):
             try:
                 try:
-                    reply = await self._xreadgroup(consumer, keys, ids, count, block_ms, decode=True)
+                    reply = await xreadgroup(
+                        self.redis, GROUP, consumer, keys, ids, count=count, block_ms=block_ms
+                    )
                 except UnicodeDecodeError:
                     if not lenient:
                         raise
-                    reply = await self._xreadgroup(
-                        consumer, keys, ["0"] * len(keys), count, None, decode=False
+                    # The pending list again, undecoded: the entries are in it by now.
+                    pending_ids = ["0"] * len(keys)
+                    reply = await xreadgroup(
+                        self.redis,
+                        GROUP,
+                        consumer,
+                        keys,
+                        pending_ids,
+                        count=count,
+                        block_ms=None,
+                        NEVER_DECODE=True,
                     )
                     return Delivery(_entries(reply), regrouped, lenient=True)
                 return Delivery(_entries(reply), regrouped)
@@ -162,26 +173,6 @@ class Outbox:
                 await self.ensure_groups(keys)
                 regrouped = True
         raise AssertionError("unreachable")
-
-    async def _xreadgroup(
-        self,
-        consumer: str,
-        keys: Sequence[str],
-        ids: Sequence[str],
-        count: int,
-        block_ms: int | None,
-        *,
-        decode: bool,
-    ) -> Any:
-        args: list[Any] = ["XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count]
-        if block_ms is not None:
-            args += ["BLOCK", block_ms]
-        args += ["STREAMS", *keys, *ids]
-        options: dict[str, Any] = {} if decode else {"NEVER_DECODE": True}
-        if is_cluster(self.redis):
-            # Routed by hand: redis-py would otherwise ask the server for the keys first.
-            options["target_nodes"] = self.redis.get_node_from_key(keys[0])
-        return await self.redis.execute_command(*args, **options)
 
     async def _read_each(
         self,
