@@ -153,6 +153,9 @@ async def test_cancel_delayed_and_running_jobs(app: Engine) -> None:
         assert await delayed.status() == Status.CANCELLED
         running = await long_job.enqueue(2)
         await started.wait()
+        # An idle worker runs a job before start.lua has recorded its start; cancelled in
+        # between, it records no attempt (that race has its own test below): wait for the start.
+        await eventually(lambda: _is_active(running), what="the start recorded")
         assert await running.cancel() is True
         with pytest.raises(JobFailed, match="cancelled"):
             await running.result(timeout=10)
@@ -521,3 +524,7 @@ async def test_scripts_lost_by_the_server_are_reloaded_and_run_once(tmp_path: An
 
 def _redis(app: Engine) -> Any:
     return app.gateway.redis
+
+
+async def _is_active(job: Any) -> bool:
+    return bool(await job.status() == Status.ACTIVE)
