@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ from engine.broker import RedisError
 from engine.broker.gateway import Fence, FenceRejected, ScriptCode
 from engine.core.backoff import reconnect_delay
 from engine.core.clock import now_utc
+from engine.core.partitions import base_queue
 from engine.core.schedule import MISFIRE_POLICIES as MISFIRE_POLICIES
 from engine.core.schedule import Schedule as Schedule
 from engine.core.schedule import ScheduleAnnouncement as ScheduleAnnouncement
@@ -60,8 +62,7 @@ class Scheduler:
         self.lease = lease
         self.token = f"{worker_id}|{uuid.uuid4().hex}"
         self.by_queue: dict[str, list[Schedule]] = {}
-        for schedule in engine.schedules.values():
-            self.by_queue.setdefault(schedule.queue, []).append(schedule)
+        self._place()
         self.leading: dict[str, float] = {}  # queue -> monotonic time the lease runs out
         self.fired = 0
         self.clock = engine.clock
@@ -69,12 +70,20 @@ class Scheduler:
         self._baseline = now_utc(self.clock)  # a schedule never fired before starts here
         self._log = log.bind(worker=worker_id)
 
+    def _place(self) -> None:
+        """Group the schedules by the queue they fire into; a schedule of a partitioned queue
+        always fires into one partition (its name's), where its lock and last tick live."""
+        self.by_queue = {}
+        for schedule in self.engine.schedules.values():
+            queue = self.engine.layout.route(schedule.queue, schedule.name)
+            self.by_queue.setdefault(queue, []).append(replace(schedule, queue=queue))
+
     async def announce(self) -> None:
         gateway = self.engine.gateway
         mapping = {
             s.name: msgspec.json.encode(
                 ScheduleAnnouncement(
-                    expr=s.expr, tz=s.tz.key, queue=s.queue, task=s.task.name, misfire=s.misfire
+                    expr=s.expr, tz=s.tz.key, queue=base_queue(s.queue), task=s.task.name, misfire=s.misfire
                 )
             ).decode()
             for schedules in self.by_queue.values()
@@ -87,6 +96,8 @@ class Scheduler:
             return
         failures = 0
         try:
+            await self.engine.ready()
+            self._place()  # with the partition counts Redis records
             await self.announce()
             while True:
                 try:

@@ -60,6 +60,9 @@ class Options:
     max_attempts: int | None = None
     queue: str | None = None
     scheduled_at: datetime | None = None
+    partition_key: str | None = None
+    """Of a partitioned queue: jobs with the same key go to the same partition (and are
+    dequeued in order); ignored by a plain queue."""
 
     def merged(self, **changes: Any) -> Options:
         unknown = set(changes) - set(self.__slots__)
@@ -143,6 +146,8 @@ def build_job(
             raise ConfigurationError(f"idempotency_ttl must be a number of seconds > 0, not {idem_ttl!r}")
     if options.job_id is not None:
         check_key("job_id", options.job_id)
+    if options.partition_key is not None:
+        check_key("partition_key", options.partition_key)
     return NewJob(
         id=options.job_id or new_job_id(),
         task=spec.name,

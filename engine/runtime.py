@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from engine.broker.gateway import Gateway, Retention
 from engine.core.clock import Clock
+from engine.core.partitions import Layout
 from engine.core.schedule import Schedule
 from engine.core.settings import Settings
 from engine.core.signals import Signals
@@ -37,6 +38,11 @@ class Runtime(Protocol):
 
     @property
     def schedules(self) -> Mapping[str, Schedule]: ...
+
+    @property
+    def layout(self) -> Layout:
+        """Which queues are partitioned (known in full once :meth:`ready` ran)."""
+        ...
 
     @property
     def gateway(self) -> Gateway:

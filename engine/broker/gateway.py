@@ -130,6 +130,15 @@ class Gateway(Producing, Delivery, Admin):
     async def queues(self) -> list[str]:
         return sorted(await self.redis.smembers(self.keys.queues))
 
+    async def recorded_partitions(self) -> dict[str, str]:
+        """Queue name -> partition count (as stored), for queues declared partitioned."""
+        return dict(await self.redis.hgetall(self.keys.partitions))
+
+    async def record_partitions(self, queue: str, count: int) -> str:
+        """Record ``queue``'s partition count unless one is recorded; returns the recorded one."""
+        await self.redis.hsetnx(self.keys.partitions, queue, count)
+        return str(await self.redis.hget(self.keys.partitions, queue))
+
     async def find_queue(self, job_id: str) -> str | None:
         """Which queue holds this job id (ids do not name their queue)."""
         queues = await self.queues()

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+import anyio
+
 from engine.broker.gateway import Gateway, Retention, check_redis_url
 from engine.client.dlq import DeadLetters
 from engine.client.handle import Job, Notifier
@@ -14,8 +16,8 @@ from engine.client.tasks import DEFAULT, Calls, NamedCall, Task, make_task, spec
 from engine.core.backoff import Backoff
 from engine.core.clock import SYSTEM_CLOCK, Clock
 from engine.core.errors import ConfigurationError, UnknownTaskError
-from engine.core.keys import check_name
 from engine.core.model import json_encoder
+from engine.core.partitions import Layout, check_queue_name
 from engine.core.settings import DEFAULT_REDIS_URL, Setting, Settings
 from engine.core.signals import Signals
 from engine.core.taskdef import TaskAnnouncement
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from engine.worker import Worker
 
 R = TypeVar("R")
+ENQUEUE_CHUNK = 1000
+"""Jobs per script call of a bulk enqueue (one call runs atomically on one partition)."""
 _UNSET: Any = DEFAULT
 
 
@@ -99,6 +103,9 @@ class Engine:
         self._notify: Notifier | None = None
         self._checked = False
         self._announced: dict[str, TaskAnnouncement] = {}
+        self.layout = Layout()
+        """Which queues are partitioned (:meth:`queue`), and into how many."""
+        self._layout_checked = False
 
     def __repr__(self) -> str:
         return f"<Engine namespace={self.namespace!r} tasks={len(self.tasks)}>"
@@ -125,7 +132,19 @@ class Engine:
         """How long finished jobs' hashes stay in Redis, as the scripts take it."""
         return self.settings.retention
 
-    # -- tasks ------------------------------------------------------------------------------
+    # -- queues and tasks -------------------------------------------------------------------
+
+    def queue(self, name: str, *, partitions: int = 1) -> None:
+        """Declare a queue's layout. ``partitions=K`` makes it K complete sub-queues under
+        their own hash tags, spread over a Redis Cluster's masters, for a queue one node
+        cannot serve: jobs with an idempotency key, an explicit id or a ``partition_key``
+        go to the partition it hashes to (so dedup and "id taken" stay exact), others round
+        robin per batch; workers read every partition; stats, dead letters, the dashboard
+        and ``app.job(id)`` see one queue. Order holds per partition only. Every producer and
+        worker must declare the same count: Redis records it and a different one is refused.
+        """
+        self.layout.declare(name, partitions)
+        self._layout_checked = False
 
     @overload
     def task(self, fn: Callable[..., Awaitable[R]], /) -> Task[R]: ...
@@ -329,12 +348,42 @@ class Engine:
         await self.close()
 
     async def ready(self) -> Gateway:
-        """The gateway, its server checked to answer once (ConnectionFailed otherwise)."""
+        """The gateway, its server checked to answer once (ConnectionFailed otherwise), and
+        the partitioned queues checked against what Redis records."""
         gateway = self.gateway
         if not self._checked:
             await gateway.ping()
             self._checked = True
+        if not self._layout_checked:
+            await self._check_layout(gateway)
+            self._layout_checked = True
         return gateway
+
+    async def _check_layout(self, gateway: Gateway) -> None:
+        recorded: dict[str, int] = {}
+        for queue, raw in (await gateway.recorded_partitions()).items():
+            if raw.isdigit() and 1 <= int(raw) <= 256:
+                recorded[queue] = int(raw)
+        for queue, count in self.layout.declared.items():
+            if queue not in recorded:
+                if count > 1:
+                    stats = await gateway.queue_stats(queue)
+                    held = stats["waiting"] + stats["active"] + stats["delayed"]
+                    if held:
+                        raise ConfigurationError(
+                            f"queue {queue!r} holds {held} job(s) as an unpartitioned queue; let a "
+                            f"worker drain it before declaring it with partitions={count}"
+                        )
+                raw = await gateway.record_partitions(queue, count)
+                recorded[queue] = int(raw) if raw.isdigit() else 0
+            if recorded[queue] != count:
+                raise ConfigurationError(
+                    f"queue {queue!r} is declared with partitions={count} here, but Redis records "
+                    f"{recorded[queue]} (namespace {self.namespace!r}): every producer and worker "
+                    f"must declare the same count. To change it, drain the queue, then delete "
+                    f"field {queue!r} of hash {gateway.keys.partitions!r}"
+                )
+        self.layout.learn(recorded)
 
     # -- producing --------------------------------------------------------------------------
 
@@ -343,17 +392,37 @@ class Engine:
         if not jobs:
             return []
         gateway = await self.ready()
+        layout = self.layout
         if self.database_url is not None and queue not in self._logged_queues:
             # This app keeps a job log: make sure events are written from its first job on,
             # even before a worker (which switches it on too) has started.
-            await gateway.switch_on_joblog([queue])
+            await gateway.switch_on_joblog(layout.partitions(queue))
             self._logged_queues.add(queue)
-        written = (
-            [await gateway.enqueue_one(queue, jobs[0])]
-            if len(jobs) == 1
-            else await gateway.enqueue(queue, jobs)
-        )
-        return [Job(self, job_id, queue) for job_id, _added in written]
+        if len(jobs) == 1:
+            job = jobs[0]
+            target = layout.route(queue, job.idempotency_key or options.job_id or options.partition_key)
+            job_id, _added = await gateway.enqueue_one(target, job)
+            return [Job(self, job_id, target)]
+        if layout.count(queue) == 1 or options.partition_key is not None:
+            target = layout.route(queue, options.partition_key)
+            return [Job(self, job_id, target) for job_id, _ in await gateway.enqueue(target, jobs)]
+        # Round robin a chunk at a time: each chunk stays one script call on one partition.
+        per_target: dict[str, list[int]] = {}
+        for start in range(0, len(jobs), ENQUEUE_CHUNK):
+            per_target.setdefault(layout.route(queue), []).extend(
+                range(start, min(start + ENQUEUE_CHUNK, len(jobs)))
+            )
+        handles: list[Job[Any] | None] = [None] * len(jobs)
+
+        async def send(target: str, indexes: list[int]) -> None:
+            written = await gateway.enqueue(target, [jobs[i] for i in indexes], chunk=ENQUEUE_CHUNK)
+            for i, (job_id, _) in zip(indexes, written, strict=True):
+                handles[i] = Job(self, job_id, target)
+
+        async with anyio.create_task_group() as group:
+            for target, indexes in per_target.items():
+                group.start_soon(send, target, indexes)
+        return [h for h in handles if h is not None]
 
     async def enqueue(self, task_name: str, /, *args: Any, **kwargs: Any) -> Job[Any]:
         """Enqueue by task name: a task of this app, or one a running worker announced."""
@@ -382,9 +451,12 @@ class Engine:
         return spec_from_announcement(task_name, raw, self.default_backoff)
 
     def job(self, job_id: str, queue: str | None = None) -> Job[Any]:
-        """A handle on an existing job by id (its queue is looked up when needed)."""
+        """A handle on an existing job by id (its queue, or its partition of a partitioned
+        queue, is looked up when needed)."""
         if not isinstance(job_id, str) or not job_id:
             raise ValueError("job id must be a non-empty string")
+        if queue is not None and len(self.layout.partitions(check_queue_name(queue))) > 1:
+            queue = None  # the id alone says which partition holds it
         return Job(self, job_id, queue)
 
     # -- state used by workers and tasks ----------------------------------------------------
@@ -402,15 +474,21 @@ class Engine:
         """Per queue: waiting, active, delayed, completed, failed, dlq (plus retried,
         cancelled and enqueued counters)."""
         gateway = await self.ready()
-        queues = sorted(set(await gateway.queues()) | {t.queue for t in self.tasks.values()})
+        physical = set(await gateway.queues()) | set(self.layout.expand(t.queue for t in self.tasks.values()))
         out: dict[str, dict[str, int]] = {}
-        for queue in queues:
-            out[queue] = await gateway.queue_stats(queue)
+        for queue, partitions in sorted(self.layout.group(physical).items()):
+            counts = [await gateway.queue_stats(p) for p in partitions]
+            out[queue] = {name: sum(c[name] for c in counts) for name in counts[0]}
         return out
+
+    async def partition_stats(self, queue: str) -> dict[str, dict[str, int]]:
+        """:meth:`stats` of each partition of ``queue`` (one entry for a plain queue)."""
+        gateway = await self.ready()
+        return {p: await gateway.queue_stats(p) for p in self.layout.partitions(check_queue_name(queue))}
 
     def dlq(self, queue: str = "default") -> DeadLetters:
         """The dead-letter stream of ``queue``: list, replay, replay_all, purge."""
-        return DeadLetters(self, check_name("queue", queue))
+        return DeadLetters(self, check_queue_name(queue))
 
     def dashboard(self, **options: Any) -> ASGIApp:
         """The dashboard and JSON API as an ASGI app, to mount in a Starlette/FastAPI service

@@ -125,6 +125,12 @@ class Keys:
         return f"{self.namespace}:queues"
 
     @property
+    def partitions(self) -> str:
+        """Hash queue name -> its partition count, for queues declared partitioned, so that
+        producers and workers that disagree on it are refused."""
+        return f"{self.namespace}:partitions"
+
+    @property
     def tasks(self) -> str:
         """Hash task name -> JSON task spec, announced by workers for code-less producers."""
         return f"{self.namespace}:tasks"

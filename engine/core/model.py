@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 
+from engine.core.partitions import base_queue, is_partition
+
 
 class Status(StrEnum):
     WAITING = "waiting"
@@ -89,6 +91,13 @@ class JobInfo(msgspec.Struct, kw_only=True):
     worker: str | None = None
     raw_payload: str | None = None
     """The stored payload as text, set only when it could not be decoded."""
+    partition: str | None = None
+    """The partition holding the job, when its queue is partitioned (``queue`` names the
+    queue itself)."""
+
+    def __post_init__(self) -> None:
+        if is_partition(self.queue):
+            self.partition, self.queue = self.queue, base_queue(self.queue)
 
     @classmethod
     def from_hash(cls, job_id: str, queue: str, h: dict[str, str]) -> JobInfo:

@@ -79,6 +79,13 @@ def _histogram(stats: dict[str, str]) -> tuple[list[tuple[str, int]], float, int
     return buckets, int(stats.get("d:sum_ms", 0) or 0) / 1000, total
 
 
+def _summed(
+    histograms: list[tuple[list[tuple[str, int]], float, int]],
+) -> tuple[list[tuple[str, int]], float, int]:
+    buckets = [(bound, sum(h[0][i][1] for h in histograms)) for i, (bound, _) in enumerate(histograms[0][0])]
+    return buckets, sum(h[1] for h in histograms), sum(h[2] for h in histograms)
+
+
 async def render(engine: Engine) -> str:
     gateway = await engine.ready()
     stats = await engine.stats()
@@ -90,18 +97,21 @@ async def render(engine: Engine) -> str:
     counters: dict[str, dict[str, float]] = {name: {} for name, _, _ in COUNTERS}
     histograms: dict[str, tuple[list[tuple[str, int]], float, int]] = {}
     for queue, counts in stats.items():
-        scrape = await gateway.reads.scrape(queue, running)
+        # A partitioned queue is one queue here: its partitions' figures added up.
+        scrapes = [await gateway.reads.scrape(p, running) for p in engine.layout.partitions(queue)]
         gauges["engine_queue_depth"][queue] = counts["waiting"]
         gauges["engine_queue_lag_seconds"][queue] = round(lags.get(queue, 0.0), 3)
         # Delivered and not yet acknowledged: what queue_stats counts as active.
         gauges["engine_queue_pending"][queue] = counts["active"]
-        gauges["engine_queue_active"][queue] = scrape.owned
+        gauges["engine_queue_active"][queue] = sum(s.owned for s in scrapes)
         gauges["engine_queue_delayed"][queue] = counts["delayed"]
         gauges["engine_dlq_depth"][queue] = counts["dlq"]
-        gauges["engine_outbox_length"][queue] = outbox_events(scrape.outbox_length, scrape.outbox_extra)
+        gauges["engine_outbox_length"][queue] = sum(
+            outbox_events(s.outbox_length, s.outbox_extra) for s in scrapes
+        )
         for name, field, _ in COUNTERS:
             counters[name][queue] = counts[field]
-        histograms[queue] = _histogram(scrape.stats)
+        histograms[queue] = _summed([_histogram(s.stats) for s in scrapes])
 
     lines: list[str] = []
     for name, help_text in GAUGES:

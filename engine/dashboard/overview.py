@@ -28,8 +28,13 @@ async def queue_summaries(engine: Engine) -> list[dict[str, Any]]:
 
 
 async def queue_summary(engine: Engine, queue: str) -> dict[str, Any]:
-    """One queue's summary (a queue :func:`engine.dashboard.checks.require_queue` accepted)."""
-    return next(q for q in await queue_summaries(engine) if q["name"] == queue)
+    """One queue's summary (a queue :func:`engine.dashboard.checks.require_queue` accepted);
+    a partitioned queue's has its partitions' counts too."""
+    summary = next(q for q in await queue_summaries(engine) if q["name"] == queue)
+    if engine.layout.count(queue) > 1:
+        partitions = await engine.partition_stats(queue)
+        summary["partitions"] = [{"name": name, **counts} for name, counts in partitions.items()]
+    return summary
 
 
 async def throughput(

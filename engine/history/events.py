@@ -12,6 +12,7 @@ import structlog
 
 from engine.core.model import LOG_LEVELS as LOG_LEVELS  # re-exported for the history API
 from engine.core.model import STATUSES as ALL_STATUSES
+from engine.core.partitions import base_queue
 
 log = structlog.get_logger("engine.history")
 
@@ -245,7 +246,7 @@ def _check(raw: RawEvent) -> Event:
             raise _Garbage(f"{kind} event without field {key!r}")
     entry_id = raw.id
     job_id = _name(raw.j, "j")
-    queue = _name(raw.q, "q")
+    queue = base_queue(_name(raw.q, "q"))  # the history knows queues, not their partitions
     if not job_id or not queue:
         raise _Garbage("empty job id or queue name")
     at_ms = _req_int(raw.t, "t", _MAX_MS)

@@ -111,6 +111,8 @@ class LiveJob:
 async def live_job(engine: Runtime, job_id: str, queue: str | None = None) -> LiveJob | None:
     """The job from Redis (None when it is not there), read leniently."""
     gateway = await engine.ready()
+    if queue is not None and len(engine.layout.partitions(queue)) > 1:
+        queue = None  # which partition holds it is found by its id
     if queue is None:
         queue = await gateway.find_queue(job_id)
     if queue is None:

@@ -5,24 +5,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from engine.core.partitions import base_queue
+
 if TYPE_CHECKING:
     from engine.runtime import Runtime
 
 
 async def queue_names(engine: Runtime) -> list[str]:
-    """Every queue Redis knows of and every queue this app's tasks use, sorted."""
+    """Every queue Redis knows of and every queue this app's tasks use, sorted (a
+    partitioned queue once, by its own name)."""
     gateway = await engine.ready()
-    return sorted(set(await gateway.queues()) | {t.spec.queue for t in engine.tasks.values()})
+    known = {base_queue(q) for q in await gateway.queues()}
+    return sorted(known | {t.spec.queue for t in engine.tasks.values()})
 
 
 async def queue_lags(engine: Runtime, queues: Sequence[str]) -> dict[str, float]:
-    """Seconds since the oldest waiting entry of each queue was added (0 when none waits)."""
+    """Seconds since the oldest waiting entry of each queue was added (0 when none waits;
+    of a partitioned queue, its most behind partition's)."""
     gateway = await engine.ready()
     now = engine.clock.time()
     out: dict[str, float] = {}
     for queue in queues:
-        added_ms = await gateway.reads.oldest_waiting_ms(queue)
-        out[queue] = 0.0 if added_ms is None else max(0.0, now - added_ms / 1000)
+        oldest = [await gateway.reads.oldest_waiting_ms(p) for p in engine.layout.partitions(queue)]
+        waiting = [ms for ms in oldest if ms is not None]
+        out[queue] = max(0.0, now - min(waiting) / 1000) if waiting else 0.0
     return out
 
 
@@ -34,10 +40,7 @@ def _minutes(engine: Runtime, minutes: int) -> list[int]:
 
 async def throughput(engine: Runtime, queue: str, minutes: int = 60) -> list[tuple[int, int, int]]:
     """(minute start as epoch seconds, completed, failed) for the last ``minutes`` minutes."""
-    gateway = await engine.ready()
-    span = _minutes(engine, minutes)
-    rows = await gateway.reads.throughput(queue, span)
-    return [(m * 60, c, f) for m, (c, f) in zip(span, rows, strict=True)]
+    return await throughput_totals(engine, [queue], minutes)
 
 
 async def throughput_totals(
@@ -47,7 +50,7 @@ async def throughput_totals(
     gateway = await engine.ready()
     span = _minutes(engine, minutes)
     totals = [[0, 0] for _ in span]
-    for queue in queues:
+    for queue in engine.layout.expand(queues):
         for total, (completed, failed) in zip(
             totals, await gateway.reads.throughput(queue, span), strict=True
         ):

@@ -62,12 +62,13 @@ async def scan_live(
     """Walk the live lists of ``queues`` (dead letters newest first, delayed set soonest
     first, stream: waiting/active oldest first) and keep the jobs in ``statuses`` that
     ``match`` accepts; past ``budget`` entries examined (None: no limit) the page ends early.
-    InvalidCursor when ``cursor`` is not the next_cursor of such a page."""
+    InvalidCursor when ``cursor`` is not the next_cursor of such a page. A partitioned queue
+    is walked partition after partition."""
+    gateway = await engine.ready()
     wanted = set(statuses)
     kinds = [kind for kind, statuses_of in _SOURCES if wanted & statuses_of]
-    sources = [(q, kind) for kind in kinds for q in queues]
+    sources = [(q, kind) for kind in kinds for q in engine.layout.expand(queues)]
     index, position = _scan_position(decode_cursor(cursor, "scan"), [kind for _, kind in sources])
-    gateway = await engine.ready()
     jobs: list[JobInfo] = []
     scanned = 0
     while index < len(sources):
@@ -95,17 +96,16 @@ async def dead_matching(engine: Runtime, queue: str, match: Callable[[JobInfo], 
     """Every dead letter of ``queue`` (with a job id) that ``match`` accepts, read leniently."""
     gateway = await engine.ready()
     found: list[JobInfo] = []
-    position = None
-    while True:
-        batch = await read_batch(gateway, queue, "dlq", position)
-        if not batch:
-            return found
-        hashes = await gateway.job_hashes(queue, [job_id or "-" for _, job_id, _ in batch])
-        for (pos, job_id, fields), h in zip(batch, hashes, strict=True):
-            position = pos
-            info = _info(queue, job_id, h, fields)
-            if info is not None and info.id and match(info):
-                found.append(info)
+    for partition in engine.layout.partitions(queue):
+        position = None
+        while batch := await read_batch(gateway, partition, "dlq", position):
+            hashes = await gateway.job_hashes(partition, [job_id or "-" for _, job_id, _ in batch])
+            for (pos, job_id, fields), h in zip(batch, hashes, strict=True):
+                position = pos
+                info = _info(partition, job_id, h, fields)
+                if info is not None and info.id and match(info):
+                    found.append(info)
+    return found
 
 
 async def queue_jobs(

@@ -35,8 +35,8 @@ import structlog
 from engine.broker import RedisError
 from engine.broker.gateway import Gateway
 from engine.core.errors import ConfigurationError, ConnectionFailed
-from engine.core.keys import check_name
 from engine.core.model import WorkerBeat
+from engine.core.partitions import base_queue, check_queue_name
 from engine.core.transitions import Outcome
 from engine.cron import Scheduler
 from engine.history import JobLog
@@ -96,7 +96,8 @@ class Worker:
         self.engine = engine
         self.clock = engine.clock
         settings = engine.settings
-        self.queues = [check_name("queue", q) for q in chosen]
+        # The queues as named; run() replaces a partitioned one by its partitions.
+        self.queues = [check_queue_name(q) for q in chosen]
         self.concurrency = concurrency
         self.grace_period = float(grace_period)
         self.handle_signals = handle_signals
@@ -181,7 +182,11 @@ class Worker:
         """Process jobs until ``stop()``, cancellation, SIGTERM or SIGINT."""
         engine, clock = self.engine, self.clock
         gateway = await engine.ready()
+        self.queues = engine.layout.expand(self.queues)
+        for queue in set(self._inflight) - set(self.queues):
+            del self._inflight[queue]
         for queue in self.queues:
+            self._inflight.setdefault(queue, set())
             await gateway.ensure_group(queue)
         await engine.announce_tasks()
         if self.shipper is not None and self._joblog is not None:
@@ -222,7 +227,7 @@ class Worker:
         listener = Listener(gateway, promoter.poke, self._executor.cancel, clock)
         heartbeat = Heartbeat(gateway, self._describe, clock)
         self._started_at = clock.time()
-        self._log.info("worker started", queues=self.queues, concurrency=self.concurrency)
+        self._log.info("worker started", queues=self._queue_names(), concurrency=self.concurrency)
         try:
             async with anyio.create_task_group() as maintenance:
                 if self.handle_signals and threading.current_thread() is threading.main_thread():
@@ -311,7 +316,7 @@ class Worker:
             id=self.id,
             host=socket.gethostname(),
             pid=os.getpid(),
-            queues=self.queues,
+            queues=self._queue_names(),
             concurrency=self.concurrency,
             started_at=self._started_at,
             seen_at=self.clock.time(),
@@ -319,6 +324,10 @@ class Worker:
             processed=self.processed,
             running=self._executor.running()[:100],
         )
+
+    def _queue_names(self) -> list[str]:
+        """The queues this worker reads, a partitioned one named once."""
+        return list(dict.fromkeys(base_queue(q) for q in self.queues))
 
     def _saturated(self) -> bool:
         """Jobs are waiting beyond what this worker can take (the shipper then steps aside)."""
