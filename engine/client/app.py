@@ -475,16 +475,17 @@ class Engine:
         cancelled and enqueued counters)."""
         gateway = await self.ready()
         physical = set(await gateway.queues()) | set(self.layout.expand(t.queue for t in self.tasks.values()))
+        every = await gateway.queues_stats(sorted(physical))
         out: dict[str, dict[str, int]] = {}
         for queue, partitions in sorted(self.layout.group(physical).items()):
-            counts = [await gateway.queue_stats(p) for p in partitions]
+            counts = [every[p] for p in partitions]
             out[queue] = {name: sum(c[name] for c in counts) for name in counts[0]}
         return out
 
     async def partition_stats(self, queue: str) -> dict[str, dict[str, int]]:
         """:meth:`stats` of each partition of ``queue`` (one entry for a plain queue)."""
         gateway = await self.ready()
-        return {p: await gateway.queue_stats(p) for p in self.layout.partitions(check_queue_name(queue))}
+        return await gateway.queues_stats(self.layout.partitions(check_queue_name(queue)))
 
     def dlq(self, queue: str = "default") -> DeadLetters:
         """The dead-letter stream of ``queue``: list, replay, replay_all, purge."""
