@@ -226,6 +226,26 @@ def test_sighup_after_the_summary_with_keep_stops_everything_and_exits_0(data_di
     assert "summary:" in demo.output and "monthly report" in demo.output
 
 
+def test_the_demo_on_a_cluster_runs_to_its_summary_and_stops_all_six_nodes(data_dir: Path) -> None:
+    demo = Demo(data_dir, "--jobs", "60", "--cluster")
+    try:
+        text = demo.wait_for("enqueued 60 jobs", timeout=START_TIMEOUT_S + 60)
+        assert re.search(r"a cluster of 6 nodes \(masters \[\d+, \d+, \d+\]\)", text), text
+        running = _processes_of(data_dir) | _descendants(demo.proc.pid)
+        valkeys = [pid for pid in running if b"valkey-server" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(valkeys) == 6, _describe(running)
+        code = demo.finish()
+    finally:
+        if demo.proc.poll() is None:
+            demo.proc.kill()
+    left = _survivors(data_dir, running)
+    assert not left, (_describe(left), demo.output)
+    assert code == 0, demo.output
+    summary = demo.output.split("summary:", 1)[1]
+    shipped = re.search(r"(\d+) finished jobs shipped", summary)  # the 60 and the cron's run
+    assert shipped and int(shipped[1]) >= 60 and "monthly report" in summary, demo.output
+
+
 def _install_like_a_wheel(tmp_path: Path) -> Path:
     """The package as a non-editable install holds it (what a wheel of this tree holds:
     setuptools' build_py, with the package data pyproject.toml lists), in a dir of its own."""
