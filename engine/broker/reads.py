@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ResponseError
-
 from engine.core.keys import GROUP, Keys
 
 Entry = tuple[str, dict[str, str]]
@@ -55,34 +53,47 @@ class Reads:
 
     # -- queues ---------------------------------------------------------------------------------
 
-    async def oldest_waiting_ms(self, queue: str) -> int | None:
-        """When (epoch ms) the oldest entry no worker was handed yet was added; None if none.
+    async def oldest_waiting(self, queues: Sequence[str]) -> dict[str, int | None]:
+        """When (epoch ms) the oldest entry no worker was handed yet was added to each queue;
+        None if none. Two pipelines over all the queues: a round trip per node each.
 
         Entries up to the group's last-delivered id were handed to workers (they are active,
         or gone); the first entry after it is the oldest one still waiting.
         """
-        stream = self.keys.queue(queue).stream
-        last: str | None = None
-        try:
-            for group in await self.redis.xinfo_groups(stream):
-                if group.get("name") == GROUP:
-                    last = group.get("last-delivered-id")
-        except ResponseError:
-            pass  # no stream yet
-        start = "-" if last in (None, "0-0") else f"({last}"
-        entries = await self.redis.xrange(stream, min=start, count=1)
-        if not entries:
-            return None
-        return int(str(entries[0][0]).split("-", 1)[0])
-
-    async def throughput(self, queue: str, minutes: Sequence[int]) -> list[tuple[int, int]]:
-        """(completed, failed) of each minute (minutes since the epoch), in one round trip."""
-        qk = self.keys.queue(queue)
+        streams = [self.keys.queue(queue).stream for queue in queues]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for minute in minutes:
-                pipe.hmget(qk.throughput(minute), "completed", "failed")
+            for stream in streams:
+                pipe.xinfo_groups(stream)
+            groups = await pipe.execute(raise_on_error=False)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, info in zip(streams, groups, strict=True):
+                last = None
+                if not isinstance(info, Exception):  # no stream yet
+                    last = next((g.get("last-delivered-id") for g in info if g.get("name") == GROUP), None)
+                pipe.xrange(stream, min="-" if last in (None, "0-0") else f"({last}", count=1)
+            firsts = await pipe.execute(raise_on_error=False)
+        out: dict[str, int | None] = {}
+        for queue, entries in zip(queues, firsts, strict=True):
+            if isinstance(entries, Exception):
+                raise entries
+            out[queue] = int(str(entries[0][0]).split("-", 1)[0]) if entries else None
+        return out
+
+    async def throughput(self, queues: Sequence[str], minutes: Sequence[int]) -> list[tuple[int, int]]:
+        """(completed, failed) of each minute (minutes since the epoch), summed over ``queues``,
+        in one pipeline."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                qk = self.keys.queue(queue)
+                for minute in minutes:
+                    pipe.hmget(qk.throughput(minute), "completed", "failed")
             rows = await pipe.execute()
-        return [(int(completed or 0), int(failed or 0)) for completed, failed in rows]
+        totals = [[0, 0] for _ in minutes]
+        for i, (completed, failed) in enumerate(rows):
+            total = totals[i % len(minutes)]
+            total[0] += int(completed or 0)
+            total[1] += int(failed or 0)
+        return [(completed, failed) for completed, failed in totals]
 
     async def scrape(self, queue: str, job_ids: Sequence[str]) -> Scrape:
         """The outbox backlog, the stats hash and which of ``job_ids`` (running somewhere)

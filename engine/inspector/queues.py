@@ -24,10 +24,10 @@ async def queue_lags(engine: Runtime, queues: Sequence[str]) -> dict[str, float]
     of a partitioned queue, its most behind partition's)."""
     gateway = await engine.ready()
     now = engine.clock.time()
+    oldest = await gateway.reads.oldest_waiting(engine.layout.expand(queues))
     out: dict[str, float] = {}
     for queue in queues:
-        oldest = [await gateway.reads.oldest_waiting_ms(p) for p in engine.layout.partitions(queue)]
-        waiting = [ms for ms in oldest if ms is not None]
+        waiting = [ms for p in engine.layout.partitions(queue) if (ms := oldest[p]) is not None]
         out[queue] = max(0.0, now - min(waiting) / 1000) if waiting else 0.0
     return out
 
@@ -49,11 +49,5 @@ async def throughput_totals(
     """:func:`throughput` summed over ``queues`` (zeros for every minute when there are none)."""
     gateway = await engine.ready()
     span = _minutes(engine, minutes)
-    totals = [[0, 0] for _ in span]
-    for queue in engine.layout.expand(queues):
-        for total, (completed, failed) in zip(
-            totals, await gateway.reads.throughput(queue, span), strict=True
-        ):
-            total[0] += completed
-            total[1] += failed
-    return [(m * 60, c, f) for m, (c, f) in zip(span, totals, strict=True)]
+    rows = await gateway.reads.throughput(engine.layout.expand(queues), span)
+    return [(m * 60, c, f) for m, (c, f) in zip(span, rows, strict=True)]
