@@ -18,7 +18,7 @@ import msgspec
 import pytest
 
 from engine import ConfigurationError, Engine, JobContext
-from engine.cli import _child_argv, worker_parser
+from engine.cli.worker import child_argv, worker_parser
 from engine.core.model import WorkerBeat
 from engine.worker import pool
 from tests.apps.pool_app import pids_key, runs_key, whoami
@@ -197,8 +197,8 @@ def test_children_get_the_same_options_less_processes() -> None:
     argv += ["--no-shipper", "--log-level", "debug", "--log-json", "--processes", "3"]
     argv += ["--max-jobs-per-process", "9"]
     args = parser.parse_args(argv)
-    child = parser.parse_args(_child_argv(parser, args))
-    assert "--processes" not in _child_argv(parser, args)
+    child = parser.parse_args(child_argv(parser, args))
+    assert "--processes" not in child_argv(parser, args)
     assert {**vars(child), "processes": 3} == vars(args)
     assert parser.parse_args([APP, "--processes", "auto"]).processes == pool.cpu_count()
 
