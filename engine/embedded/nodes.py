@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeAlias
 
+# The slot arithmetic lives in engine.core (partitions need it too); re-exported here.
+from engine.core.partitions import SLOTS as SLOTS
+from engine.core.partitions import key_slot as key_slot
 from engine.embedded.server import EmbeddedServerError, free_port
 
-SLOTS = 16384
 BUS_PORT_OFFSET = 10000  # the server's default cluster bus port is its port + 10000
 COMMAND_TIMEOUT = 2.0
 
@@ -63,31 +65,6 @@ def command(port: int, *args: str | int, timeout: float = COMMAND_TIMEOUT) -> Re
         sock.sendall(_encode(args))
         with sock.makefile("rb") as fh:
             return _read_reply(fh)
-
-
-# --- Slots ---------------------------------------------------------------------------------
-
-
-def _crc16(data: bytes) -> int:
-    # CRC16-CCITT (XMODEM), the cluster's key hash.
-    crc = 0
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
-
-
-def key_slot(key: str | bytes) -> int:
-    """The cluster slot of ``key``, hash tags included: what ``CLUSTER KEYSLOT`` answers."""
-    data = key.encode() if isinstance(key, str) else key
-    start = data.find(b"{")
-    if start != -1:
-        end = data.find(b"}", start + 1)
-        if end > start + 1:  # "{}" is no tag: the whole key is hashed
-            data = data[start + 1 : end]
-    return _crc16(data) % SLOTS
 
 
 # --- What a node says about the cluster -----------------------------------------------------
