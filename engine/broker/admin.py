@@ -4,13 +4,19 @@ locks, and the announcements of tasks, schedules and worker heartbeats."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+
+from redis.exceptions import ResponseError
 
 from engine.broker.base import GatewayBase
+from engine.broker.connection import Subscriber
 from engine.broker.scripts import bindings
 from engine.core.errors import ScriptCode
 from engine.core.model import json_encoder
 from engine.core.transitions import Retention
+
+BEAT_TTL_S = 30
+"""A worker's heartbeat key expires this long after its last beat (it beats every 5 s), so
+a worker that died without a word disappears by itself."""
 
 
 class Admin(GatewayBase):
@@ -21,6 +27,7 @@ class Admin(GatewayBase):
     async def cancel(self, queue: str, job_id: str, retention: Retention) -> ScriptCode:
         """DONE, CANCEL_REQUESTED (running: its worker stops it), ALREADY_FINISHED or NO_SUCH_JOB."""
         qk = self.keys.queue(queue)
+        sharded = await self.sharded_pubsub()
         return await self.scripts.run(
             bindings.cancel(
                 stream=qk.stream,
@@ -32,9 +39,10 @@ class Admin(GatewayBase):
                 job_id=job_id,
                 now_ms=self.now_ms(),
                 retention_ms=retention.completed_ms,
-                done_channel_prefix=self.keys.done_channel(""),
-                cancel_channel=self.keys.cancel_channel,
+                done_channel_prefix=qk.done_channel(""),
+                cancel_channel=qk.cancel_channel,
                 queue=queue,
+                sharded=sharded,
             )
         )
 
@@ -164,17 +172,72 @@ class Admin(GatewayBase):
         score = await self.redis.zscore(self.keys.queue(queue).cron_last, schedule)
         return None if score is None else int(score)
 
-    async def write_beat(self, worker_id: str, beat: bytes) -> None:
-        await self.redis.hset(self.keys.workers, worker_id, beat)
+    async def write_beat(self, worker_id: str, beat: bytes | str, seen_at: float | None = None) -> None:
+        """Store a worker's heartbeat under its own key, expiring after :data:`BEAT_TTL_S`
+        unless renewed, and note it as seen at ``seen_at`` (default: now, the engine's clock)
+        in the workers zset. Two keys of different slots: one non-transactional pipeline,
+        split per node in a cluster."""
+        seen = self.clock.time() if seen_at is None else seen_at
+        replies = await self._put_beat(worker_id, beat, seen)
+        if _wrong_type(replies[1]):
+            # The hash of workers an older version kept there: the zset replaces it.
+            await self.redis.delete(self.keys.workers)
+            replies = await self._put_beat(worker_id, beat, seen)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
 
-    async def beats(self) -> dict[str, str]:
-        """Every worker's latest heartbeat (encoded WorkerBeat), by worker id."""
-        return dict(await self.redis.hgetall(self.keys.workers))
+    async def _put_beat(self, worker_id: str, beat: bytes | str, seen: float) -> list[object]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.worker(worker_id), beat, ex=BEAT_TTL_S)
+            pipe.zadd(self.keys.workers, {worker_id: seen})
+            return list(await pipe.execute(raise_on_error=False))
+
+    async def beats(self, since: float | None = None) -> dict[str, str]:
+        """The latest heartbeat (encoded WorkerBeat) of every worker seen since ``since``
+        (seconds, the engine's clock; default: within :data:`BEAT_TTL_S`), by worker id:
+        ZRANGEBYSCORE, then one GET per worker, pipelined (per node in a cluster). A
+        worker whose key expired is left out."""
+        start = self.clock.time() - BEAT_TTL_S if since is None else since
+        try:
+            ids: list[str] = await self.redis.zrangebyscore(self.keys.workers, start, "+inf")
+        except ResponseError as exc:
+            if not _wrong_type(exc):
+                raise
+            return dict(await self.redis.hgetall(self.keys.workers))  # written by an older version
+        if not ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker_id in ids:
+                pipe.get(self.keys.worker(worker_id))
+            raws = await pipe.execute()
+        return {worker_id: raw for worker_id, raw in zip(ids, raws, strict=True) if raw is not None}
 
     async def forget_beats(self, *worker_ids: str) -> None:
+        """Drop workers' heartbeats (a worker's own, when it stops cleanly)."""
         if worker_ids:
-            await self.redis.hdel(self.keys.workers, *worker_ids)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(self.keys.workers, *worker_ids)
+                for worker_id in worker_ids:
+                    pipe.delete(self.keys.worker(worker_id))
+                await pipe.execute()
 
-    def subscriber(self) -> Any:
-        """A fresh pub/sub connection (the caller subscribes, reads and closes it)."""
-        return self.redis.pubsub(ignore_subscribe_messages=True)
+    async def forget_beats_before(self, before: float) -> int:
+        """Drop the entries of workers last seen before ``before`` (s, the engine's clock)
+        from the workers zset (their keys expired long ago); how many."""
+        try:
+            return int(await self.redis.zremrangebyscore(self.keys.workers, "-inf", before))
+        except ResponseError as exc:
+            if _wrong_type(exc):
+                return 0  # still the older version's hash: the next write_beat replaces it
+            raise
+
+    def subscriber(self) -> Subscriber:
+        """A fresh subscriber, sharded or classic as the server allows (see
+        :meth:`~engine.broker.base.GatewayBase.sharded_pubsub`); the caller subscribes,
+        reads and closes it."""
+        return Subscriber(self.redis, self.sharded_pubsub)
+
+
+def _wrong_type(reply: object) -> bool:
+    return isinstance(reply, ResponseError) and str(reply).startswith("WRONGTYPE")

@@ -42,6 +42,10 @@ class GatewayBase:
         self.scripts = Scripts(self.redis)
         self._known_queues: set[str] = set()
         self._detected = bool(cluster)
+        self.sharded: bool | None = None
+        """Whether the scripts SPUBLISH and subscribers SSUBSCRIBE (Redis >= 7.0, any Valkey)
+        rather than PUBLISH/SUBSCRIBE (Redis 6.2): decided once, by the first :meth:`ping`
+        (or the first use of pub/sub before any ping); set it to force either."""
 
     @property
     def cluster(self) -> bool:
@@ -55,10 +59,14 @@ class GatewayBase:
     async def ping(self) -> None:
         """Fail fast, naming the URL, when the server cannot be reached; the first call also
         tells a cluster node from a standalone server (one INFO) and switches to a cluster
-        client when ``cluster`` was left to detection."""
+        client when ``cluster`` was left to detection, and decides whether pub/sub is sharded
+        (one INFO server)."""
         await connection.ping(self.redis, self.url, self.connect_timeout)
-        if self._detected:
-            return
+        if not self._detected:
+            await self._detect_cluster()
+        await self.sharded_pubsub()
+
+    async def _detect_cluster(self) -> None:
         if await connection.cluster_enabled(self.redis):
             if self.cluster_mode is False:
                 raise ConfigurationError(
@@ -72,6 +80,13 @@ class GatewayBase:
             await connection.close(plain)
             await connection.ping(self.redis, self.url, self.connect_timeout)
         self._detected = True
+
+    async def sharded_pubsub(self) -> bool:
+        """Whether the scripts SPUBLISH and subscribers SSUBSCRIBE (see :attr:`sharded`):
+        one INFO server the first time, remembered after."""
+        if self.sharded is None:
+            self.sharded = await connection.has_sharded_pubsub(self.redis)
+        return self.sharded
 
     async def close(self) -> None:
         await connection.close(self.redis)

@@ -166,6 +166,7 @@ class Delivery(GatewayBase):
         for outcome in outcomes:
             per_queue.setdefault(outcome.queue, []).append(outcome)
         now = self.now_ms()
+        sharded = await self.sharded_pubsub()
         calls = []
         for queue, batch in per_queue.items():
             qk = self.keys.queue(queue)
@@ -183,9 +184,10 @@ class Delivery(GatewayBase):
                     now_ms=now,
                     completed_retention_ms=retention.completed_ms,
                     failed_retention_ms=retention.failed_ms,
-                    done_channel_prefix=self.keys.done_channel(""),
-                    wake_channel=self.keys.wake_channel,
+                    done_channel_prefix=qk.done_channel(""),
+                    wake_channel=qk.wake_channel,
                     queue=queue,
+                    sharded=sharded,
                     outcomes=batch,
                 )
             )

@@ -90,7 +90,7 @@ class Producing(GatewayBase):
         key (or id) was taken.
         """
         await self.remember_queue(queue)
-        calls = self._enqueue_calls(queue, jobs, chunk, fence)
+        calls = self._enqueue_calls(queue, jobs, chunk, fence, await self.sharded_pubsub())
         if fence is not None and len(calls) > 1:
             # Each call checks the fence and advances the schedule's last tick: a second
             # call would always find its tick fired.
@@ -114,9 +114,10 @@ class Producing(GatewayBase):
             per_queue.setdefault(queue, []).append(job)
         calls: list[Call[list[Written]]] = []
         spans: dict[str, tuple[int, int]] = {}
+        sharded = await self.sharded_pubsub()
         for queue, jobs in per_queue.items():
             await self.remember_queue(queue)
-            queue_calls = self._enqueue_calls(queue, jobs, 1000, None)
+            queue_calls = self._enqueue_calls(queue, jobs, 1000, None, sharded)
             spans[queue] = (len(calls), len(calls) + len(queue_calls))
             calls += queue_calls
         replies = await self.scripts.run_many(calls)
@@ -124,7 +125,7 @@ class Producing(GatewayBase):
         return [next(written[queue]) for queue, _ in batch]
 
     def _enqueue_calls(
-        self, queue: str, jobs: Sequence[NewJob], chunk: int, fence: Fence | None
+        self, queue: str, jobs: Sequence[NewJob], chunk: int, fence: Fence | None, sharded: bool
     ) -> list[Call[list[Written]]]:
         qk = self.keys.queue(queue)
         now = self.now_ms()
@@ -143,7 +144,7 @@ class Producing(GatewayBase):
                 job_prefix=qk.job_prefix,
                 idem_prefix=qk.idem_prefix,
                 now_ms=now,
-                wake_channel=self.keys.wake_channel,
+                wake_channel=qk.wake_channel,
                 queue=queue,
                 fence_token=fence.token if fence else "",
                 fence_schedule=fence.schedule if fence else "",
@@ -155,6 +156,7 @@ class Producing(GatewayBase):
                 idempotency_key=shared.idempotency_key,
                 idempotency_ttl_ms=shared.idempotency_ttl_ms,
                 tick_ms=shared.tick_ms,
+                sharded=sharded,
                 jobs=pairs,
             )
 

@@ -14,6 +14,7 @@ from engine.core.errors import JobFailed, JobNotFound, JobRunning, ScriptCode
 from engine.core.model import FINAL_STATUSES, JobInfo, Status, json_decoder
 
 if TYPE_CHECKING:
+    from engine.broker.connection import Subscriber
     from engine.broker.gateway import Gateway, Retention
 
 R = TypeVar("R")
@@ -25,11 +26,12 @@ RECHECK_INTERVAL_S = 5.0
 
 
 class Notifier:
-    """One shared pub/sub connection; waiters get an :class:`anyio.Event` per channel."""
+    """One shared subscriber (sharded where the server has it: one connection per node of a
+    cluster); waiters get an :class:`anyio.Event` per channel."""
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
-        self._pubsub: Any = None
+        self._subscriber: Subscriber | None = None
         self._waiters: dict[str, set[anyio.Event]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._lock = anyio.Lock()
@@ -40,9 +42,9 @@ class Notifier:
             waiters = self._waiters.setdefault(channel, set())
             waiters.add(event)
             if len(waiters) == 1:
-                if self._pubsub is None:
-                    self._pubsub = self._gateway.subscriber()
-                await self._pubsub.subscribe(channel)
+                if self._subscriber is None:
+                    self._subscriber = self._gateway.subscriber()
+                await self._subscriber.subscribe(channel)
             if self._reader is None or self._reader.done():
                 self._reader = asyncio.get_running_loop().create_task(self._read())
         return event
@@ -55,14 +57,18 @@ class Notifier:
             waiters.discard(event)
             if not waiters:
                 del self._waiters[channel]
-                with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.unsubscribe(channel)
+                if self._subscriber is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._subscriber.unsubscribe(channel)
 
     async def _read(self) -> None:
+        subscriber = self._subscriber
+        if subscriber is None:
+            return
         try:
             while self._waiters:
-                message = await self._pubsub.get_message(timeout=1.0)
-                if message and message.get("type") == "message":
+                message = await subscriber.get_message(timeout=1.0)
+                if message is not None:
                     for event in self._waiters.get(message["channel"], ()):
                         event.set()
         except (RedisError, OSError) as exc:
@@ -71,20 +77,21 @@ class Notifier:
             for waiters in self._waiters.values():
                 for event in waiters:
                     event.set()
-            pubsub, self._pubsub = self._pubsub, None
+            if self._subscriber is subscriber:
+                self._subscriber = None
             self._waiters.clear()
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await subscriber.aclose()
 
     async def close(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(BaseException):
                 await self._reader
-        if self._pubsub is not None:
+        if self._subscriber is not None:
             with contextlib.suppress(Exception):
-                await self._pubsub.aclose()
-        self._pubsub = None
+                await self._subscriber.aclose()
+        self._subscriber = None
         self._waiters.clear()
 
 
@@ -152,7 +159,11 @@ class Job(Generic[R]):
         """
         gateway = self._engine.gateway
         notifier = self._engine.notifier
-        channel = gateway.keys.done_channel(self.id)
+        # The notification comes on the queue's channel: find the queue first.
+        queue = await self._queue()
+        if queue is None:
+            raise JobNotFound(f"no job with id {self.id!r}")
+        channel = gateway.keys.queue(queue).done_channel(self.id)
         deadline = None if timeout is None else anyio.current_time() + timeout
         while True:
             event = await notifier.subscribe(channel)

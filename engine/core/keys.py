@@ -111,6 +111,23 @@ class QueueKeys:
     def idem_prefix(self) -> str:
         return self.prefix + "idem:"
 
+    # Pub/sub channels under the queue's hash tag, so a script publishes in its own slot and,
+    # in a cluster, SPUBLISH reaches only the node (and replicas) of that slot.
+
+    @property
+    def wake_channel(self) -> str:
+        """Tells this queue's promoters a delayed job was added (maybe due earlier)."""
+        return self.prefix + "wake"
+
+    @property
+    def cancel_channel(self) -> str:
+        """On which the cancellation of one of this queue's running jobs is requested."""
+        return self.prefix + "cancel"
+
+    def done_channel(self, job_id: str) -> str:
+        """Announces a job's final status; ``done_channel("")`` is the scripts' prefix."""
+        return self.prefix + "done:" + job_id
+
 
 @dataclass(frozen=True, slots=True)
 class Keys:
@@ -142,21 +159,12 @@ class Keys:
 
     @property
     def workers(self) -> str:
-        """Hash worker id -> JSON heartbeat."""
+        """Zset worker id -> when it was last seen (s, the worker's clock): who may be alive."""
         return f"{self.namespace}:workers"
 
-    @property
-    def wake_channel(self) -> str:
-        """Pub/sub channel telling promoters a delayed job was added (maybe due earlier)."""
-        return f"{self.namespace}:wake"
-
-    @property
-    def cancel_channel(self) -> str:
-        """Pub/sub channel on which a running job's cancellation is requested."""
-        return f"{self.namespace}:cancel"
-
-    def done_channel(self, job_id: str) -> str:
-        return f"{self.namespace}:done:{job_id}"
+    def worker(self, worker_id: str) -> str:
+        """A worker's latest heartbeat (JSON), expiring by itself when it stops beating."""
+        return f"{self.namespace}:worker:{worker_id}"
 
     def revoked_session(self, session_id: str) -> str:
         """Exists while a logged-out dashboard session must be refused (expires with it)."""

@@ -25,7 +25,8 @@ async def workers(engine: Runtime, alive_within: float = ALIVE_WITHIN_S) -> list
     gateway = await engine.ready()
     out: list[WorkerBeat] = []
     now = engine.clock.time()
-    for raw in (await gateway.beats()).values():
+    # Only the workers the zset says were seen in the window: a dead one costs no read.
+    for raw in (await gateway.beats(since=now - alive_within)).values():
         try:
             beat = msgspec.json.decode(raw, type=WorkerBeat)
         except (msgspec.DecodeError, msgspec.ValidationError):

@@ -224,7 +224,7 @@ class Worker:
             clock,
             on_recorded=None if self.max_jobs is None else self._check_max_jobs,
         )
-        listener = Listener(gateway, promoter.poke, self._executor.cancel, clock)
+        listener = Listener(gateway, self.queues, promoter.poke, self._executor.cancel, clock)
         heartbeat = Heartbeat(gateway, self._describe, clock)
         self._started_at = clock.time()
         self._log.info("worker started", queues=self._queue_names(), concurrency=self.concurrency)

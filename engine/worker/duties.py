@@ -156,10 +156,13 @@ class Reclaimer:
 
 
 class Heartbeat:
-    """Publishes this worker's :class:`WorkerBeat`; forgets workers silent for long."""
+    """Publishes this worker's :class:`WorkerBeat` (a key of its own that expires unless
+    renewed, and its last-seen time in the workers zset) and sweeps the zset of workers
+    silent for long (one ZREMRANGEBYSCORE: no worker reads the others' beats)."""
 
     INTERVAL_S = 5.0
-    # A worker unseen for this long is gone (SIGKILLed, machine lost): drop its entry.
+    # A worker unseen for this long is gone (SIGKILLed, machine lost): drop its zset entry
+    # (its key expired long before). Generous, so a worker whose clock lags is not swept.
     FORGET_AFTER_S = 600.0
 
     def __init__(self, gateway: Gateway, describe: Callable[[], WorkerBeat], clock: Clock) -> None:
@@ -169,53 +172,49 @@ class Heartbeat:
 
     async def run_once(self) -> float:
         beat = self.describe()
-        await self.gateway.write_beat(beat.id, msgspec.json.encode(beat))
-        forget_before = self.clock.time() - self.FORGET_AFTER_S
-        stale = [
-            worker_id
-            for worker_id, raw in (await self.gateway.beats()).items()
-            if _seen_at(raw) < forget_before
-        ]
-        await self.gateway.forget_beats(*stale)
+        await self.gateway.write_beat(beat.id, msgspec.json.encode(beat), seen_at=beat.seen_at)
+        await self.gateway.forget_beats_before(self.clock.time() - self.FORGET_AFTER_S)
         return self.INTERVAL_S
 
     async def forget(self, worker_id: str) -> None:
         await self.gateway.forget_beats(worker_id)
 
 
-def _seen_at(raw: str) -> float:
-    try:
-        return msgspec.json.decode(raw, type=WorkerBeat).seen_at
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return 0.0
-
-
 class Listener:
-    """One pub/sub connection: promoter wake-ups and cancel requests for running jobs."""
+    """One subscriber on the wake-up and cancel channels of each of this worker's queues:
+    promoter wake-ups and cancel requests for running jobs."""
 
     def __init__(
-        self, gateway: Gateway, on_wake: Callable[[], None], on_cancel: Callable[[str], Any], clock: Clock
+        self,
+        gateway: Gateway,
+        queues: Sequence[str],
+        on_wake: Callable[[], None],
+        on_cancel: Callable[[str], Any],
+        clock: Clock,
     ) -> None:
         self.gateway = gateway
+        self.queues = list(queues)
         self.on_wake = on_wake
         self.on_cancel = on_cancel
         self.clock = clock
 
     async def run(self, worker_id: str) -> None:
-        keys = self.gateway.keys
+        queues = [self.gateway.keys.queue(queue) for queue in self.queues]
+        cancel_channels = {qk.cancel_channel for qk in queues}
+        channels = [channel for qk in queues for channel in (qk.wake_channel, qk.cancel_channel)]
         failures = 0
         while True:
-            pubsub = self.gateway.subscriber()
+            subscriber = self.gateway.subscriber()
             try:
-                await pubsub.subscribe(keys.wake_channel, keys.cancel_channel)
+                await subscriber.subscribe(*channels)
                 # Messages sent while disconnected are lost: catch up on due jobs now.
                 self.on_wake()
                 failures = 0
                 while True:
-                    message = await pubsub.get_message(timeout=30.0)
+                    message = await subscriber.get_message(timeout=30.0)
                     if message is None:
                         continue
-                    if message["channel"] == keys.cancel_channel:
+                    if message["channel"] in cancel_channels:
                         self.on_cancel(message["data"])
                     else:
                         self.on_wake()
@@ -230,4 +229,4 @@ class Listener:
             finally:
                 with anyio.CancelScope(shield=True):
                     with contextlib.suppress(RedisError, OSError):
-                        await pubsub.aclose()
+                        await subscriber.aclose()

@@ -38,7 +38,7 @@ def enqueue_call(
         job_prefix=qk.job_prefix,
         idem_prefix=qk.idem_prefix,
         now_ms=gw.now_ms() if now_ms is None else now_ms,
-        wake_channel=gw.keys.wake_channel,
+        wake_channel=qk.wake_channel,
         queue=queue,
         fence_token=fence.token if fence else "",
         fence_schedule=fence.schedule if fence else "",
@@ -50,6 +50,7 @@ def enqueue_call(
         idempotency_key=first.idempotency_key,
         idempotency_ttl_ms=first.idempotency_ttl_ms,
         tick_ms=first.tick_ms,
+        sharded=bool(gw.sharded),
         jobs=[(j.id, j.payload) for j in jobs],
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from engine.broker.gateway import Gateway
 from engine.broker.scripts import bindings
 from engine.broker.scripts.runner import Call
@@ -21,9 +23,10 @@ def cancel_call(gateway: Gateway, job_id: str, retention_ms: int = 0) -> Call[Sc
         job_id=job_id,
         now_ms=gateway.now_ms(),
         retention_ms=retention_ms,
-        done_channel_prefix=gateway.keys.done_channel(""),
-        cancel_channel=gateway.keys.cancel_channel,
+        done_channel_prefix=qk.done_channel(""),
+        cancel_channel=qk.cancel_channel,
         queue=Q,
+        sharded=bool(gateway.sharded),
     )
 
 
@@ -47,12 +50,15 @@ async def test_a_delayed_job_leaves_the_delayed_set(gateway: Gateway) -> None:
     assert await gateway.redis.zcard(qk.delayed) == 0
 
 
-async def test_a_running_job_gets_a_cancel_request(gateway: Gateway) -> None:
+@pytest.mark.parametrize("sharded", [True, False], ids=["spublish", "publish"])
+async def test_a_running_job_gets_a_cancel_request(gateway: Gateway, sharded: bool) -> None:
+    """On the queue's cancel channel, by SPUBLISH (Redis >= 7.0, Valkey) or PUBLISH (6.2)."""
+    gateway.sharded = sharded  # the subscriber and the script's flag follow it
     qk = gateway.keys.queue(Q)
     await waiting(gateway, "a")
     await gateway.fetch([Q], "w1", 10)
     async with gateway.subscriber() as pubsub:
-        await pubsub.subscribe(gateway.keys.cancel_channel)
+        await pubsub.subscribe(qk.cancel_channel)
         assert await gateway.scripts.run(cancel_call(gateway, "a")) is ScriptCode.CANCEL_REQUESTED
         message = None
         for _ in range(50):  # the first reply is the subscription's, which the subscriber hides

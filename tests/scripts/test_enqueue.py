@@ -88,3 +88,21 @@ async def test_the_gateway_raises_the_fence_reason_too(gateway: Gateway) -> None
     with pytest.raises(FenceRejected) as rejected:
         await gateway.enqueue(Q, [job("c")], fence=Fence("me", "s", 1000))
     assert rejected.value.reason is ScriptCode.FENCED
+
+
+@pytest.mark.parametrize("sharded", [True, False], ids=["spublish", "publish"])
+async def test_a_delayed_job_wakes_the_queues_promoters(gateway: Gateway, sharded: bool) -> None:
+    """On the queue's wake-up channel, by SPUBLISH or PUBLISH as the flag says."""
+    gateway.sharded = sharded
+    qk = gateway.keys.queue(Q)
+    now = gateway.now_ms()
+    async with gateway.subscriber() as subscriber:
+        await subscriber.subscribe(qk.wake_channel)
+        await gateway.scripts.run(enqueue_call(gateway, [job("later", due_ms=now + 60_000)], now_ms=now))
+        messages = []
+        for _ in range(50):
+            message = await subscriber.get_message(timeout=0.1)
+            if message is not None:
+                messages.append((message["channel"], message["data"]))
+                break
+    assert messages == [(qk.wake_channel, qk.delayed)]

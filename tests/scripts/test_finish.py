@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from engine.broker.gateway import Gateway
 from engine.broker.scripts import bindings
 from engine.broker.scripts.runner import Call
@@ -25,9 +27,10 @@ def finish_call(gateway: Gateway, outcomes: list[Outcome], retention: Retention 
         now_ms=now,
         completed_retention_ms=retention.completed_ms,
         failed_retention_ms=retention.failed_ms,
-        done_channel_prefix=gateway.keys.done_channel(""),
-        wake_channel=gateway.keys.wake_channel,
+        done_channel_prefix=qk.done_channel(""),
+        wake_channel=qk.wake_channel,
         queue=Q,
+        sharded=bool(gateway.sharded),
         outcomes=outcomes,
     )
 
@@ -89,3 +92,28 @@ async def test_the_gateway_counts_the_recorded(gateway: Gateway) -> None:
     outcome = Outcome(Q, row.entry_id, "a", "completed", "1")
     assert await gateway.finish([outcome], KEEP) == 1
     assert await gateway.finish([outcome], KEEP) == 0
+
+
+@pytest.mark.parametrize("sharded", [True, False], ids=["spublish", "publish"])
+async def test_outcomes_are_announced_on_the_queues_channels(gateway: Gateway, sharded: bool) -> None:
+    """A final outcome on the job's done channel, a retry on the wake-up channel: the queue's
+    own channels, by SPUBLISH (Redis >= 7.0, Valkey) or PUBLISH (6.2) as the flag says."""
+    gateway.sharded = sharded
+    qk = gateway.keys.queue(Q)
+    rows = await active(gateway, "ok", "again")
+    entries = {row.job_id: row.entry_id for row in rows}
+    async with gateway.subscriber() as subscriber:
+        await subscriber.subscribe(qk.done_channel("ok"), qk.wake_channel)
+        outcomes = [
+            Outcome(Q, entries["ok"], "ok", "completed", "42"),
+            Outcome(Q, entries["again"], "again", "retry", "flaky", "tb", due_ms=gateway.now_ms() + 60_000),
+        ]
+        assert await gateway.scripts.run(finish_call(gateway, outcomes)) == [True, True]
+        got: dict[str, str] = {}
+        for _ in range(50):  # the subscription's own replies are hidden: poll a while
+            message = await subscriber.get_message(timeout=0.1)
+            if message is not None:
+                got[message["channel"]] = message["data"]
+            if len(got) == 2:
+                break
+    assert got == {qk.done_channel("ok"): "completed", qk.wake_channel: qk.delayed}

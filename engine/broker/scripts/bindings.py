@@ -30,6 +30,11 @@ def _code(reply: Any) -> ScriptCode:
     return ScriptCode(int(reply))
 
 
+def _flag(sharded: bool) -> str:
+    """The scripts' publish flag: "1" SPUBLISH (sharded pub/sub), "0" PUBLISH."""
+    return "1" if sharded else "0"
+
+
 class StartRow(NamedTuple):
     """One entry in ``start.lua``'s reply: ``run`` False when it was skipped (cancelled,
     finished, or poison moved to the DLQ), and then the fields after it are empty."""
@@ -90,17 +95,19 @@ def enqueue(
     idempotency_key: str | None = None,
     idempotency_ttl_ms: int = 0,
     tick_ms: int | None = None,
+    sharded: bool,
     jobs: Sequence[tuple[str, bytes | str]],
 ) -> Call[list[tuple[str, bool]]]:
     """Write jobs (id, payload) of one task and options; (job id, added) per job, the id
     being the existing job's when its idempotency key or id was taken. With a fence token,
     :class:`FenceRejected` (FENCED, FIRED) and nothing written unless the caller holds the
-    leader lock and the tick is newer than the schedule's last."""
+    leader lock and the tick is newer than the schedule's last. ``sharded``: publish the
+    wake-up with SPUBLISH (Redis >= 7.0, Valkey), else PUBLISH."""
     keys = [stream, delayed, stats, outbox, joblog_flag, cron_leader, cron_last, outbox_extra]
     args: list[Any] = [job_prefix, idem_prefix, now_ms, wake_channel, queue]
     args += [fence_token, fence_schedule, fence_tick_ms, task, due_ms]
     args += ["" if timeout is None else repr(timeout), _text(max_attempts), idempotency_key or ""]
-    args += [idempotency_ttl_ms, _text(tick_ms)]
+    args += [idempotency_ttl_ms, _text(tick_ms), _flag(sharded)]
     for job_id, payload in jobs:
         args += (job_id, payload)
     return Call("enqueue", keys, args, _written)
@@ -158,14 +165,16 @@ def finish(
     done_channel_prefix: str,
     wake_channel: str,
     queue: str,
+    sharded: bool,
     outcomes: Sequence[Outcome],
 ) -> Call[list[bool]]:
     """Record outcomes and acknowledge their entries; per outcome, whether it was recorded
-    (False: its entry was no longer pending, another worker's outcome won)."""
+    (False: its entry was no longer pending, another worker's outcome won). ``sharded``:
+    publish with SPUBLISH, else PUBLISH."""
     keys = [stream, delayed, dlq, stats, outbox, joblog_flag, throughput, outbox_extra]
     args = [job_prefix, group, now_ms, completed_retention_ms, failed_retention_ms]
     packed = _msgpack([value for outcome in outcomes for value in outcome.argv()])
-    args += [done_channel_prefix, wake_channel, queue, packed]
+    args += [done_channel_prefix, wake_channel, queue, _flag(sharded), packed]
     return Call("finish", keys, args, lambda reply: [flag == 1 for flag in reply])
 
 
@@ -227,10 +236,13 @@ def cancel(
     done_channel_prefix: str,
     cancel_channel: str,
     queue: str,
+    sharded: bool,
 ) -> Call[ScriptCode]:
-    """DONE, CANCEL_REQUESTED (running: its worker stops it), ALREADY_FINISHED or NO_SUCH_JOB."""
+    """DONE, CANCEL_REQUESTED (running: its worker stops it), ALREADY_FINISHED or NO_SUCH_JOB.
+    ``sharded``: publish with SPUBLISH, else PUBLISH."""
     keys = [stream, delayed, stats, outbox, joblog_flag]
     args = [job_prefix, job_id, now_ms, retention_ms, done_channel_prefix, cancel_channel, queue]
+    args += [_flag(sharded)]
     return Call("cancel", keys, args, _code)
 
 

@@ -6,17 +6,19 @@
   ARGV[1] job key prefix  ARGV[2] job id  ARGV[3] now (ms)  ARGV[4] retention (ms, 0 = keep)
   ARGV[5] notification channel prefix  ARGV[6] cancel-request channel
   ARGV[7] queue name
+  ARGV[8] "1": publish with SPUBLISH (sharded pub/sub, Redis >= 7.0), "0": PUBLISH
 
   Returns (engine.core.errors.ScriptCode) 1 DONE: cancelled, 2 CANCEL_REQUESTED: the job
   is running and its worker stops it, -4 ALREADY_FINISHED, -1 NO_SUCH_JOB.
 ]]
 local jobKey = ARGV[1] .. ARGV[2]
+local publish = ARGV[8] == "1" and "SPUBLISH" or "PUBLISH"
 local status = redis.call("HGET", jobKey, "status")
 if not status then return -1 end  -- NO_SUCH_JOB
 if status == "completed" or status == "failed" or status == "cancelled" then return -4 end  -- ALREADY_FINISHED
 if status == "active" then
   redis.call("HSET", jobKey, "status", "cancelled")
-  redis.call("PUBLISH", ARGV[6], ARGV[2])
+  redis.call(publish, ARGV[6], ARGV[2])
   return 2  -- CANCEL_REQUESTED
 end
 if status == "delayed" then redis.call("ZREM", KEYS[2], ARGV[2]) end
@@ -48,5 +50,5 @@ if redis.call("EXISTS", KEYS[5]) == 1 then
     "t", ARGV[3], "v", v, "attempts", job[2] or "0", "error", "", "finished", ARGV[3],
     "payload", job[3] or "", "created", job[4] or "")
 end
-redis.call("PUBLISH", ARGV[5] .. ARGV[2], "cancelled")
+redis.call(publish, ARGV[5] .. ARGV[2], "cancelled")
 return 1

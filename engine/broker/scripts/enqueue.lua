@@ -15,7 +15,8 @@
   ARGV[9] task  ARGV[10] due (ms, 0 = now)  ARGV[11] timeout (s or "")
   ARGV[12] max_attempts (or "")  ARGV[13] idempotency key (or "")
   ARGV[14] idempotency ttl (ms)  ARGV[15] tick of a cron job (ms or "")
-  ARGV[16..] pairs: job id, payload (JSON)
+  ARGV[16] "1": publish with SPUBLISH (sharded pub/sub, Redis >= 7.0), "0": PUBLISH
+  ARGV[17..] pairs: job id, payload (JSON)
 
   Returns a flat array: for each job, its id (the first job's id when the idempotency key
   was already taken, or when a job with that id exists) and 1 if it was added, 0 if not.
@@ -55,7 +56,7 @@ local out = {}
 local added = 0
 -- The job-log events of the batch: one outbox entry for all of them (see finish.lua).
 local events = {}
-for b = 16, #ARGV, 2 do
+for b = 17, #ARGV, 2 do
   local id, payload = ARGV[b], ARGV[b + 1]
   local jobKey = jobPrefix .. id
   local existing = false
@@ -99,5 +100,7 @@ if #events > 0 then
   if #events > 1 then redis.call("INCRBY", KEYS[8], #events - 1) end
 end
 if added > 0 then redis.call("HINCRBY", KEYS[3], "enqueued", added) end
-if added > 0 and status == "delayed" then redis.call("PUBLISH", ARGV[4], KEYS[2]) end
+if added > 0 and status == "delayed" then
+  redis.call(ARGV[16] == "1" and "SPUBLISH" or "PUBLISH", ARGV[4], KEYS[2])
+end
 return out

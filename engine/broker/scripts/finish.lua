@@ -11,7 +11,8 @@
   ARGV[4] completed retention (ms, 0 = keep)  ARGV[5] failed retention (ms, 0 = keep)
   ARGV[6] notification channel prefix  ARGV[7] promoter wake-up channel
   ARGV[8] queue name
-  ARGV[9] the outcomes, one MessagePack array of 7 values per outcome (one argument
+  ARGV[9] "1": publish with SPUBLISH (sharded pub/sub, Redis >= 7.0), "0": PUBLISH
+  ARGV[10] the outcomes, one MessagePack array of 7 values per outcome (one argument
           instead of thousands: packing those was a tenth of a worker's time): entry id,
           job id, kind, value, traceback, due (ms), run time of the attempt (ms, for the
           duration histogram)
@@ -27,6 +28,7 @@ local now = string.format("%.0f", clock[1] * 1000 + math.floor(clock[2] / 1000))
 local jobPrefix, group = ARGV[1], ARGV[2]
 local keepDone, keepFailed = tonumber(ARGV[4]), tonumber(ARGV[5])
 local channel = ARGV[6]
+local publish = ARGV[9] == "1" and "SPUBLISH" or "PUBLISH"
 local out = {}
 local retried = false
 -- Counters are summed over the batch and written once: HINCRBY per job is what costs.
@@ -78,7 +80,7 @@ local function expire(jobKey, ms)
   redis.call("PEXPIRE", jobKey .. ":logs", ms)
 end
 
-local outcomes = cmsgpack.unpack(ARGV[9])
+local outcomes = cmsgpack.unpack(ARGV[10])
 for i = 1, #outcomes, 7 do
   local entry, id, kind, value, tb = outcomes[i], outcomes[i + 1], outcomes[i + 2],
     outcomes[i + 3], outcomes[i + 4]
@@ -110,7 +112,7 @@ for i = 1, #outcomes, 7 do
       event(jobKey, id, "completed", value, nil, nil, nil, now)
       if keepDone > 0 then expire(jobKey, keepDone) end
       counts.completed = counts.completed + 1
-      redis.call("PUBLISH", channel .. id, "completed")
+      redis.call(publish, channel .. id, "completed")
     elseif kind == "retry" then
       redis.call("HSET", jobKey, "status", "delayed", "error", value, "traceback", tb, "due", due)
       redis.call("ZADD", KEYS[2], due, id)
@@ -129,14 +131,14 @@ for i = 1, #outcomes, 7 do
       event(jobKey, id, "failed", nil, value, tb, nil, now)
       if keepFailed > 0 then expire(jobKey, keepFailed) end
       counts.failed = counts.failed + 1
-      redis.call("PUBLISH", channel .. id, "failed")
+      redis.call(publish, channel .. id, "failed")
     else
       redis.call("HSET", jobKey, "status", "cancelled", "finished", now)
       if value ~= "" then redis.call("HSET", jobKey, "error", value) end
       event(jobKey, id, "cancelled", nil, value, nil, nil, now)
       if keepDone > 0 then expire(jobKey, keepDone) end
       counts.cancelled = counts.cancelled + 1
-      redis.call("PUBLISH", channel .. id, "cancelled")
+      redis.call(publish, channel .. id, "cancelled")
     end
     out[#out + 1] = 1
   end
@@ -156,5 +158,5 @@ if counts.completed + counts.failed > 0 then
   redis.call("EXPIRE", KEYS[7], 7200)
 end
 -- Promoters sleep until the next due time; tell them an earlier one may exist now.
-if retried then redis.call("PUBLISH", ARGV[7], KEYS[2]) end
+if retried then redis.call(publish, ARGV[7], KEYS[2]) end
 return out
