@@ -50,12 +50,15 @@ class Promoter:
     async def run_once(self) -> int | None:
         """Promote everything due; returns the next due time (ms since the epoch) or None."""
         next_due: int | None = None
-        for queue in self.queues:
-            moved, due = await self.gateway.promote(queue, PROMOTE_BATCH)
-            while moved >= PROMOTE_BATCH:  # a backlog: drain it before sleeping
-                moved, due = await self.gateway.promote(queue, PROMOTE_BATCH)
-            if due is not None and (next_due is None or due < next_due):
-                next_due = due
+        queues = self.queues
+        while queues:
+            backlogged = []
+            for queue, (moved, due) in (await self.gateway.promote(queues, PROMOTE_BATCH)).items():
+                if moved >= PROMOTE_BATCH:  # a backlog: drain it before sleeping
+                    backlogged.append(queue)
+                elif due is not None and (next_due is None or due < next_due):
+                    next_due = due
+            queues = backlogged
         return next_due
 
     async def run(self, worker_id: str) -> None:
