@@ -87,6 +87,8 @@ def encode_payload(spec: TaskSpec, args: Sequence[Any], kwargs: Mapping[str, Any
             f"task {spec.name!r}: arguments nest deeper than {MAX_PAYLOAD_DEPTH} levels of lists, "
             "dicts or objects; flatten them or store the data elsewhere and pass a reference"
         )
+    if spec.shape is not None:
+        spec.shape.check(spec.name, args, kwargs)
     try:
         data = json_encoder.encode(Payload(args=list(args), kwargs=dict(kwargs)))
     except (TypeError, msgspec.EncodeError, OverflowError, RecursionError, UnicodeEncodeError) as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, overload
 
 import anyio
 
@@ -13,6 +13,7 @@ from engine.broker.gateway import Gateway, Retention, check_redis_url
 from engine.client.dlq import DeadLetters
 from engine.client.handle import Job, Notifier
 from engine.client.tasks import DEFAULT, Calls, NamedCall, Task, make_task, spec_from_announcement
+from engine.context import JobContext
 from engine.core.backoff import Backoff
 from engine.core.clock import SYSTEM_CLOCK, Clock
 from engine.core.errors import ConfigurationError, UnknownTaskError
@@ -31,10 +32,25 @@ if TYPE_CHECKING:
 
     from engine.worker import Worker
 
+P = ParamSpec("P")
 R = TypeVar("R")
 ENQUEUE_CHUNK = 1000
 """Jobs per script call of a bulk enqueue (one call runs atomically on one partition)."""
 _UNSET: Any = DEFAULT
+
+
+class TaskDecorator(Protocol):
+    """What ``@app.task(...)`` and ``@app.cron(...)`` return: it types the task like
+    ``@app.task`` does."""
+
+    @overload
+    def __call__(self, fn: Callable[Concatenate[JobContext, P], Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[Concatenate[JobContext, P], R], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
 
 class Engine:
@@ -95,7 +111,7 @@ class Engine:
             history_retention_s=history_retention,
             failed_history_retention_s=failed_history_retention,
         )
-        self.tasks: dict[str, Task[Any]] = {}
+        self.tasks: dict[str, Task[..., Any]] = {}
         self.schedules: dict[str, Schedule] = {}
         self._joblog: JobLog | None = None
         self._logged_queues: set[str] = set()
@@ -146,10 +162,16 @@ class Engine:
         self.layout.declare(name, partitions)
         self._layout_checked = False
 
+    # The forms: async or sync, taking the JobContext first or not; Task[P, R] keeps the
+    # parameters after the context (P) and the result (R) for enqueue and job.result().
     @overload
-    def task(self, fn: Callable[..., Awaitable[R]], /) -> Task[R]: ...
+    def task(self, fn: Callable[Concatenate[JobContext, P], Awaitable[R]], /) -> Task[P, R]: ...
     @overload
-    def task(self, fn: Callable[..., R], /) -> Task[R]: ...
+    def task(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[Concatenate[JobContext, P], R], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
     @overload
     def task(
         self,
@@ -161,7 +183,7 @@ class Engine:
         timeout: float = ...,
         max_attempts: int | None = None,
         backoff: Backoff | None = None,
-    ) -> Callable[[Callable[..., Any]], Task[Any]]: ...
+    ) -> TaskDecorator: ...
 
     def task(
         self,
@@ -179,8 +201,8 @@ class Engine:
         ``timeout`` is mandatory in effect: omit it for the engine default; None is refused.
         """
 
-        def register(func: Callable[..., Any]) -> Task[Any]:
-            task: Task[Any] = make_task(
+        def register(func: Callable[..., Any]) -> Task[..., Any]:
+            task = make_task(
                 func,
                 name=name,
                 queue=queue,
@@ -211,7 +233,7 @@ class Engine:
         backoff: Backoff | None = None,
         misfire: str = "latest",
         catch_up: float = 3600.0,
-    ) -> Callable[[Callable[..., Any]], Task[Any]]:
+    ) -> TaskDecorator:
         """Run a task on a cron schedule, exactly once per tick however many workers run.
 
         ``expr`` has 5 fields, or 6 with seconds last; ``tz`` is an IANA zone. The job is an
@@ -224,7 +246,7 @@ class Engine:
         check_expression(expr, label)
         check_zone(tz, label)
 
-        def register(func: Callable[..., Any]) -> Task[Any]:
+        def register(func: Callable[..., Any]) -> Task[..., Any]:
             task = self.task(
                 name=name, queue=queue, timeout=timeout, max_attempts=max_attempts, backoff=backoff
             )(func)
@@ -235,7 +257,7 @@ class Engine:
                 raise
             return task
 
-        return register
+        return cast(TaskDecorator, register)
 
     # -- connection -------------------------------------------------------------------------
 
@@ -402,10 +424,12 @@ class Engine:
             job = jobs[0]
             target = layout.route(queue, job.idempotency_key or options.job_id or options.partition_key)
             job_id, _added = await gateway.enqueue_one(target, job)
-            return [Job(self, job_id, target)]
+            return [Job(self, job_id, target, spec.shape)]
         if layout.count(queue) == 1 or options.partition_key is not None:
             target = layout.route(queue, options.partition_key)
-            return [Job(self, job_id, target) for job_id, _ in await gateway.enqueue(target, jobs)]
+            return [
+                Job(self, job_id, target, spec.shape) for job_id, _ in await gateway.enqueue(target, jobs)
+            ]
         # Round robin a chunk at a time: each chunk stays one script call on one partition.
         per_target: dict[str, list[int]] = {}
         for start in range(0, len(jobs), ENQUEUE_CHUNK):
@@ -417,7 +441,7 @@ class Engine:
         async def send(target: str, indexes: list[int]) -> None:
             written = await gateway.enqueue(target, [jobs[i] for i in indexes], chunk=ENQUEUE_CHUNK)
             for i, (job_id, _) in zip(indexes, written, strict=True):
-                handles[i] = Job(self, job_id, target)
+                handles[i] = Job(self, job_id, target, spec.shape)
 
         async with anyio.create_task_group() as group:
             for target, indexes in per_target.items():

@@ -16,6 +16,7 @@ from engine.core.model import FINAL_STATUSES, JobInfo, Status, json_decoder
 if TYPE_CHECKING:
     from engine.broker.connection import Subscriber
     from engine.broker.gateway import Gateway, Retention
+    from engine.core.wiretypes import Shape
 
 R = TypeVar("R")
 log = structlog.get_logger("engine")
@@ -111,12 +112,15 @@ class JobSource(Protocol):
 class Job(Generic[R]):
     """A handle on one job: cheap to make, reads its state from Redis on demand."""
 
-    __slots__ = ("_engine", "id", "queue")
+    __slots__ = ("_engine", "_shape", "id", "queue")
 
-    def __init__(self, engine: JobSource, job_id: str, queue: str | None = None) -> None:
+    def __init__(
+        self, engine: JobSource, job_id: str, queue: str | None = None, shape: Shape | None = None
+    ) -> None:
         self._engine = engine
         self.id = job_id
         self.queue = queue
+        self._shape = shape  # the task's types: results come back as its return type
 
     def __repr__(self) -> str:
         return f"Job(id={self.id!r}, queue={self.queue!r})"
@@ -190,7 +194,8 @@ class Job(Generic[R]):
     def _final(self, status: Status, h: dict[str, str]) -> R:
         if status == Status.COMPLETED:
             raw = h.get("result")
-            return cast(R, json_decoder.decode(raw) if raw else None)
+            value = json_decoder.decode(raw) if raw else None
+            return cast(R, value if self._shape is None else self._shape.result(value))
         raise JobFailed(self.id, status.value, h.get("error"))
 
     async def cancel(self) -> bool:

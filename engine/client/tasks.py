@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
@@ -19,8 +19,10 @@ from engine.core.keys import check_name
 from engine.core.limits import check_attempts, check_timeout
 from engine.core.settings import Settings
 from engine.core.taskdef import TaskAnnouncement, task_signature
+from engine.core.wiretypes import Shape
 from engine.producer import Options, TaskSpec
 
+P = ParamSpec("P")
 R = TypeVar("R")
 
 Calls = Sequence[tuple[Sequence[Any], dict[str, Any]]]
@@ -40,19 +42,19 @@ Resolve = Callable[[str], Awaitable[TaskSpec]]
 """A task's spec by name (the app's own task, or one a worker announced)."""
 
 
-class TaskCall(Generic[R]):
+class TaskCall(Generic[P, R]):
     """A task with per-enqueue options bound (``task.with_options(...)``)."""
 
     __slots__ = ("_options", "task")
 
-    def __init__(self, task: Task[R], options: Options) -> None:
+    def __init__(self, task: Task[P, R], options: Options) -> None:
         self.task = task
         self._options = options
 
-    def with_options(self, **options: Any) -> TaskCall[R]:
+    def with_options(self, **options: Any) -> TaskCall[P, R]:
         return TaskCall(self.task, self._options.merged(**options))
 
-    async def enqueue(self, *args: Any, **kwargs: Any) -> Job[R]:
+    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         return (await self.task.submit(self.task.spec, [(args, kwargs)], self._options))[0]
 
     async def enqueue_many(self, calls: Iterable[Any]) -> list[Job[R]]:
@@ -82,8 +84,12 @@ class NamedCall:
         return await self._submit(spec, normalise_calls(calls), self._options)
 
 
-class Task(Generic[R]):
-    """A function registered with ``@app.task``; call ``enqueue`` to run it in a worker."""
+class Task(Generic[P, R]):
+    """A function registered with ``@app.task``; call ``enqueue`` to run it in a worker.
+
+    Typed by the function: ``enqueue`` takes its parameters (less the context) and the
+    job's ``result()`` is its return type, so a type checker catches a wrong, missing or
+    extra argument at the call."""
 
     def __init__(self, fn: Callable[..., Any], spec: TaskSpec, takes_ctx: bool, submit: Submit) -> None:
         self.submit = submit
@@ -121,12 +127,12 @@ class Task(Generic[R]):
         """Call the function directly, in this process (no queue involved)."""
         return self.fn(*args, **kwargs)
 
-    def with_options(self, **options: Any) -> TaskCall[R]:
+    def with_options(self, **options: Any) -> TaskCall[P, R]:
         """Bind options: delay, run_at, idempotency_key, idempotency_ttl, job_id, timeout,
-        max_attempts, queue."""
+        max_attempts, queue, partition_key."""
         return TaskCall(self, Options().merged(**options))
 
-    async def enqueue(self, *args: Any, **kwargs: Any) -> Job[R]:
+    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Add one job; returns its handle once it is stored (at-least-once from here on)."""
         return (await self.submit(self.spec, [(args, kwargs)], Options()))[0]
 
@@ -169,7 +175,7 @@ def make_task(
     backoff: Backoff | None,
     settings: Settings,
     submit: Submit,
-) -> Task[Any]:
+) -> Task[..., Any]:
     """What ``@app.task`` registers, every option checked (``timeout=DEFAULT``,
     ``max_attempts=None`` and ``backoff=None``: the app's defaults)."""
     if not callable(func):
@@ -188,6 +194,7 @@ def make_task(
         else check_attempts(max_attempts, what),
         backoff=backoff or settings.default_backoff,
         signature=signature,
+        shape=Shape.of(func, signature),
     )
     return Task(func, spec, takes_ctx, submit)
 
@@ -208,4 +215,5 @@ def spec_from_announcement(task_name: str, raw: bytes | str, backoff: Backoff) -
         max_attempts=ann.max_attempts,
         backoff=backoff,
         signature=ann.signature(),
+        shape=ann.shape(),
     )

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import msgspec
 
 from engine.core.backoff import Backoff
+from engine.core.wiretypes import Description, Shape, parse
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,8 @@ class TaskSpec:
     max_attempts: int
     backoff: Backoff
     signature: inspect.Signature | None = None
+    shape: Shape | None = field(default=None, compare=False)
+    """The parameters' and the result's types, to check and convert values by."""
     positional: tuple[int, int] | None = field(init=False, default=None, compare=False)
     """See :func:`_positional_range`; computed once (hashing a Signature costs per call)."""
 
@@ -96,6 +99,8 @@ class TaskAnnouncement(msgspec.Struct):
     timeout: float
     max_attempts: int
     params: list[tuple[str, int, bool]] | None = None  # (name, inspect kind, has default)
+    types: dict[str, Description] | None = None
+    """Parameter name -> its type's description (``engine.core.wiretypes``), when typed."""
 
     @classmethod
     def of(cls, task: TaskDef) -> TaskAnnouncement:
@@ -105,7 +110,22 @@ class TaskAnnouncement(msgspec.Struct):
             params = [
                 (p.name, int(p.kind), p.default is not p.empty) for p in spec.signature.parameters.values()
             ]
-        return cls(queue=spec.queue, timeout=spec.timeout, max_attempts=spec.max_attempts, params=params)
+        types = spec.shape.describe() if spec.shape is not None else None
+        return cls(
+            queue=spec.queue,
+            timeout=spec.timeout,
+            max_attempts=spec.max_attempts,
+            params=params,
+            types=types or None,
+        )
+
+    def shape(self) -> Shape | None:
+        """The parameters' types as announced (the ones this producer can check)."""
+        signature = self.signature()
+        if signature is None or not self.types:
+            return None
+        types = {name: t for name, d in self.types.items() if (t := parse(d)) is not Any}
+        return Shape.from_types(signature, types) if types else None
 
     def signature(self) -> inspect.Signature | None:
         if self.params is None:

@@ -106,6 +106,12 @@ class Executor:
             payload = payload_decoder.decode(job.payload)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             return self._dead(job, f"PayloadError: cannot decode the job's arguments: {exc}", "")
+        call_args, call_kwargs = payload.args, payload.kwargs
+        if task.spec.shape is not None:
+            try:  # a producer without the code, or of another version, may have sent anything
+                call_args, call_kwargs = task.spec.shape.convert(job.task, call_args, call_kwargs)
+            except TypeError as exc:
+                return self._dead(job, f"PayloadError: {exc}", "")
         timeout = job.timeout or task.spec.timeout
         ctx = JobContext(
             job_id=job.job_id,
@@ -120,14 +126,14 @@ class Executor:
             engine=self.engine,
             services=self.engine.gateway,
         )
-        args: list[Any] = [ctx, *payload.args] if task.takes_ctx else payload.args
+        args: list[Any] = [ctx, *call_args] if task.takes_ctx else call_args
         # One scope serves both the timeout (its deadline) and a user's cancel request
         # (cancel() below), which is told apart by being recorded first.
         scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
         self._scopes[job.job_id] = scope
         try:
             with scope:
-                result = await self._call(task, args, payload.kwargs)
+                result = await self._call(task, args, call_kwargs)
                 return Outcome(job.queue, job.entry_id, job.job_id, "completed", _encode(result).decode())
             if job.job_id in self._cancelled:
                 return Outcome(job.queue, job.entry_id, job.job_id, "cancelled", "cancelled while running")

@@ -269,7 +269,8 @@ async def test_enqueue_checks_the_signature(app: Engine) -> None:
             ({"task": "charge", "args": [1], "delay": -5}, "delay must be"),
             ({"task": "charge", "args": [1], "queue": "a b"}, "invalid queue name"),
             ({"task": "charge", "args": [1], "priority": 1}, "unknown field(s) priority"),
-            ({"task": "charge", "args": ["x" * 1_100_000]}, "over the limit"),
+            ({"task": "charge", "args": [1, "x" * 1_100_000]}, "over the limit"),
+            ({"task": "charge", "args": ["x"]}, "argument 'order' must be int, not str 'x'"),
             (["charge"], "must be a JSON object"),
         ]:
             response = await c.post("/api/jobs", json=body, headers=csrf)
