@@ -19,19 +19,11 @@ from pathlib import Path
 
 import anyio
 
+from benchmarks.support import wait_until
 from engine import Engine
 from engine.embedded import EmbeddedPostgres, EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-async def _wait(predicate, timeout: float, interval: float = 0.005):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await anyio.sleep(interval)
-    raise TimeoutError("benchmark condition not met in time")
 
 
 async def _start_worker(
@@ -93,9 +85,9 @@ async def run(url: str, jobs: int, concurrency: int) -> dict[str, float]:
             async def drained() -> bool:
                 return (await app.stats())["default"]["completed"] >= jobs
 
-            await _wait(started, 30)
+            await wait_until(started, 30, 0.005)
             t0 = time.perf_counter()
-            await _wait(drained, 600, 0.01)
+            await wait_until(drained, 600, 0.01)
             results["drain_per_s"] = jobs / (time.perf_counter() - t0)
         finally:
             proc.terminate()
@@ -125,13 +117,13 @@ async def drain_once(url: str, jobs: int, concurrency: int, database_url: str | 
             async def shipped() -> bool:
                 return await _history_count(app) >= jobs
 
-            await _wait(started, 30)
+            await wait_until(started, 30, 0.005)
             t0 = time.perf_counter()
-            await _wait(drained, 600, 0.01)
+            await wait_until(drained, 600, 0.01)
             rate = jobs / (time.perf_counter() - t0)
             caught_up = 0.0
             if database_url:
-                await _wait(shipped, 600, 0.05)
+                await wait_until(shipped, 600, 0.05)
                 caught_up = time.perf_counter() - t0
         finally:
             proc.terminate()
@@ -210,7 +202,7 @@ async def memory(url: str, jobs: int, concurrency: int) -> dict[str, float]:
                 async def drained() -> bool:
                     return (await app.stats())["default"]["completed"] >= total
 
-                await _wait(drained, 600, 0.05)
+                await wait_until(drained, 600, 0.05)
             finally:
                 proc.terminate()
                 await proc.wait()
@@ -220,7 +212,7 @@ async def memory(url: str, jobs: int, concurrency: int) -> dict[str, float]:
                 keys = [k async for k in redis.scan_iter(match=f"{namespace}:*", count=5000)]
                 return len([k for k in keys if ":tput:" not in k]) <= 4
 
-            await _wait(expired, 120, 0.2)
+            await wait_until(expired, 120, 0.2)
 
         await app._enqueue(spec, [((i,), {}) for i in range(1000)], _options())
         await drain(1000)  # warm-up: scripts compiled, tables sized

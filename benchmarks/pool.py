@@ -24,6 +24,7 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
+from benchmarks.support import wait_until
 from engine import Engine, JobContext
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,12 +72,12 @@ async def drain(url: str, processes: int | None, jobs: int, rounds: int) -> floa
     try:
         async with client:
             gateway = client.gateway
-            await _wait(lambda: _beats_at_least(client, processes or 1), 60)
+            await wait_until(lambda: _beats_at_least(client, processes or 1), 60)
             from engine.producer import Options
 
             began = time.perf_counter()
             await client._enqueue(burn.spec, [((rounds,), {}) for _ in range(jobs)], Options())
-            await _wait(lambda: _completed(client, jobs), 600, 0.02)
+            await wait_until(lambda: _completed(client, jobs), 600, 0.02)
             elapsed = time.perf_counter() - began
             await _stop(proc)
             await gateway.redis.delete(*[k async for k in gateway.redis.scan_iter(match=f"{namespace}:*")])
@@ -101,15 +102,6 @@ async def _beats_at_least(client: Engine, n: int) -> bool:
 
 async def _completed(client: Engine, n: int) -> bool:
     return int((await client.stats())["default"]["completed"]) >= n
-
-
-async def _wait(check, timeout: float, interval: float = 0.05) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await anyio.sleep(interval)
-    raise TimeoutError("benchmark condition not met in time")
 
 
 async def run(url: str, settings: list[int | None], jobs: int, rounds: int, reps: int) -> dict[str, float]:

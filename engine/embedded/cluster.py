@@ -37,15 +37,24 @@ POLL_INTERVAL = 0.05
 
 
 class EmbeddedCluster(Lifetime):
-    """A Redis/Valkey Cluster of ``masters * (1 + replicas)`` nodes on free loopback ports."""
+    """A Redis/Valkey Cluster of ``masters * (1 + replicas)`` nodes on free loopback ports.
 
-    def __init__(self, *, masters: int = 3, replicas: int = 1, binary: str | None = None) -> None:
+    ``replicas`` per master (0: masters only). ``appendonly`` (default) keeps every write in
+    an fsynced AOF, so a node killed and restarted loses nothing; ``appendonly=False`` keeps
+    data in memory only (as a standalone EmbeddedRedis does), for benchmarks: a restarted
+    node then comes back empty.
+    """
+
+    def __init__(
+        self, *, masters: int = 3, replicas: int = 1, appendonly: bool = True, binary: str | None = None
+    ) -> None:
         if masters < 3:
             raise ValueError("a cluster needs at least 3 masters")
         if replicas < 0:
             raise ValueError("replicas must be >= 0")
         self.n_masters = masters
         self.n_replicas = replicas
+        self.appendonly = appendonly
         self.binary = binary
         self.nodes: list[EmbeddedRedis] = []
         self.root: Path | None = None
@@ -100,7 +109,7 @@ class EmbeddedCluster(Lifetime):
             node = EmbeddedRedis(
                 node_dir,
                 port=free_cluster_port(used),
-                appendonly=True,
+                appendonly=self.appendonly,
                 binary=binary,
                 extra_args=self._node_args(),
             )

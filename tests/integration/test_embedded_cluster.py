@@ -68,6 +68,7 @@ def test_cluster_has_three_masters_owning_every_slot_and_three_replicas(embedded
     for port in embedded.ports:
         info = cluster_info(port)
         assert info["cluster_state"] == "ok"
+        assert command(port, "CONFIG", "GET", "appendonly") == ["appendonly", "yes"]  # the default
         assert info["cluster_known_nodes"] == "6"
         assert info["cluster_slots_assigned"] == str(SLOTS)
 
@@ -145,10 +146,13 @@ def test_sigkill_of_a_master_promotes_its_replica_and_it_rejoins(embedded: Embed
 
 
 def test_stop_leaves_no_process_behind() -> None:
-    with EmbeddedCluster(masters=3, replicas=0) as small:
+    # Masters only, in memory only (what the cluster benchmark runs).
+    with EmbeddedCluster(masters=3, replicas=0, appendonly=False) as small:
         assert len(small.nodes) == 3
         assert len(small.masters()) == 3
         assert all(cluster_info(port)["cluster_state"] == "ok" for port in small.ports)
+        for port in small.ports:
+            assert command(port, "CONFIG", "GET", "appendonly") == ["appendonly", "no"]
         pids = [node.pid for node in small.nodes]
         root = small.root
         ports = small.ports
