@@ -4,6 +4,7 @@ detection and close (URL checks: ``core/urls.py``)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -59,6 +60,15 @@ class Client:
         self.cluster = cluster
 
 
+_SALT = os.urandom(3).hex()
+
+
+def client_name() -> str:
+    """The name this process's connections give themselves (CLIENT SETNAME), so that it can
+    find its own blocked reads in CLIENT LIST (:func:`unblock_reads`)."""
+    return f"engine-{os.getpid()}-{_SALT}"
+
+
 def connect(url: str, *, connect_timeout: float = 5.0, max_connections: int = 100) -> Any:
     """A standalone client on a pool of its own (connections are opened on first use, not here).
 
@@ -77,6 +87,7 @@ def connect(url: str, *, connect_timeout: float = 5.0, max_connections: int = 10
         # Ride out a dropped connection or a quick restart (about 1.5 s at most), then
         # let the caller see the error; the worker's loops add their own backoff.
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=5),
+        client_name=client_name(),
         **_COMMON,
     )
     return aioredis.Redis.from_pool(pool)
@@ -107,6 +118,7 @@ def connect_sentinel(url: str, *, connect_timeout: float = 5.0, max_connections:
         health_check_interval=30,
         # A master demoted by the failover answers READONLY until the pool reconnects.
         retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=1.0), retries=5),
+        client_name=client_name(),
         **_COMMON,
     )
 
@@ -125,6 +137,7 @@ def connect_cluster(url: str, *, connect_timeout: float = 5.0) -> Any:
         # A failover takes the cluster a few seconds (node timeout + election): retry through
         # it, each retry refreshing the slot map, then let the caller's loops back off.
         retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=1.0), retries=5),
+        client_name=client_name(),
         **_COMMON,
     )
 
@@ -161,6 +174,40 @@ async def cluster_enabled(redis: Any) -> bool:
     """Whether the server behind a standalone client is a cluster node (INFO cluster)."""
     info = await redis.info("cluster")
     return str(info.get("cluster_enabled", "0")) == "1"
+
+
+async def unblock_reads(redis: Any) -> int:
+    """End this process's blocking XREADGROUPs now, each as if its BLOCK ran out (CLIENT
+    UNBLOCK's default: the read returns nothing and delivers nothing, so nothing is left
+    pending); how many. A stopping worker then need not wait out a second of BLOCK. 0 where
+    the server refuses CLIENT LIST/UNBLOCK (an ACL): the reads then end by themselves."""
+    mine = client_name()
+    try:
+        if is_cluster(redis):
+            per_node = await redis.client_list(target_nodes=RedisCluster.ALL_NODES)
+            lists = per_node.items() if isinstance(per_node, dict) else []
+        else:
+            lists = [(None, await redis.client_list())]
+        ended = 0
+        for node_name, clients in lists:
+            for client in clients:
+                if (
+                    client.get("name") == mine
+                    and client.get("cmd") == "xreadgroup"
+                    and "b" in client.get("flags", "")
+                ):
+                    if node_name is None:
+                        ended += bool(await redis.client_unblock(int(client["id"])))
+                    else:
+                        node = redis.get_node(node_name=node_name)
+                        ended += bool(
+                            await redis.execute_command(
+                                "CLIENT UNBLOCK", int(client["id"]), target_nodes=node
+                            )
+                        )
+        return ended
+    except ResponseError:
+        return 0
 
 
 def _version(text: object) -> tuple[int, ...]:

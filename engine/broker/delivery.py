@@ -211,6 +211,12 @@ class Delivery(GatewayBase):
         )
         return int(code is ScriptCode.DONE)
 
+    async def unblock_reads(self) -> int:
+        """End this process's blocking reads at once, delivering nothing (see
+        :func:`engine.broker.connection.unblock_reads`): how a stopping worker stops fetching
+        without waiting out BLOCK and without stranding what a cancelled read got."""
+        return await connection.unblock_reads(self.redis)
+
     async def renew(self, consumer: str, entries: dict[str, list[str]]) -> list[tuple[str, str]]:
         """Renew the leases of in-flight entries per queue; returns (queue, entry) pairs lost."""
         queues = [q for q, ids in entries.items() if ids]

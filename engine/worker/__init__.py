@@ -46,7 +46,7 @@ from engine.runtime import Runtime
 from engine.worker.completer import Completer
 from engine.worker.duties import Heartbeat, LeaseKeeper, Listener, Promoter, Reclaimer
 from engine.worker.executor import Executor
-from engine.worker.fetcher import Fetcher
+from engine.worker.fetcher import Fetcher, fetch_until_stopped
 from engine.worker.loop import forever
 from engine.worker.runners import Runners
 
@@ -139,7 +139,6 @@ class Worker:
         self._fetchers: list[Fetcher] = []
         self._completer: Completer | None = None
         self._reclaimer: Reclaimer | None = None
-        self._fetch_scope: anyio.CancelScope | None = None
         self._runners_scope: anyio.CancelScope | None = None
         self._log = log.bind(worker=self.id)
 
@@ -159,13 +158,16 @@ class Worker:
         return self._runners.busy
 
     def stop(self) -> None:
-        """Ask the worker to shut down gracefully (returns at once; ``run()`` returns later)."""
+        """Ask the worker to shut down gracefully (returns at once; ``run()`` returns later).
+
+        Fetching stops without cancelling a read in flight (what the server delivered to
+        this worker would be stranded until a reclaim): each fetch loop ends once its read
+        returns, within about a second, and hands what it got to the runners; running jobs
+        have the grace period, counted from this call, to finish."""
         if self._stopping.is_set():
             return
         self._stopping.set()
         self._runners.stop()
-        if self._fetch_scope is not None:
-            self._fetch_scope.cancel()
 
     def kill(self) -> None:
         """Stop now: running jobs are abandoned (their entries are reclaimed later)."""
@@ -284,18 +286,18 @@ class Worker:
         assert self._reclaimer is not None
         runners = self._runners
         try:
-            with anyio.CancelScope() as self._fetch_scope:
-                if self._stopping.is_set():
-                    self._fetch_scope.cancel()
-                async with anyio.create_task_group() as fetching:
-                    fetching.start_soon(forever, "reclaimer", self._reclaimer.run_once, self.id, self.clock)
-                    async with anyio.create_task_group() as loops:
-                        for fetcher in fetchers:
-                            loops.start_soon(fetcher.run)
-                    fetching.cancel_scope.cancel()
+            # Until stop(): the fetch loops and the reclaimer end after their calls in flight.
+            await fetch_until_stopped(
+                fetchers,
+                self._reclaimer.run_once,
+                self.engine.gateway.unblock_reads,
+                runners,
+                self.id,
+                self.clock,
+            )
         finally:
             runners.close()  # runners finish what is queued, then exit
-        with anyio.move_on_after(self.grace_period):
+        with anyio.move_on_after(runners.grace_left(self.grace_period)):
             await runners.drained.wait()
         if not runners.drained.is_set():
             self._log.warning(

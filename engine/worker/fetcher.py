@@ -1,9 +1,11 @@
-"""Reading entries for the runners: the fetch loop, the idle fast path, and the backlog it sees."""
+"""Reading entries for the runners: the fetch loop, the idle fast path, the backlog it sees,
+and stopping without stranding what a read in flight got."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import structlog
@@ -13,6 +15,7 @@ from engine.broker.gateway import Gateway, runnable_entry
 from engine.core.backoff import reconnect_delay
 from engine.core.clock import Clock
 from engine.core.transitions import Started
+from engine.worker.loop import forever
 from engine.worker.runners import Runners
 
 log = structlog.get_logger("engine.worker")
@@ -25,6 +28,10 @@ BLOCK_MS = 1000
 CONFIRM_TIMEOUT_S = 10.0
 # A full read this recent means the worker still runs flat out (see ``saturated``).
 BACKLOG_FRESH_S = 1.0
+# How long a stopping worker lets its calls in flight end by themselves (a blocking read
+# ends within BLOCK_MS) before it cancels them: one still running by then waits on a server
+# that does not answer (a hung or partitioned node; the client sets no socket timeout).
+STOP_TIMEOUT_S = BLOCK_MS / 1000 + 2.0
 
 Entries = list[tuple[str, str, dict[str, str]]]
 
@@ -67,11 +74,21 @@ class Fetcher:
         self.runners.hand_over(await self.gateway.start_entries(self.worker_id, entries))
 
     async def run(self) -> None:
-        """Fetch until the pool stops (or the caller cancels); never raises but for that."""
+        """Fetch until the pool stops (or the caller cancels); never raises but for that.
+
+        A stop does not cancel the read in flight: by the time the server answers a blocking
+        XREADGROUP (or start.lua's read) the entries are pending under this consumer, and a
+        reply dropped by a cancel would leave them there until a reclaim, about 1.25
+        visibility timeouts later. The loop lets the call end (within BLOCK_MS), hands what
+        it got to the runners, which run it within what is left of the grace period, and
+        then ends. (:func:`fetch_until_stopped` cancels it after STOP_TIMEOUT_S.)
+        """
         gateway, runners = self.gateway, self.runners
         failures = 0
-        while not runners.stopping:
-            await runners.wait_for_slot()
+        while True:
+            await runners.wait_for_slot()  # returns at once once the pool stops
+            if runners.stopping:
+                return
             try:
                 # COUNT applies per stream: split the free slots so the total stays near them.
                 count = max(1, (runners.concurrency - runners.busy) // self.share)
@@ -101,7 +118,7 @@ class Fetcher:
                     # pending and come back, one at a time, through the reclaimer, which
                     # buries the one at fault (Gateway.start_entries).
                     self._log.error("fetch failed; retrying", error=str(exc))
-                await _back_off(reconnect_delay(failures))
+                await _back_off(reconnect_delay(failures), runners.stop_requested)
                 continue
             except (RedisError, OSError) as exc:
                 # Entries read but not started stay pending under this worker's name and
@@ -109,13 +126,13 @@ class Fetcher:
                 failures += 1
                 delay = reconnect_delay(failures)
                 self._log.warning("redis unavailable; retrying", error=str(exc), retry_in_s=round(delay, 2))
-                await _back_off(delay)
+                await _back_off(delay, runners.stop_requested)
                 continue
             except Exception:
                 # Nothing read may take the worker down (the entries stay pending, as above).
                 failures += 1
                 self._log.exception("fetch failed unexpectedly; retrying")
-                await _back_off(reconnect_delay(failures))
+                await _back_off(reconnect_delay(failures), runners.stop_requested)
                 continue
             if failures:
                 self._log.info("redis reachable again")
@@ -152,7 +169,65 @@ class Fetcher:
         runners.hand_over([job for job in started if job.entry_id not in ready])
 
 
-async def _back_off(delay: float) -> None:
+async def fetch_until_stopped(
+    fetchers: Sequence[Fetcher],
+    reclaim: Callable[[], Awaitable[float]],
+    unblock: Callable[[], Awaitable[object]],
+    runners: Runners,
+    worker_id: str,
+    clock: Clock,
+) -> None:
+    """Run the fetch loops and the reclaimer (``reclaim``: one pass) until the runners stop.
+
+    Neither is cancelled in the middle of a call by a stop, since what such a call got
+    from the server is pending under this worker and would be stranded: the fetch loops
+    end after their read in flight (:meth:`Fetcher.run`), then the reclaimer after its pass
+    in flight, if any (a stopping pool has no free slot, so a new pass claims nothing).
+    Whatever is still running STOP_TIMEOUT_S after the stop is cancelled: it waits on a
+    server that does not answer.
+    """
+    passing = anyio.Lock()
+
+    async def reclaim_pass() -> float:
+        async with passing:
+            return await reclaim()
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as fetching:
+            fetching.start_soon(forever, "reclaimer", reclaim_pass, worker_id, clock)
+            fetching.start_soon(_cancel_when_stuck, runners, unblock, scope, worker_id)
+            async with anyio.create_task_group() as loops:
+                for fetcher in fetchers:
+                    loops.start_soon(fetcher.run)
+            async with passing:  # between passes: the reclaimer may go
+                fetching.cancel_scope.cancel()
+
+
+async def _cancel_when_stuck(
+    runners: Runners, unblock: Callable[[], Awaitable[object]], scope: anyio.CancelScope, worker_id: str
+) -> None:
+    await runners.stop_requested.wait()
+    stopped_at = runners.stopped_at
+    assert stopped_at is not None
+
+    def left() -> float:
+        return max(0.0, STOP_TIMEOUT_S - (time.monotonic() - stopped_at))
+
+    # The blocked reads return at once, empty (else within BLOCK_MS, by themselves); a server
+    # that does not answer this either is the case the deadline below is for.
+    with anyio.move_on_after(left()), contextlib.suppress(RedisError, OSError):
+        await unblock()
+    await anyio.sleep(left())
+    log.warning(
+        "fetching did not end after the stop; cancelling it (what it read is reclaimed later)",
+        worker=worker_id,
+        waited_s=STOP_TIMEOUT_S,
+    )
+    scope.cancel()
+
+
+async def _back_off(delay: float, stop: anyio.Event) -> None:
     # Real time, not the engine's clock: it waits for a real server to come back, and a
-    # test's fake clock must never stall the fetching.
-    await anyio.sleep(delay)
+    # test's fake clock must never stall the fetching. A stop ends the wait.
+    with anyio.move_on_after(delay):
+        await stop.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 import anyio
@@ -26,9 +27,13 @@ class Runners:
         self.inflight = inflight  # queue -> entries whose leases the lease keeper renews
         self.busy = 0  # entries handed over and not yet executed
         self.stopping = False
+        self.stop_requested = anyio.Event()
+        """Set by :meth:`stop`: what waits for work or backs off wakes up."""
+        self.stopped_at: float | None = None  # time.monotonic() of the stop
         self.slot_freed = anyio.Event()
         self.drained = anyio.Event()
-        """Set once a stopping pool has no job left to execute."""
+        """Set once nothing more will be handed over (:meth:`close`) and no job is left to
+        execute: a stopping pool's fetch loops may still hand over what their last reads got."""
         self._queue: deque[Started] = deque()
         self._idle: list[anyio.Event] = []
         self._closed = False
@@ -37,9 +42,10 @@ class Runners:
         return 0 if self.stopping else self.concurrency - self.busy
 
     async def wait_for_slot(self) -> None:
+        """Until a runner is free, or the pool stops (then a fetch loop ends)."""
         # Several fetch loops may wait at once (one per slot in a cluster): a fresh event
         # only replaces one already set, so no waiter is left on an event nobody sets.
-        while self.busy >= self.concurrency:
+        while self.busy >= self.concurrency and not self.stopping:
             if self.slot_freed.is_set():
                 self.slot_freed = anyio.Event()
             await self.slot_freed.wait()
@@ -61,16 +67,29 @@ class Runners:
         self.inflight[job.queue].discard(job.entry_id)
 
     def stop(self) -> None:
-        """Take no more jobs (no free slot from now on); ``drained`` follows the last one."""
+        """Take no more jobs (no free slot from now on). Fetch loops waiting for a slot or
+        backing off end; a read in flight still hands over what it got (see Fetcher.run)."""
+        if self.stopping:
+            return
         self.stopping = True
-        if self.busy == 0:
-            self.drained.set()
+        self.stopped_at = time.monotonic()
+        self.stop_requested.set()
+        self.slot_freed.set()  # wakes the fetch loops waiting for a slot
+
+    def grace_left(self, grace_period: float) -> float:
+        """Seconds left of a grace period counted from :meth:`stop` (all of it before)."""
+        if self.stopped_at is None:
+            return grace_period
+        return max(0.0, grace_period - (time.monotonic() - self.stopped_at))
 
     def close(self) -> None:
-        """Nothing more will be handed over: runners exit once the deque is empty."""
+        """Nothing more will be handed over: runners exit once the deque is empty, and
+        ``drained`` follows the last job."""
         self._closed = True
         while self._idle:
             self._idle.pop().set()
+        if self.busy == 0:
+            self.drained.set()
 
     def start(self, group: TaskGroup, send: MemoryObjectSendStream[Outcome]) -> None:
         """Start the runners in ``group``; the completer's stream ends when the last exits."""
@@ -101,7 +120,7 @@ class Runners:
                 finally:
                     self.busy -= 1
                     self.slot_freed.set()
-                    if self.busy == 0 and self.stopping:
+                    if self.busy == 0 and self._closed:
                         self.drained.set()
                 if outcome is not None:
                     send.send_nowait(outcome)

@@ -83,6 +83,9 @@ async def test_delete_a_job(app: Engine) -> None:
         async with worker_running(app):
             running = await slow.enqueue()
             await started.wait()
+            # An idle worker runs a job while its start is being recorded (the fast path):
+            # until the record lands, the job still reads as waiting and may be deleted.
+            await eventually(lambda: _status(running, Status.ACTIVE), what="start recorded")
             with pytest.raises(JobRunning):
                 await running.delete()
             await running.cancel()
