@@ -16,6 +16,8 @@ The public surface is exactly ``__all__`` (everything else is internal and may c
 Test helpers (``FakeClock``, signals, ``worker_running``) live in :mod:`engine.testing`.
 """
 
+from importlib import metadata as _metadata
+
 from engine.client.app import Engine
 from engine.client.dlq import DeadLetters
 from engine.client.handle import Job
@@ -39,6 +41,11 @@ from engine.core.model import JobInfo, Status
 from engine.core.settings import Settings
 from engine.history import HistoryPage, LogLine
 from engine.worker import Worker
+
+try:  # the installed distribution's version (pip install, also -e)
+    __version__: str = _metadata.version("engine")
+except _metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Backoff",

@@ -1,4 +1,4 @@
-"""``python -m engine <command>``: demo, stats, enqueue, migrate, prune, cron and dlq."""
+"""``python -m engine <command>``: demo, health, stats, enqueue, migrate, prune, cron and dlq."""
 
 from __future__ import annotations
 
@@ -9,89 +9,231 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from engine.cli.common import UsageError, add_common, confirm, engine_from, run
+from engine.cli import health as health_checks
+from engine.cli.common import UsageError, add_common, add_version, confirm, engine_from, prog, run
 from engine.client.app import Engine
 from engine.core.errors import ConfigurationError, EngineError
+from engine.inspector import ALIVE_WITHIN_S
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine", description="Engine command line.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog=prog("python -m engine", "engine"),
+        description="Engine command line: the demo, health probe, stats, enqueue, job-log schema and "
+        "pruning, cron schedules and dead letters. Run workers with `python -m engine.worker` "
+        "(engine-worker) and the dashboard with `python -m engine.dashboard`.",
+    )
+    add_version(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of:")
 
     demo = sub.add_parser(
         "demo",
-        help="run a self-contained demo on an embedded Valkey",
+        help="run a self-contained demo on an embedded Valkey and PostgreSQL",
         description="Start an embedded Valkey and PostgreSQL and a worker, run a mix of jobs, "
         "print a summary and stop everything it started. Ctrl-C, SIGTERM and SIGHUP stop "
         "everything too; the exit code is then 128 + the signal number (130, 143, 129), or 0 "
         "if the demo had finished (--keep, after the summary).",
     )
-    demo.add_argument("--jobs", type=int, default=500, help="jobs to enqueue (default 500)")
-    demo.add_argument("--data-dir", default=".engine-demo", help="where the embedded servers keep data")
-    demo.add_argument("--port", type=int, default=0, help="dashboard port (default: a free one)")
-    demo.add_argument("--keep", action="store_true", help="keep everything running after the summary")
-    demo.add_argument("--cluster", action="store_true", help="run on a 6-node Valkey Cluster (3 masters)")
+    demo.add_argument(
+        "--jobs", type=int, default=500, metavar="N", help="jobs to enqueue, >= 1 (default 500)"
+    )
+    demo.add_argument(
+        "--data-dir",
+        default=".engine-demo",
+        metavar="DIR",
+        help="where the embedded servers keep their data and the worker its log (default .engine-demo)",
+    )
+    demo.add_argument(
+        "--port", type=int, default=0, metavar="PORT", help="dashboard port (default 0: a free one)"
+    )
+    demo.add_argument(
+        "--keep", action="store_true", help="keep everything running after the summary, until Ctrl-C"
+    )
+    demo.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run on a 6-node Valkey Cluster (3 masters) instead of one server",
+    )
 
-    stats = sub.add_parser("stats", help="per-queue counts as JSON")
+    health = sub.add_parser(
+        "health",
+        help="probe Redis, PostgreSQL and workers for a container health check (exit 0 or 1)",
+        description="Check that Redis answers, that PostgreSQL does too when a database URL is "
+        "configured, and optionally that workers send heartbeats; print one line saying what was "
+        "checked and what failed. Exit 0 when healthy, 1 when not (also for a bad --app or URL).",
+    )
+    health.add_argument(
+        "--min-workers",
+        type=health_checks.count,
+        default=0,
+        metavar="N",
+        help="also require at least N workers of the namespace with a heartbeat in the last "
+        f"{ALIVE_WITHIN_S:g} s (default 0: workers are not checked; --cron-only and "
+        "--shipper-only workers send none)",
+    )
+    health.add_argument(
+        "--worker",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="also require a fresh heartbeat from the worker named NAME (its --name; for a "
+        "--processes pool started with --name NAME, any of its children); repeatable (default: none)",
+    )
+    health.add_argument(
+        "--timeout",
+        type=health_checks.seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="bound on the whole check, > 0; what has not answered by then fails (default 5)",
+    )
+    health.add_argument(
+        "--database-url",
+        default=None,
+        metavar="URL",
+        help="check this PostgreSQL (default: the app's database_url, else ENGINE_DATABASE_URL, "
+        "else PostgreSQL is not checked)",
+    )
+    add_common(health)
+
+    stats = sub.add_parser(
+        "stats",
+        help="per-queue counts as JSON",
+        description="Print, as JSON, per queue: waiting, active, delayed, completed, failed, dlq.",
+    )
     add_common(stats)
 
-    enqueue = sub.add_parser("enqueue", help="enqueue a job by task name; prints its id")
-    enqueue.add_argument("task")
-    enqueue.add_argument("--args", default="[]", help="JSON list of positional arguments")
-    enqueue.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
-    enqueue.add_argument("--queue", default=None, help="a queue other than the task's own")
-    enqueue.add_argument("--delay", type=float, metavar="SECONDS", help="run it this much later")
-    enqueue.add_argument("--timeout", type=float, metavar="SECONDS", help="its timeout (default: the task's)")
+    enqueue = sub.add_parser(
+        "enqueue",
+        help="enqueue a job by task name; prints its id",
+        description="Enqueue one job of a task a worker has announced (or that --app registers); "
+        "print its id. The arguments are checked against the task's signature.",
+    )
+    enqueue.add_argument("task", metavar="TASK", help="the task's name, e.g. export")
+    enqueue.add_argument(
+        "--args", default="[]", metavar="JSON", help="JSON list of positional arguments (default [])"
+    )
+    enqueue.add_argument(
+        "--kwargs", default="{}", metavar="JSON", help="JSON object of keyword arguments (default {})"
+    )
+    enqueue.add_argument(
+        "--queue",
+        default=None,
+        metavar="QUEUE",
+        help="a queue other than the task's own (default: the task's)",
+    )
+    enqueue.add_argument(
+        "--delay", type=float, metavar="SECONDS", help="run it this many seconds later (default: at once)"
+    )
+    enqueue.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="its timeout in seconds (default: the task's)"
+    )
     enqueue.add_argument("--max-attempts", type=int, metavar="N", help="its attempts (default: the task's)")
     enqueue.add_argument(
-        "--idempotency-key", default=None, metavar="KEY", help="enqueue at most once per key within its TTL"
+        "--idempotency-key",
+        default=None,
+        metavar="KEY",
+        help="enqueue at most once per key within the app's idempotency TTL (default: no key)",
     )
     add_common(enqueue)
 
-    migrate = sub.add_parser("migrate", help="create or upgrade the job-log tables in PostgreSQL")
-    migrate.add_argument("--database-url", default=None, help="overrides ENGINE_DATABASE_URL")
+    migrate = sub.add_parser(
+        "migrate",
+        help="create or upgrade the job-log tables in PostgreSQL",
+        description="Apply the job-log schema (idempotent) and print its version.",
+    )
+    migrate.add_argument(
+        "--database-url",
+        default=None,
+        metavar="URL",
+        help="postgresql:// URL (default: the app's database_url, else ENGINE_DATABASE_URL)",
+    )
     add_common(migrate)
 
-    prune = sub.add_parser("prune", help="delete old job history from PostgreSQL (in small batches)")
+    prune = sub.add_parser(
+        "prune",
+        help="delete old job history from PostgreSQL (in small batches)",
+        description="Delete old jobs and their log lines from the PostgreSQL history; print how many.",
+    )
     prune.add_argument(
         "--completed-older-than",
         type=float,
         default=None,
         metavar="DAYS",
-        help="completed and cancelled jobs older than this (default: the app's history_retention)",
+        help="completed and cancelled jobs older than this many days, >= 0 (default: the app's "
+        "history_retention, 30 days unless set)",
     )
     prune.add_argument(
         "--failed-older-than",
         type=float,
         default=None,
         metavar="DAYS",
-        help="also failed jobs older than this (default: failed jobs are kept)",
+        help="also failed jobs older than this many days, >= 0 (default: the app's "
+        "failed_history_retention; unset, failed jobs are kept)",
     )
-    prune.add_argument("--database-url", default=None, help="overrides ENGINE_DATABASE_URL")
+    prune.add_argument(
+        "--database-url",
+        default=None,
+        metavar="URL",
+        help="postgresql:// URL (default: the app's database_url, else ENGINE_DATABASE_URL)",
+    )
     add_common(prune)
 
-    cron = sub.add_parser("cron", help="cron schedules")
-    cron_sub = cron.add_subparsers(dest="action", required=True)
-    cron_list = cron_sub.add_parser("list", help="schedules with next and last run and the leader")
-    cron_list.add_argument("--json", action="store_true", help="print JSON")
+    cron = sub.add_parser("cron", help="cron schedules", description="Inspect the cron schedules.")
+    cron_sub = cron.add_subparsers(dest="action", required=True, metavar="ACTION", help="one of:")
+    cron_list = cron_sub.add_parser(
+        "list",
+        help="schedules with next and last run and the leader",
+        description="The schedules workers announced: expression, time zone, next and last run "
+        "(UTC) and the worker leading each queue's scheduler.",
+    )
+    cron_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_common(cron_list)
 
-    dlq = sub.add_parser("dlq", help="inspect, replay or purge a queue's dead letters")
-    dlq_sub = dlq.add_subparsers(dest="action", required=True)
-    dlq_list = dlq_sub.add_parser("list", help="newest dead letters first")
-    dlq_list.add_argument("--limit", type=int, default=50)
-    dlq_list.add_argument("--task", default=None, help="only this task's")
-    dlq_list.add_argument("--json", action="store_true", help="print JSON")
-    dlq_replay = dlq_sub.add_parser("replay", help="run dead-lettered jobs again")
-    dlq_replay.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+    dlq = sub.add_parser(
+        "dlq",
+        help="inspect, replay or purge a queue's dead letters",
+        description="A queue's dead letters: jobs that failed for good.",
+    )
+    dlq_sub = dlq.add_subparsers(dest="action", required=True, metavar="ACTION", help="one of:")
+    dlq_list = dlq_sub.add_parser(
+        "list", help="newest dead letters first", description="List a queue's dead letters, newest first."
+    )
+    dlq_list.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="at most N dead letters, >= 1 (default 50)"
+    )
+    dlq_list.add_argument("--task", default=None, metavar="TASK", help="only this task's (default: all)")
+    dlq_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    dlq_replay = dlq_sub.add_parser(
+        "replay",
+        help="run dead-lettered jobs again",
+        description="Put dead-lettered jobs back on their queue with fresh attempts: the JOB_IDs "
+        "given, or every one with --all (asks first).",
+    )
+    dlq_replay.add_argument(
+        "job_ids", nargs="*", metavar="JOB_ID", help="the jobs to replay (or --all, not both)"
+    )
     dlq_replay.add_argument("--all", action="store_true", help="replay every dead letter (asks first)")
-    dlq_replay.add_argument("--task", default=None, help="with --all: only this task's")
-    dlq_purge = dlq_sub.add_parser("purge", help="delete every dead letter and its job data (asks first)")
+    dlq_replay.add_argument(
+        "--task", default=None, metavar="TASK", help="with --all: only this task's (default: all)"
+    )
+    dlq_purge = dlq_sub.add_parser(
+        "purge",
+        help="delete every dead letter and its job data (asks first)",
+        description="Delete every dead letter of the queue, with the jobs' data in Redis and their "
+        "rows in the PostgreSQL history (asks first).",
+    )
     for p in (dlq_list, dlq_replay, dlq_purge):
-        p.add_argument("--queue", default="default")
+        p.add_argument(
+            "--queue",
+            default="default",
+            metavar="QUEUE",
+            help="the queue whose dead letters (default 'default')",
+        )
         add_common(p)
     for p in (dlq_replay, dlq_purge):
-        p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+        p.add_argument(
+            "--yes", "-y", action="store_true", help="do not ask for confirmation (needed without a terminal)"
+        )
     return parser
 
 
@@ -104,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.jobs < 1:
             parser.error("--jobs must be >= 1")
         return int(run_demo(args.jobs, args.data_dir, args.port, args.keep, args.cluster))
+    if args.command == "health":  # exit 0 or 1 only, whatever fails: see engine.cli.health
+        return health_checks.main(args)
     try:
         app = engine_from(args)
     except (UsageError, EngineError) as exc:

@@ -77,15 +77,47 @@ def confirm(question: str, assume_yes: bool) -> bool:
     return answer in ("y", "yes")
 
 
+def version_line() -> str:
+    """What ``--version`` prints: the installed distribution's version."""
+    from engine import __version__
+
+    return f"engine {__version__} (Python {sys.version.split()[0]})"
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--version", action="version", version=version_line(), help="print the installed version and exit"
+    )
+
+
+def prog(module_form: str, script: str) -> str:
+    """The program name for usage lines: the console script's (``engine``, ``engine-worker``)
+    when run as one, else the ``python -m`` form."""
+    return script if os.path.basename(sys.argv[0] if sys.argv else "") == script else module_form
+
+
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--app",
         metavar="MODULE:APP",
         default=None,
-        help="use this app (default: Engine() from ENGINE_REDIS_URL / ENGINE_NAMESPACE)",
+        help="use this app, e.g. myapp.jobs:app, with its URLs, namespace and tasks (default: "
+        "Engine() configured from ENGINE_REDIS_URL, ENGINE_DATABASE_URL and ENGINE_NAMESPACE)",
     )
-    parser.add_argument("--redis-url", default=None, help="overrides ENGINE_REDIS_URL")
-    parser.add_argument("--namespace", default=None, help="overrides ENGINE_NAMESPACE")
+    parser.add_argument(
+        "--redis-url",
+        metavar="URL",
+        default=None,
+        help="redis://, rediss://, unix://, valkey://, valkeys:// or redis+sentinel:// URL; ?cluster=1 "
+        "forces cluster mode (default: ENGINE_REDIS_URL, else redis://localhost:6379/0; ignored with --app)",
+    )
+    parser.add_argument(
+        "--namespace",
+        metavar="NAME",
+        default=None,
+        help="the key prefix of the app's queues (default: ENGINE_NAMESPACE, else 'engine'; "
+        "ignored with --app)",
+    )
 
 
 def engine_from(args: argparse.Namespace) -> Engine:

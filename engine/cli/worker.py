@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine import log as logsetup
-from engine.cli.common import UsageError, load_app, run, split
+from engine.cli.common import UsageError, add_version, load_app, prog, run, split
 from engine.client.app import Engine
 from engine.core.errors import EngineError
 from engine.worker import pool
@@ -32,7 +32,8 @@ def child_argv(parser: argparse.ArgumentParser, args: argparse.Namespace) -> lis
     Rebuilt from the parser, so an option added to it later reaches the children too."""
     argv = [args.app]
     for action in parser._actions:
-        if not action.option_strings or action.dest in ("help", "processes"):
+        # Positionals, --processes, and what stores nothing (--help, --version) stay out.
+        if not action.option_strings or action.dest == "processes" or not hasattr(args, action.dest):
             continue
         value = getattr(args, action.dest)
         flag = action.option_strings[-1]
@@ -44,24 +45,48 @@ def child_argv(parser: argparse.ArgumentParser, args: argparse.Namespace) -> lis
     return argv
 
 
+def worker_name(value: str) -> str:
+    """argparse type: a worker id (a consumer name in Redis, a heartbeat on the dashboard)."""
+    if not value or len(value) > 200 or not value.isprintable() or any(c.isspace() for c in value):
+        raise argparse.ArgumentTypeError(
+            f"expected 1 to 200 printable characters without spaces, got {value!r}"
+        )
+    return value
+
+
 def worker_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m engine.worker",
-        description="Run a worker: fetch and execute jobs of an app's queues until SIGTERM/SIGINT.",
+        prog=prog("python -m engine.worker", "engine-worker"),
+        description="Run a worker: fetch and execute jobs of an app's queues until SIGTERM/SIGINT "
+        "(graceful: running jobs get the grace period; a second SIGINT stops at once).",
     )
+    add_version(parser)
     parser.add_argument("app", metavar="MODULE:APP", help="the Engine to run, e.g. myapp.jobs:app")
     parser.add_argument(
         "--queues",
         type=split,
         default=None,
+        metavar="Q1,Q2",
         help="comma-separated queues (default: every queue the app's tasks use)",
     )
-    parser.add_argument("--concurrency", type=int, default=100, help="jobs run at once (default 100)")
+    parser.add_argument(
+        "--concurrency", type=int, default=100, metavar="N", help="jobs run at once, >= 1 (default 100)"
+    )
     parser.add_argument(
         "--grace-period",
         type=float,
         default=30.0,
+        metavar="SECONDS",
         help="seconds running jobs get to finish on shutdown (default 30)",
+    )
+    parser.add_argument(
+        "--name",
+        type=worker_name,
+        default=None,
+        metavar="NAME",
+        help="the worker's id: its consumer name and its heartbeat on the dashboard and for "
+        "`python -m engine health --worker NAME`; unique among live workers, e.g. the pod name "
+        "(default: <host>-<pid>-<random>; with --processes, the children are NAME-<slot>-<n>)",
     )
     parser.add_argument("--no-cron", action="store_true", help="do not run the cron scheduler")
     parser.add_argument("--cron-only", action="store_true", help="run only the cron scheduler, no jobs")
@@ -69,8 +94,18 @@ def worker_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--shipper-only", action="store_true", help="only ship the job log to PostgreSQL (no jobs, no cron)"
     )
-    parser.add_argument("--log-level", default=os.environ.get("ENGINE_LOG_LEVEL", "info"))
-    parser.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("ENGINE_LOG_LEVEL", "info"),
+        metavar="LEVEL",
+        help="debug, info, warning, error or critical, any case (default: ENGINE_LOG_LEVEL, else info)",
+    )
+    parser.add_argument(
+        "--log-json",
+        action="store_true",
+        default=None,
+        help="JSON log lines (default: JSON unless stderr is a terminal, then plain lines)",
+    )
     parser.add_argument(
         "--processes",
         type=processes,
@@ -84,8 +119,8 @@ def worker_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="M",
-        help="a worker process exits gracefully after about M jobs and the supervisor starts "
-        "a fresh one (implies --processes 1 unless given)",
+        help="a worker process exits gracefully after about M jobs, >= 1, and the supervisor starts "
+        "a fresh one (implies --processes 1 unless given; default: no limit)",
     )
     return parser
 
@@ -114,6 +149,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         "queues": args.queues,
         "concurrency": args.concurrency,
         "grace_period": args.grace_period,
+        "name": args.name,
         "cron": not args.no_cron and not args.shipper_only,
         "jobs": not args.cron_only and not args.shipper_only,
         "shipper": not args.no_shipper and not args.cron_only,
@@ -123,7 +159,8 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
         return supervise(app, options, child_argv(parser, args), args)
     if child:
         pool.watch_supervisor()
-        options.update(name=os.environ.get(pool.NAME_ENV) or None, max_jobs=args.max_jobs_per_process)
+        # The supervisor names each child (NAME-<slot>-<n> with --name).
+        options.update(name=os.environ.get(pool.NAME_ENV) or args.name, max_jobs=args.max_jobs_per_process)
 
     async def main() -> None:
         async with app:
@@ -148,6 +185,8 @@ def supervise(app: Engine, options: dict[str, Any], child_argv: list[str], args:
             grace_period=args.grace_period,
             recycle=args.max_jobs_per_process is not None,
         )
+        if args.name:
+            supervisor.prefix = args.name  # children: NAME-<slot>-<generation>
         return await supervisor.run()
 
     return run(check) or run(supervise)

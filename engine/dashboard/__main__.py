@@ -66,20 +66,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("app", metavar="MODULE:APP", help="the Engine to inspect, e.g. myapp.jobs:app")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on, 1 to 65535 (default 8080)")
     parser.add_argument(
         "--token",
         default=None,
-        help="require this token (bearer header or login form); prefer ENGINE_DASHBOARD_TOKEN, "
-        "which is not visible in the process list",
+        help="require this token, 16 characters or more (bearer header or login form); prefer "
+        "ENGINE_DASHBOARD_TOKEN, which is not visible in the process list (default: that "
+        "variable, else none)",
     )
     parser.add_argument(
         "--basic-auth",
         metavar="USER:PASSWORD",
         default=None,
-        help="accept HTTP basic credentials (or ENGINE_DASHBOARD_BASIC_AUTH)",
+        help="accept these HTTP basic credentials, the password of 16 characters or more "
+        "(default: ENGINE_DASHBOARD_BASIC_AUTH, else none)",
     )
-    parser.add_argument("--read-only", action="store_true", help="show everything, change nothing")
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        help="show everything, change nothing: no retry, replay, cancel or purge",
+    )
     parser.add_argument(
         "--allowed-host",
         metavar="HOST[,HOST...]",
@@ -92,17 +98,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--metrics-token",
         default=None,
-        help="a separate token that opens /metrics only, for scrapers; prefer ENGINE_DASHBOARD_METRICS_TOKEN",
+        help="a separate token, 16 characters or more, that opens /metrics only, for scrapers; prefer "
+        "ENGINE_DASHBOARD_METRICS_TOKEN (default: that variable, else none)",
     )
-    parser.add_argument("--metrics-public", action="store_true", help="serve /metrics without authentication")
+    parser.add_argument(
+        "--metrics-public",
+        action="store_true",
+        help="serve /metrics without authentication (default: /metrics needs the dashboard's "
+        "credentials or the metrics token)",
+    )
     parser.add_argument(
         "--insecure",
         action="store_true",
         help="allow listening on a non-loopback address without authentication",
     )
-    parser.add_argument("--root-path", default="", help="URL prefix when served behind a proxy under a path")
-    parser.add_argument("--log-level", default=os.environ.get("ENGINE_LOG_LEVEL", "info"))
-    parser.add_argument("--log-json", action="store_true", default=None, help="JSON log lines")
+    parser.add_argument(
+        "--root-path",
+        default="",
+        help="URL prefix when served behind a proxy under a path, e.g. /jobs (default: none)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("ENGINE_LOG_LEVEL", "info"),
+        help="debug, info, warning, error or critical, any case (default: ENGINE_LOG_LEVEL, else info)",
+    )
+    parser.add_argument(
+        "--log-json",
+        action="store_true",
+        default=None,
+        help="JSON log lines (default: JSON unless stderr is a terminal, then plain lines)",
+    )
     return parser
 
 

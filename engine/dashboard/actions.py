@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from engine import inspector
 from engine.core.errors import ConfigurationError, JobNotFound, JobRunning, PayloadTooLarge, UnknownTaskError
 from engine.core.model import FINAL_STATUSES, Status
+from engine.core.partitions import base_queue, is_partition
 from engine.dashboard.checks import (
     check_job_id,
     check_job_ids,
-    check_queue_name,
     check_search,
     check_task,
     require_queue,
 )
 from engine.dashboard.errors import Conflict, Invalid, NotFound
+from engine.dashboard.schemas import (
+    Cancelled,
+    Deleted,
+    Enqueued,
+    EnqueueRequest,
+    Purged,
+    Replayed,
+    Retried,
+    Skipped,
+)
 from engine.dashboard.search import matcher
 
 if TYPE_CHECKING:
@@ -27,7 +37,7 @@ if TYPE_CHECKING:
 ENQUEUE_OPTIONS = ("delay", "queue", "idempotency_key", "max_attempts", "timeout")
 
 
-async def retry_job(engine: Engine, job_id: str) -> dict[str, Any]:
+async def retry_job(engine: Engine, job_id: str) -> Retried:
     check_job_id(job_id)
     info = await inspector.live_info(engine, job_id)
     if info is None:
@@ -40,10 +50,10 @@ async def retry_job(engine: Engine, job_id: str) -> dict[str, Any]:
         raise NotFound(str(exc)) from None
     if not done:
         raise Conflict(f"job {job_id} is no longer failed")
-    return {"id": job_id, "queue": info.queue, "status": Status.WAITING}
+    return Retried(id=job_id, queue=info.queue, status="waiting")
 
 
-async def cancel_job(engine: Engine, job_id: str) -> dict[str, Any]:
+async def cancel_job(engine: Engine, job_id: str) -> Cancelled:
     check_job_id(job_id)
     info = await inspector.live_info(engine, job_id)
     if info is None:
@@ -54,10 +64,10 @@ async def cancel_job(engine: Engine, job_id: str) -> dict[str, Any]:
     if not await handle.cancel():
         raise Conflict(f"job {job_id} finished before it could be cancelled")
     running = info.status == Status.ACTIVE
-    return {"id": job_id, "queue": info.queue, "status": "cancelling" if running else Status.CANCELLED}
+    return Cancelled(id=job_id, queue=info.queue, status="cancelling" if running else "cancelled")
 
 
-async def delete_job(engine: Engine, job_id: str) -> dict[str, Any]:
+async def delete_job(engine: Engine, job_id: str) -> Deleted:
     check_job_id(job_id)
     try:
         deleted = await engine.job(job_id).delete()
@@ -65,27 +75,27 @@ async def delete_job(engine: Engine, job_id: str) -> dict[str, Any]:
         raise Conflict(str(exc)) from None
     if not deleted:
         raise NotFound(f"no job with id {job_id!r}")
-    return {"id": job_id, "deleted": True}
+    return Deleted(id=job_id, deleted=True)
 
 
-async def replay_jobs(engine: Engine, queue: str, job_ids: Sequence[str]) -> dict[str, Any]:
+async def replay_jobs(engine: Engine, queue: str, job_ids: Sequence[str]) -> Replayed:
     await require_queue(engine, queue)
     job_ids = check_job_ids(job_ids)
     dead = engine.dlq(queue)
     replayed: list[str] = []
-    skipped: list[dict[str, str]] = []
+    skipped: list[Skipped] = []
     for job_id in job_ids:
         try:
             if await dead.replay(job_id):
                 replayed.append(job_id)
             else:
-                skipped.append({"id": job_id, "reason": "not failed"})
+                skipped.append(Skipped(id=job_id, reason="not failed"))
         except JobNotFound:
-            skipped.append({"id": job_id, "reason": "its data is gone"})
-    return {"replayed": len(replayed), "ids": replayed, "skipped": skipped}
+            skipped.append(Skipped(id=job_id, reason="its data is gone"))
+    return Replayed(replayed=len(replayed), ids=replayed, skipped=skipped)
 
 
-async def replay_matching(engine: Engine, queue: str, task: str | None, search: str | None) -> dict[str, Any]:
+async def replay_matching(engine: Engine, queue: str, task: str | None, search: str | None) -> Replayed:
     await require_queue(engine, queue)
     task, search = check_task(task), check_search(search)
     gateway = await engine.ready()
@@ -93,46 +103,29 @@ async def replay_matching(engine: Engine, queue: str, task: str | None, search: 
     for info in await inspector.dead_matching(engine, queue, matcher(task, search)):
         if info.task and await gateway.replay(queue, info.id) == 1:
             replayed += 1
-    return {"replayed": replayed}
+    return Replayed(replayed=replayed)
 
 
-async def purge_dead(engine: Engine, queue: str, task: str | None, search: str | None) -> dict[str, Any]:
+async def purge_dead(engine: Engine, queue: str, task: str | None, search: str | None) -> Purged:
     """Delete the dead letters of a queue (only the matching ones when filtered)."""
     await require_queue(engine, queue)
     task, search = check_task(task), check_search(search)
     if task is None and search is None:
-        return {"purged": await engine.dlq(queue).purge()}
+        return Purged(purged=await engine.dlq(queue).purge())
     gateway = await engine.ready()
     purged = 0
     for info in await inspector.dead_matching(engine, queue, matcher(task, search)):
         if await gateway.delete(queue, info.id) == 1:
             purged += 1
-    return {"purged": purged}
+    return Purged(purged=purged)
 
 
-async def enqueue(engine: Engine, body: Any) -> dict[str, Any]:
-    """Enqueue from a JSON body: {task, args?, kwargs?, delay?, queue?, idempotency_key?,
-    max_attempts?, timeout?}; every mistake is an Invalid naming it."""
-    if not isinstance(body, dict):
-        raise Invalid('the body must be a JSON object like {"task": "name", "args": [], "kwargs": {}}')
-    allowed = {"task", "args", "kwargs", *ENQUEUE_OPTIONS}
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise Invalid(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-    task = body.get("task")
-    if not isinstance(task, str) or not task:
-        raise Invalid("field 'task' is required: the name of a registered task")
-    args = body.get("args", [])
-    kwargs = body.get("kwargs", {})
-    if not isinstance(args, list):
-        raise Invalid("field 'args' must be a JSON array")
-    if not isinstance(kwargs, dict):
-        raise Invalid("field 'kwargs' must be a JSON object")
-    options = {name: body[name] for name in ENQUEUE_OPTIONS if body.get(name) is not None}
-    if "queue" in options:
-        check_queue_name(options["queue"])
+async def enqueue(engine: Engine, request: EnqueueRequest) -> Enqueued:
+    """Enqueue a job by task name (the body already checked against ``EnqueueRequest``); the
+    arguments are checked against the task's signature, every mistake an Invalid naming it."""
+    options = {name: getattr(request, name) for name in ENQUEUE_OPTIONS if getattr(request, name) is not None}
     try:
-        job = await engine.with_options(task, **options).enqueue(*args, **kwargs)
+        job = await engine.with_options(request.task, **options).enqueue(*request.args, **request.kwargs)
     except UnknownTaskError as exc:
         raise Invalid(str(exc)) from None
     except (TypeError, ValueError, OverflowError, ConfigurationError, PayloadTooLarge) as exc:
@@ -142,10 +135,11 @@ async def enqueue(engine: Engine, body: Any) -> dict[str, Any]:
         raise Invalid(f"the arguments cannot be encoded: {exc}") from None
     except RecursionError:
         raise Invalid("the arguments are nested too deeply") from None
-    delayed = bool(options.get("delay"))
-    return {
-        "id": job.id,
-        "task": task,
-        "queue": job.queue,
-        "status": Status.DELAYED if delayed else Status.WAITING,
-    }
+    target = job.queue or request.queue or ""
+    return Enqueued(
+        id=job.id,
+        task=request.task,
+        queue=base_queue(target),
+        partition=target if is_partition(target) else None,
+        status="delayed" if request.delay else "waiting",
+    )

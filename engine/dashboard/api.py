@@ -1,203 +1,252 @@
-"""The JSON API under ``/api`` (described by ``/api/openapi.json``)."""
+"""The JSON API under ``/api`` (described by ``/api/openapi.json``).
+
+Every route is an :data:`engine.dashboard.openapi.OPERATIONS` entry: its query string and
+body are converted to that entry's Structs (a 422 naming the field otherwise) before the
+handler runs, and what the handler returns is encoded through its response Struct, so the
+document and the server cannot disagree.
+"""
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from engine import inspector
-from engine.dashboard import actions, checks
+from engine.dashboard import actions, checks, decoding, schemas
 from engine.dashboard import overview as figures
 from engine.dashboard import search as lookup
 from engine.dashboard.detail import job_detail
 from engine.dashboard.errors import Invalid
-from engine.dashboard.openapi import openapi_document
+from engine.dashboard.openapi import OPERATIONS, PATH_PARAMETERS, Operation, openapi_document
 from engine.dashboard.web import JSON, engine_of, error_json, json_body
 
+if TYPE_CHECKING:
+    from engine.client.app import Engine
 
-def _base(request: Request) -> str:
-    base: str = request.scope["state"].get("base", "")
-    return base
-
-
-def _query(request: Request, name: str) -> str | None:
-    value = request.query_params.get(name)
-    return value if value not in (None, "") else None
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def _minutes(request: Request) -> int:
-    raw = request.query_params.get("minutes", "60")
-    # ASCII digits only: str.isdigit() accepts '²', which int() refuses.
-    if not re.fullmatch(r"[0-9]{1,3}", raw, re.ASCII) or not 1 <= int(raw) <= 120:
-        raise Invalid(f"minutes must be an integer from 1 to 120, not {raw[:40]!r}")
-    return int(raw)
+@dataclass(frozen=True)
+class Call:
+    """A request as a handler sees it: the query and body already converted to the
+    operation's Structs (None when it takes none)."""
+
+    request: Request
+    query: Any
+    body: Any
+
+    @property
+    def engine(self) -> Engine:
+        return engine_of(self.request)
+
+    @property
+    def base(self) -> str:
+        base: str = self.request.scope["state"].get("base", "")
+        return base
+
+    def path(self, name: str) -> str:
+        value: str = self.request.path_params[name]
+        return value
 
 
-async def index(request: Request) -> Response:
-    base = _base(request)
-    return JSON(
-        {
-            "openapi": f"{base}/api/openapi.json",
-            "endpoints": sorted(openapi_document(base)["paths"]),
-        }
-    )
+@dataclass(frozen=True)
+class Reply:
+    """A response body with headers of its own."""
+
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
 
 
-async def openapi(request: Request) -> Response:
-    return JSON(openapi_document(_base(request)))
+_OPERATIONS = {op.operation_id: op for op in OPERATIONS}
+_ENDPOINTS: dict[str, Endpoint] = {}
 
 
-async def csrf(request: Request) -> Response:
-    token = request.scope["state"]["csrf_token"]
-    return JSON({"csrf_token": token, "header": "X-CSRF-Token"})
+def handles(operation_id: str) -> Callable[[Callable[[Call], Awaitable[Any]]], Endpoint]:
+    """The endpoint serving ``operation_id`` with this handler."""
+    op = _OPERATIONS[operation_id]
+
+    def wrap(handler: Callable[[Call], Awaitable[Any]]) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            result = await handler(await _call(op, request))
+            headers = None
+            if isinstance(result, Reply):
+                result, headers = result.body, result.headers
+            return JSON(decoding.shaped(op.response, result), status_code=op.status, headers=headers)
+
+        endpoint.__name__ = endpoint.__qualname__ = handler.__name__
+        endpoint.__doc__ = handler.__doc__ or op.summary
+        _ENDPOINTS[operation_id] = endpoint
+        return endpoint
+
+    return wrap
 
 
-async def overview(request: Request) -> Response:
-    return JSON(await figures.overview(engine_of(request)))
+async def _call(op: Operation, request: Request) -> Call:
+    for name, (kind, _) in PATH_PARAMETERS.items():
+        if name in request.path_params:
+            decoding.checked(kind, request.path_params[name], name.replace("_", " "))
+    query = None if op.query is None else decoding.from_query(request.query_params, op.query)
+    body = None
+    if op.body is not None:
+        raw = await json_body(request)
+        # An empty body is an empty object: the fields' own defaults and messages apply.
+        body = decoding.from_body({} if raw is None else raw, op.body)
+    return Call(request, query, body)
 
 
-async def queues(request: Request) -> Response:
-    return JSON({"queues": await figures.queue_summaries(engine_of(request))})
+@handles("index")
+async def index(call: Call) -> Any:
+    return {
+        "openapi": f"{call.base}/api/openapi.json",
+        "endpoints": sorted({op.documented_path for op in OPERATIONS}),
+    }
 
 
-async def queue_detail(request: Request) -> Response:
-    engine = engine_of(request)
-    name = await checks.require_queue(engine, request.path_params["queue"])
+@handles("openapi")
+async def openapi(call: Call) -> Any:
+    return openapi_document(call.base)
+
+
+@handles("csrf")
+async def csrf(call: Call) -> Any:
+    return {"csrf_token": call.request.scope["state"]["csrf_token"], "header": "X-CSRF-Token"}
+
+
+@handles("overview")
+async def overview(call: Call) -> Any:
+    return await figures.overview(call.engine)
+
+
+@handles("queues")
+async def queues(call: Call) -> Any:
+    return {"queues": await figures.queue_summaries(call.engine)}
+
+
+@handles("queue_detail")
+async def queue_detail(call: Call) -> Any:
+    query: schemas.QueueQuery = call.query
+    engine = call.engine
+    name = await checks.require_queue(engine, call.path("queue"))
     summary = await figures.queue_summary(engine, name)
-    return JSON({**summary, "throughput": await figures.throughput(engine, [name], _minutes(request))})
+    return {**summary, "throughput": await figures.throughput(engine, [name], query.minutes)}
 
 
-async def throughput(request: Request) -> Response:
-    engine = engine_of(request)
-    queue = _query(request, "queue")
-    names = [await checks.require_queue(engine, queue)] if queue else await inspector.queue_names(engine)
-    return JSON({"queues": names, "minutes": await figures.throughput(engine, names, _minutes(request))})
+@handles("throughput")
+async def throughput(call: Call) -> Any:
+    query: schemas.ThroughputQuery = call.query
+    engine = call.engine
+    names = (
+        [await checks.require_queue(engine, query.queue)]
+        if query.queue
+        else await inspector.queue_names(engine)
+    )
+    return {"queues": names, "minutes": await figures.throughput(engine, names, query.minutes)}
 
 
-async def list_jobs(request: Request) -> Response:
+@handles("list_jobs")
+async def list_jobs(call: Call) -> Any:
+    query: schemas.JobsQuery = call.query
     page = await lookup.list_jobs(
-        engine_of(request),
-        queue=_query(request, "queue"),
-        status=_query(request, "status"),
-        task=_query(request, "task"),
-        search=_query(request, "search") or _query(request, "q"),
-        limit=checks.check_limit(_query(request, "limit")),
-        cursor=_query(request, "cursor"),
+        call.engine,
+        queue=query.queue,
+        status=query.status,
+        task=query.task,
+        search=query.search or query.q,
+        limit=query.limit,
+        cursor=query.cursor,
     )
-    return JSON(page.as_dict())
+    return page.as_dict()
 
 
-async def enqueue(request: Request) -> Response:
-    created = await actions.enqueue(engine_of(request), await json_body(request))
-    location = f"{_base(request)}/api/jobs/{created['id']}"
-    return JSON(created, status_code=201, headers={"location": location})
+@handles("enqueue")
+async def enqueue(call: Call) -> Any:
+    created = await actions.enqueue(call.engine, call.body)
+    return Reply(created, {"location": f"{call.base}/api/jobs/{created.id}"})
 
 
-async def job(request: Request) -> Response:
-    return JSON(await job_detail(engine_of(request), request.path_params["job_id"]))
+@handles("job")
+async def job(call: Call) -> Any:
+    return await job_detail(call.engine, call.path("job_id"))
 
 
-async def job_raw(request: Request) -> Response:
+@handles("job_raw")
+async def job_raw(call: Call) -> Any:
     """Everything about the job, in full, as a JSON file (the page shows a bounded part)."""
-    detail = await job_detail(engine_of(request), request.path_params["job_id"])
+    detail = await job_detail(call.engine, call.path("job_id"))
     filename = f"job-{detail['id']}.json"
-    return JSON(detail, headers={"content-disposition": f'attachment; filename="{filename}"'})
+    return Reply(detail, {"content-disposition": f'attachment; filename="{filename}"'})
 
 
-async def job_logs(request: Request) -> Response:
-    detail = await job_detail(engine_of(request), request.path_params["job_id"])
-    return JSON({"id": detail["id"], "logs": detail["logs"]})
+@handles("job_logs")
+async def job_logs(call: Call) -> Any:
+    detail = await job_detail(call.engine, call.path("job_id"))
+    return {"id": detail["id"], "logs": detail["logs"]}
 
 
-async def retry(request: Request) -> Response:
-    return JSON(await actions.retry_job(engine_of(request), request.path_params["job_id"]))
+@handles("retry")
+async def retry(call: Call) -> Any:
+    return await actions.retry_job(call.engine, call.path("job_id"))
 
 
-async def cancel(request: Request) -> Response:
-    return JSON(await actions.cancel_job(engine_of(request), request.path_params["job_id"]))
+@handles("cancel")
+async def cancel(call: Call) -> Any:
+    return await actions.cancel_job(call.engine, call.path("job_id"))
 
 
-async def delete(request: Request) -> Response:
-    return JSON(await actions.delete_job(engine_of(request), request.path_params["job_id"]))
+@handles("delete")
+async def delete(call: Call) -> Any:
+    return await actions.delete_job(call.engine, call.path("job_id"))
 
 
-async def dead_letters(request: Request) -> Response:
-    engine = engine_of(request)
-    queue = await checks.require_queue(engine, request.path_params["queue"])
-    task = checks.check_task(_query(request, "task"))
-    search = checks.check_search(_query(request, "search"))
-    limit = checks.check_limit(_query(request, "limit"))
-    page = await lookup.dead_letters(
-        engine, queue, task, search, limit=limit, cursor=_query(request, "cursor")
-    )
-    return JSON({**page.as_dict(), "count": await engine.dlq(queue).count()})
+@handles("dead_letters")
+async def dead_letters(call: Call) -> Any:
+    query: schemas.DeadLettersQuery = call.query
+    engine = call.engine
+    queue = await checks.require_queue(engine, call.path("queue"))
+    task = checks.check_task(query.task)
+    search = checks.check_search(query.search)
+    page = await lookup.dead_letters(engine, queue, task, search, limit=query.limit, cursor=query.cursor)
+    return {**page.as_dict(), "count": await engine.dlq(queue).count()}
 
 
-def _object(body: Any, allowed: frozenset[str]) -> dict[str, Any]:
-    """The body as an object with only ``allowed`` fields: a misspelt filter must not turn
-    a bulk action on a few jobs into one on all of them."""
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise Invalid("the body must be a JSON object")
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise Invalid(f"unknown field(s) {', '.join(unknown)[:200]}; allowed: {', '.join(sorted(allowed))}")
-    return body
-
-
-def _optional_text(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise Invalid(f"field {name!r} must be a string")
-    return value or None
-
-
-async def replay(request: Request) -> Response:
-    # Everything is checked before anything is replayed.
-    engine = engine_of(request)
-    body = _object(await json_body(request), frozenset({"ids", "all", "task", "search"}))
-    queue = request.path_params["queue"]
-    ids = body.get("ids")
-    everything = body.get("all", False)
-    if not isinstance(everything, bool):
-        raise Invalid("field 'all' must be true or false")
-    task, search = _optional_text(body, "task"), _optional_text(body, "search")
-    if everything:
-        if ids:
+@handles("replay")
+async def replay(call: Call) -> Any:
+    # Everything is checked before anything is replayed (the ids by ReplayRequest).
+    body: schemas.ReplayRequest = call.body
+    queue = call.path("queue")
+    if body.all:
+        if body.ids:
             raise Invalid("give either 'ids' or 'all': true, not both")
-        return JSON(await actions.replay_matching(engine, queue, task, search))
-    if task is not None or search is not None:
+        return await actions.replay_matching(call.engine, queue, body.task or None, body.search or None)
+    if body.task or body.search:
         raise Invalid("'task' and 'search' filter 'all': true; with 'ids' leave them out")
-    return JSON(await actions.replay_jobs(engine, queue, checks.check_job_ids(ids)))
+    return await actions.replay_jobs(call.engine, queue, checks.check_job_ids(body.ids))
 
 
-async def purge(request: Request) -> Response:
-    body = _object(await json_body(request), frozenset({"task", "search"}))
-    return JSON(
-        await actions.purge_dead(
-            engine_of(request),
-            request.path_params["queue"],
-            _optional_text(body, "task"),
-            _optional_text(body, "search"),
-        )
-    )
+@handles("purge")
+async def purge(call: Call) -> Any:
+    body: schemas.PurgeRequest = call.body
+    return await actions.purge_dead(call.engine, call.path("queue"), body.task or None, body.search or None)
 
 
-async def workers(request: Request) -> Response:
-    return JSON({"workers": await figures.workers(engine_of(request))})
+@handles("workers")
+async def workers(call: Call) -> Any:
+    return {"workers": await figures.workers(call.engine)}
 
 
-async def cron(request: Request) -> Response:
-    return JSON({"schedules": await figures.cron(engine_of(request))})
+@handles("cron")
+async def cron(call: Call) -> Any:
+    return {"schedules": await figures.cron(call.engine)}
 
 
-async def tasks(request: Request) -> Response:
-    return JSON({"tasks": await figures.tasks(engine_of(request))})
+@handles("tasks")
+async def tasks(call: Call) -> Any:
+    return {"tasks": await figures.tasks(call.engine)}
 
 
 async def not_found(request: Request) -> Response:
@@ -205,27 +254,9 @@ async def not_found(request: Request) -> Response:
 
 
 def routes() -> list[BaseRoute]:
+    missing = set(_OPERATIONS) - set(_ENDPOINTS)
+    assert not missing, f"documented operations without a handler: {sorted(missing)}"
     return [
-        Route("/", index),
-        Route("/openapi.json", openapi),
-        Route("/csrf", csrf),
-        Route("/overview", overview),
-        Route("/queues", queues),
-        Route("/queues/{queue}", queue_detail),
-        Route("/queues/{queue}/dlq", dead_letters),
-        Route("/queues/{queue}/dlq/replay", replay, methods=["POST"]),
-        Route("/queues/{queue}/dlq/purge", purge, methods=["POST"]),
-        Route("/throughput", throughput),
-        Route("/jobs", list_jobs, methods=["GET"]),
-        Route("/jobs", enqueue, methods=["POST"]),
-        Route("/jobs/{job_id}", job, methods=["GET"]),
-        Route("/jobs/{job_id}", delete, methods=["DELETE"]),
-        Route("/jobs/{job_id}/logs", job_logs),
-        Route("/jobs/{job_id}/raw", job_raw),
-        Route("/jobs/{job_id}/retry", retry, methods=["POST"]),
-        Route("/jobs/{job_id}/cancel", cancel, methods=["POST"]),
-        Route("/workers", workers),
-        Route("/cron", cron),
-        Route("/tasks", tasks),
+        *(Route(op.path, _ENDPOINTS[op.operation_id], methods=[op.method]) for op in OPERATIONS),
         Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]

@@ -1,262 +1,360 @@
-"""The OpenAPI 3.1 document of the dashboard's JSON API (written by hand, kept next to api.py)."""
+"""The OpenAPI 3.1 document of the dashboard's JSON API, built from the Structs that validate
+its requests and shape its responses (``schemas.py``) and from :data:`OPERATIONS`, the table
+``api.routes()`` builds the routes from: what the document says is what the server does."""
 
 from __future__ import annotations
 
+import copy
+import functools
+from dataclasses import dataclass
 from typing import Any
 
-from engine.core.model import Status
-from engine.dashboard.checks import STATUS_CHOICES
+import msgspec
+import msgspec.inspect as mi
 
-STATUSES = list(STATUS_CHOICES)
+from engine.dashboard import decoding, schemas
 
+REF = "#/components/schemas/{name}"
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-_ERRORS = {
-    "401": {"$ref": "#/components/responses/Unauthorized"},
-    "403": {"$ref": "#/components/responses/Forbidden"},
-    "422": {"$ref": "#/components/responses/Invalid"},
-    "429": {"$ref": "#/components/responses/TooManyFailures"},
-    "503": {"$ref": "#/components/responses/Unavailable"},
+# The errors every operation may answer with, whatever it is.
+COMMON_ERRORS = (400, 401, 403, 429, 503)
+ERROR_DESCRIPTIONS = {
+    400: "The request is malformed (an invalid Content-Length header)",
+    401: "Authentication required",
+    403: "CSRF check failed, the dashboard is read-only, or the Host is not one it answers to",
+    404: "Unknown queue or job",
+    409: "The job is not in a state that allows this",
+    413: "The request body is over the limit (2 MiB, or the payload limit)",
+    422: "Bad parameters or body; the message says which and why",
+    429: "Too many wrong credentials from this address: wait Retry-After seconds",
+    503: "Redis cannot be reached",
+}
+ERROR_NAMES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    409: "Conflict",
+    413: "TooLarge",
+    422: "Invalid",
+    429: "TooManyFailures",
+    503: "Unavailable",
+}
+PATH_PARAMETERS: dict[str, tuple[Any, str]] = {
+    "queue": (schemas.QueueName, "Queue name."),
+    "job_id": (schemas.JobId, "Job id."),
 }
 
 
-def _param(name: str, where: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": where,
-        "required": where == "path",
-        "description": description,
-        "schema": schema or {"type": "string"},
-    }
+@dataclass(frozen=True)
+class Operation:
+    """One route of the API: ``api.routes()`` serves it with the handler named
+    ``operation_id``, this module documents it."""
+
+    method: str
+    path: str
+    """Under ``/api`` ("/" is ``/api`` itself)."""
+    operation_id: str
+    summary: str
+    response: type[Any]
+    status: int = 200
+    query: type[msgspec.Struct] | None = None
+    body: type[msgspec.Struct] | None = None
+    body_required: bool = True
+    errors: tuple[int, ...] = ()
+    """Beyond the common ones, 404 for a path naming a queue or job, 413 with a body and
+    422 with any parameter or body, which are added."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """Response headers the success always carries: (name, description)."""
+
+    @property
+    def documented_path(self) -> str:
+        return "/api" + ("" if self.path == "/" else self.path)
+
+    def error_codes(self) -> list[int]:
+        codes = set(COMMON_ERRORS) | set(self.errors)
+        if "{" in self.path:
+            codes |= {404, 422}
+        if self.query is not None:
+            codes.add(422)
+        if self.body is not None:
+            codes |= {413, 422}
+        return sorted(codes)
 
 
-QUEUE = _param("queue", "path", "Queue name.")
-JOB_ID = _param("job_id", "path", "Job id.")
-LIMIT = _param(
-    "limit", "query", "Page size (1-200, default 50).", {"type": "integer", "minimum": 1, "maximum": 200}
+_JOB_ERRORS = (404, 409)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("GET", "/", "index", "Where the OpenAPI document is, and every endpoint", schemas.ApiIndex),
+    Operation("GET", "/openapi.json", "openapi", "This document", schemas.Document),
+    Operation("GET", "/csrf", "csrf", "The CSRF token (also set as the engine_csrf cookie)", schemas.Csrf),
+    Operation(
+        "GET",
+        "/overview",
+        "overview",
+        "Queues, totals, throughput per minute and live workers",
+        schemas.Overview,
+    ),
+    Operation("GET", "/queues", "queues", "Every queue with its counts and lag", schemas.QueueList),
+    Operation(
+        "GET",
+        "/queues/{queue}",
+        "queue_detail",
+        "One queue: counts, lag, throughput, and its partitions' counts when partitioned",
+        schemas.QueueDetail,
+        query=schemas.QueueQuery,
+    ),
+    Operation(
+        "GET",
+        "/queues/{queue}/dlq",
+        "dead_letters",
+        "Dead letters of a queue, newest first",
+        schemas.DeadLetterList,
+        query=schemas.DeadLettersQuery,
+    ),
+    Operation(
+        "POST",
+        "/queues/{queue}/dlq/replay",
+        "replay",
+        "Replay dead letters: the given ids, or all matching task/search",
+        schemas.Replayed,
+        body=schemas.ReplayRequest,
+    ),
+    Operation(
+        "POST",
+        "/queues/{queue}/dlq/purge",
+        "purge",
+        "Delete dead letters (all, or those matching task/search): each job's data and log "
+        "lines in Redis, and its PostgreSQL history row and log rows when the job log is on",
+        schemas.Purged,
+        body=schemas.PurgeRequest,
+        body_required=False,
+    ),
+    Operation(
+        "GET",
+        "/throughput",
+        "throughput",
+        "Completed and failed jobs per minute",
+        schemas.Throughput,
+        query=schemas.ThroughputQuery,
+        errors=(404,),
+    ),
+    Operation(
+        "GET",
+        "/jobs",
+        "list_jobs",
+        "Jobs by queue, status, task and search text, newest or oldest first per source",
+        schemas.JobList,
+        query=schemas.JobsQuery,
+        errors=(404,),
+    ),
+    Operation(
+        "POST",
+        "/jobs",
+        "enqueue",
+        "Enqueue a job; arguments are checked against the task's signature",
+        schemas.Enqueued,
+        status=201,
+        body=schemas.EnqueueRequest,
+        headers=(("Location", "The new job's URL"),),
+    ),
+    Operation(
+        "GET",
+        "/jobs/{job_id}",
+        "job",
+        "A job with its log lines, timeline and allowed actions",
+        schemas.JobDetail,
+    ),
+    Operation(
+        "DELETE",
+        "/jobs/{job_id}",
+        "delete",
+        "Delete a job that is not running: its data and log lines in Redis, and its "
+        "PostgreSQL history row and log rows when the job log is on",
+        schemas.Deleted,
+        errors=_JOB_ERRORS,
+    ),
+    Operation("GET", "/jobs/{job_id}/logs", "job_logs", "A job's log lines", schemas.JobLogs),
+    Operation(
+        "GET",
+        "/jobs/{job_id}/raw",
+        "job_raw",
+        "The whole job in full, as a JSON file (pages show a bounded part)",
+        schemas.JobDetail,
+        headers=(("Content-Disposition", 'attachment; filename="job-<id>.json"'),),
+    ),
+    Operation(
+        "POST",
+        "/jobs/{job_id}/retry",
+        "retry",
+        "Retry a failed job (same id, attempts reset)",
+        schemas.Retried,
+        errors=_JOB_ERRORS,
+    ),
+    Operation(
+        "POST",
+        "/jobs/{job_id}/cancel",
+        "cancel",
+        "Cancel a waiting, delayed or running job",
+        schemas.Cancelled,
+        errors=_JOB_ERRORS,
+    ),
+    Operation(
+        "GET", "/workers", "workers", "Live workers: heartbeat, load and running jobs", schemas.WorkerList
+    ),
+    Operation("GET", "/cron", "cron", "Cron schedules: next and last run, leader", schemas.CronList),
+    Operation("GET", "/tasks", "tasks", "Known tasks and their signatures", schemas.TaskList),
 )
-CURSOR = _param("cursor", "query", "The next_cursor of the previous page.")
-TASK = _param("task", "query", "Only this task's jobs.")
-SEARCH = _param(
-    "search", "query", "Case-insensitive text in the job id, task name, error or payload (alias: q)."
-)
 
 
-def _op(
-    summary: str,
-    response: dict[str, Any],
-    *,
-    params: list[dict[str, Any]] | None = None,
-    body: dict[str, Any] | None = None,
-    extra: dict[str, Any] | None = None,
-    unsafe: bool = False,
-) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "summary": summary,
-        "responses": {"200": _json(response), **_ERRORS, **(extra or {})},
-    }
-    if params:
-        op["parameters"] = params
-    if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-        op["responses"]["413"] = {"$ref": "#/components/responses/TooLarge"}
-    if unsafe:
-        op["parameters"] = [*op.get("parameters", []), {"$ref": "#/components/parameters/CSRF"}]
-    return op
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-NOT_FOUND = {"404": {"$ref": "#/components/responses/NotFound"}}
-CONFLICT = {"409": {"$ref": "#/components/responses/Conflict"}}
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema: ``X | None`` (absent) is just X, with no null default."""
+    out = {k: v for k, v in schema.items() if k != "anyOf" and (k, v) != ("default", None)}
+    branches = schema.get("anyOf")
+    if branches is None:
+        return out
+    rest = [b for b in branches if b != {"type": "null"}]
+    if len(rest) == 1:
+        return {**rest[0], **out}
+    return {**out, "anyOf": rest}
 
 
-def openapi_document(base: str = "") -> dict[str, Any]:
-    job_list = {
-        "type": "object",
-        "properties": {
-            "jobs": {"type": "array", "items": _ref("Job")},
-            "next_cursor": {"type": ["string", "null"]},
-            "source": {"enum": ["redis", "history"]},
-            "notice": {"type": ["string", "null"]},
-            "scanned": {"type": "integer"},
-        },
-    }
-    paths: dict[str, Any] = {
-        "/api/overview": {
-            "get": _op("Queues, totals, throughput per minute and live workers", {"type": "object"})
-        },
-        "/api/queues": {
-            "get": _op(
-                "Every queue with its counts and lag",
-                {"type": "object", "properties": {"queues": {"type": "array", "items": _ref("Queue")}}},
-            )
-        },
-        "/api/queues/{queue}": {
-            "get": _op(
-                "One queue: counts, lag and throughput",
-                _ref("Queue"),
-                params=[QUEUE, _param("minutes", "query", "Throughput window (1-120).", {"type": "integer"})],
-                extra=NOT_FOUND,
-            )
-        },
-        "/api/queues/{queue}/dlq": {
-            "get": _op(
-                "Dead letters of a queue, newest first",
-                job_list,
-                params=[QUEUE, TASK, SEARCH, LIMIT, CURSOR],
-                extra=NOT_FOUND,
-            )
-        },
-        "/api/queues/{queue}/dlq/replay": {
-            "post": _op(
-                "Replay dead letters: the given ids, or all matching task/search",
-                {"type": "object", "properties": {"replayed": {"type": "integer"}}},
-                params=[QUEUE],
-                body={
-                    "type": "object",
-                    "properties": {
-                        "ids": {"type": "array", "items": {"type": "string"}},
-                        "all": {"type": "boolean"},
-                        "task": {"type": "string"},
-                        "search": {"type": "string"},
-                    },
-                    "additionalProperties": False,
-                },
-                extra=NOT_FOUND,
-                unsafe=True,
-            )
-        },
-        "/api/queues/{queue}/dlq/purge": {
-            "post": _op(
-                "Delete dead letters (all, or those matching task/search): each job's data and log "
-                "lines in Redis, and its PostgreSQL history row and log rows when the job log is on",
-                {"type": "object", "properties": {"purged": {"type": "integer"}}},
-                params=[QUEUE],
-                body={
-                    "type": "object",
-                    "properties": {"task": {"type": "string"}, "search": {"type": "string"}},
-                    "additionalProperties": False,
-                },
-                extra=NOT_FOUND,
-                unsafe=True,
-            )
-        },
-        "/api/throughput": {
-            "get": _op(
-                "Completed and failed jobs per minute",
-                {"type": "object"},
-                params=[
-                    _param("queue", "query", "One queue (default: all)."),
-                    _param("minutes", "query", "1-120"),
-                ],
-            )
-        },
-        "/api/jobs": {
-            "get": _op(
-                "Jobs by queue, status, task and search text, newest or oldest first per source",
-                job_list,
-                params=[
-                    _param("queue", "query", "Queue name."),
-                    _param("status", "query", "One status (default: all).", {"enum": STATUSES}),
-                    TASK,
-                    SEARCH,
-                    LIMIT,
-                    CURSOR,
-                ],
-                extra=NOT_FOUND,
-            ),
-            "post": {
-                **_op(
-                    "Enqueue a job; arguments are checked against the task's signature",
-                    _ref("Created"),
-                    body={
-                        "type": "object",
-                        "required": ["task"],
-                        "properties": {
-                            "task": {"type": "string"},
-                            "args": {"type": "array"},
-                            "kwargs": {"type": "object"},
-                            "delay": {"type": "number", "minimum": 0},
-                            "queue": {"type": "string"},
-                            "idempotency_key": {"type": "string"},
-                            "max_attempts": {"type": "integer", "minimum": 1},
-                            "timeout": {"type": "number", "exclusiveMinimum": 0},
-                        },
-                    },
-                    unsafe=True,
-                ),
-            },
-        },
-        "/api/jobs/{job_id}": {
-            "get": _op(
-                "A job with its log lines, timeline and allowed actions",
-                _ref("Job"),
-                params=[JOB_ID],
-                extra=NOT_FOUND,
-            ),
-            "delete": _op(
-                "Delete a job that is not running: its data and log lines in Redis, and its "
-                "PostgreSQL history row and log rows when the job log is on",
-                {"type": "object"},
-                params=[JOB_ID],
-                extra={**NOT_FOUND, **CONFLICT},
-                unsafe=True,
-            ),
-        },
-        "/api/jobs/{job_id}/raw": {
-            "get": _op(
-                "The whole job in full, as a JSON file (pages show a bounded part)",
-                _ref("Job"),
-                params=[JOB_ID],
-                extra=NOT_FOUND,
-            )
-        },
-        "/api/jobs/{job_id}/logs": {
-            "get": _op("A job's log lines", {"type": "object"}, params=[JOB_ID], extra=NOT_FOUND)
-        },
-        "/api/jobs/{job_id}/retry": {
-            "post": _op(
-                "Retry a failed job (same id, attempts reset)",
-                {"type": "object"},
-                params=[JOB_ID],
-                extra={**NOT_FOUND, **CONFLICT},
-                unsafe=True,
-            )
-        },
-        "/api/jobs/{job_id}/cancel": {
-            "post": _op(
-                "Cancel a waiting, delayed or running job",
-                {"type": "object"},
-                params=[JOB_ID],
-                extra={**NOT_FOUND, **CONFLICT},
-                unsafe=True,
-            )
-        },
-        "/api/workers": {"get": _op("Live workers: heartbeat, load and running jobs", {"type": "object"})},
-        "/api/cron": {"get": _op("Cron schedules: next and last run, leader", {"type": "object"})},
-        "/api/tasks": {"get": _op("Known tasks and their signatures", {"type": "object"})},
-        "/api/csrf": {"get": _op("The CSRF token (also set as the engine_csrf cookie)", {"type": "object"})},
-    }
-    paths["/api/jobs"]["post"]["responses"] = {
-        "201": _json(_ref("Created"), "Created"),
-        **_ERRORS,
-        "413": {"$ref": "#/components/responses/TooLarge"},
-    }
-    error = {
-        "type": "object",
-        "required": ["error", "status"],
-        "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
-    }
+def _structs(kinds: list[type[Any]]) -> list[mi.StructType]:
+    """Every Struct type reachable from ``kinds``."""
+    seen: dict[type[Any], mi.StructType] = {}
+    stack: list[mi.Type] = list(mi.multi_type_info(kinds))
+    while stack:
+        info = stack.pop()
+        if isinstance(info, mi.StructType):
+            if info.cls in seen:
+                continue
+            seen[info.cls] = info
+            stack.extend(f.type for f in info.fields)
+        elif isinstance(info, mi.Metadata):
+            stack.append(info.type)
+        elif isinstance(info, mi.UnionType):
+            stack.extend(info.types)
+        elif isinstance(info, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
+            stack.append(info.item_type)
+        elif isinstance(info, mi.DictType):
+            stack.append(info.value_type)
+    return list(seen.values())
 
-    def err(description: str) -> dict[str, Any]:
-        return _json(_ref("Error"), description)
 
+def _always_sent(field: mi.Field) -> bool:
+    """A response field is always in the JSON unless it defaults to UNSET (msgspec marks as
+    required only the fields without a default)."""
+    return (
+        field.required
+        or field.default is not msgspec.NODEFAULT
+        or field.default_factory is not msgspec.NODEFAULT
+    )
+
+
+def _refine(components: dict[str, Any], responses: list[type[Any]]) -> None:
+    """What ``schema_components`` leaves loose in the response schemas: the fields the
+    server always sends are required, and times are RFC 3339 date-times (the engine's are
+    all UTC-aware; ``JobInfo``'s are declared as plain datetimes)."""
+    for info in _structs(responses):
+        schema = components[info.cls.__name__]
+        schema["required"] = [f.encode_name for f in info.fields if _always_sent(f)]
+        for field in info.fields:
+            if isinstance(decoding.base_type(field.type), mi.DateTimeType):
+                prop = schema["properties"][field.encode_name]
+                for branch in prop.get("anyOf", [prop]):
+                    if branch.get("type") == "string":
+                        branch["format"] = "date-time"
+
+
+def _query_parameters(kind: type[msgspec.Struct]) -> list[dict[str, Any]]:
+    (_, components) = msgspec.json.schema_components([kind], ref_template=REF)
+    schema = components[kind.__name__]
+    required = set(schema.get("required", []))
+    out = []
+    for name, prop in schema["properties"].items():
+        prop = _without_null(prop)
+        parameter: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "schema": prop,
+        }
+        if "description" in prop:
+            parameter["description"] = prop["description"]
+        if name not in required:
+            # from_query takes an empty value for no value (as a form sends it).
+            parameter["allowEmptyValue"] = True
+        out.append(parameter)
+    return out
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    out = []
+    for name, (kind, description) in PATH_PARAMETERS.items():
+        if "{" + name + "}" in path:
+            schema = msgspec.json.schema(kind)
+            out.append(
+                {"name": name, "in": "path", "required": True, "description": description, "schema": schema}
+            )
+    return out
+
+
+def _operation(op: Operation, refs: dict[type[Any], dict[str, Any]]) -> dict[str, Any]:
+    success = _json(refs[op.response], "Created" if op.status == 201 else "OK")
+    if op.headers:
+        success["headers"] = {
+            name: {"description": text, "required": True, "schema": {"type": "string"}}
+            for name, text in op.headers
+        }
+    responses: dict[str, Any] = {str(op.status): success}
+    for code in op.error_codes():
+        responses[str(code)] = {"$ref": f"#/components/responses/{ERROR_NAMES[code]}"}
+    out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary}
+    parameters = _path_parameters(op.path)
+    if op.query is not None:
+        parameters += _query_parameters(op.query)
+    if op.method != "GET":
+        parameters.append({"$ref": "#/components/parameters/CSRF"})
+    if parameters:
+        out["parameters"] = parameters
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": op.body_required,
+            "content": {"application/json": {"schema": refs[op.body]}},
+        }
+    out["responses"] = responses
+    return out
+
+
+ERROR_HEADERS = {
+    401: ("WWW-Authenticate", "The scheme to authenticate with (Bearer or Basic)"),
+    429: ("Retry-After", "Seconds to wait before trying again"),
+}
+
+
+def _error(code: int) -> dict[str, Any]:
+    out = _json({"$ref": REF.format(name="Error")}, ERROR_DESCRIPTIONS[code])
+    if code in ERROR_HEADERS:
+        name, text = ERROR_HEADERS[code]
+        out["headers"] = {name: {"description": text, "required": True, "schema": {"type": "string"}}}
+    return out
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    every: set[type[Any]] = {schemas.Error, *(op.response for op in OPERATIONS)}
+    every |= {op.body for op in OPERATIONS if op.body is not None}
+    kinds = sorted(every, key=lambda k: k.__name__)
+    found, components = msgspec.json.schema_components(kinds, ref_template=REF)
+    refs = dict(zip(kinds, found, strict=True))
+    _refine(components, [schemas.Error, *(op.response for op in OPERATIONS)])
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.documented_path, {})[op.method.lower()] = _operation(op, refs)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -265,9 +363,8 @@ def openapi_document(base: str = "") -> dict[str, Any]:
             "description": "Inspect and operate the job engine. State-changing requests need the "
             "X-CSRF-Token header (GET /api/csrf) unless authenticated with a bearer token. "
             "Request bodies are limited to 2 MiB (413); wrong credentials are throttled per "
-            "client address (429 with Retry-After).",
+            "client address (429 with Retry-After). Every error is an Error object.",
         },
-        "servers": [{"url": base or "/"}],
         "security": [{"bearer": []}, {"basic": []}, {"session": []}],
         "paths": paths,
         "components": {
@@ -285,85 +382,13 @@ def openapi_document(base: str = "") -> dict[str, Any]:
                     "schema": {"type": "string"},
                 }
             },
-            "responses": {
-                "Unauthorized": err("Authentication required"),
-                "Forbidden": err(
-                    "CSRF check failed, the dashboard is read-only, or the Host is not one it answers to"
-                ),
-                "Invalid": err("Bad parameters or body; the message says which and why"),
-                "NotFound": err("Unknown queue or job"),
-                "Conflict": err("The job is not in a state that allows this"),
-                "Unavailable": err("Redis cannot be reached"),
-                "TooLarge": err("The request body is over the limit (2 MiB, or the payload limit)"),
-                "TooManyFailures": err(
-                    "Too many wrong credentials from this address: wait Retry-After seconds"
-                ),
-            },
-            "schemas": {
-                "Error": error,
-                "Queue": {
-                    "type": "object",
-                    "properties": {
-                        "name": {"type": "string"},
-                        **{
-                            k: {"type": "integer"}
-                            for k in (
-                                "waiting",
-                                "active",
-                                "delayed",
-                                "completed",
-                                "failed",
-                                "dlq",
-                                "retried",
-                                "cancelled",
-                                "enqueued",
-                                "reclaimed",
-                                "replayed",
-                            )
-                        },
-                        "lag_seconds": {"type": "number"},
-                    },
-                },
-                "Created": {
-                    "type": "object",
-                    "properties": {
-                        "id": {"type": "string"},
-                        "task": {"type": "string"},
-                        "queue": {"type": "string"},
-                        "status": {"enum": [str(Status.WAITING), str(Status.DELAYED)]},
-                    },
-                },
-                "Job": {
-                    "type": "object",
-                    "properties": {
-                        "id": {"type": "string"},
-                        "queue": {"type": "string"},
-                        "task": {"type": "string"},
-                        "status": {"enum": STATUSES},
-                        "attempts": {"type": "integer"},
-                        "max_attempts": {"type": ["integer", "null"]},
-                        "args": {"type": "array"},
-                        "kwargs": {"type": "object"},
-                        "result": {},
-                        "error": {"type": ["string", "null"]},
-                        "traceback": {"type": ["string", "null"]},
-                        "progress": {"type": ["number", "null"]},
-                        "created_at": {"type": ["string", "null"], "format": "date-time"},
-                        "processed_at": {"type": ["string", "null"], "format": "date-time"},
-                        "finished_at": {"type": ["string", "null"], "format": "date-time"},
-                        "logs": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "at": {"type": "string", "format": "date-time"},
-                                    "level": {"type": "string"},
-                                    "message": {"type": "string"},
-                                },
-                            },
-                        },
-                    },
-                },
-            },
+            "responses": {name: _error(code) for code, name in ERROR_NAMES.items()},
+            "schemas": components,
         },
     }
+
+
+def openapi_document(base: str = "") -> dict[str, Any]:
+    """The document, for an API mounted at ``base`` (a fresh copy: callers may change it)."""
+    document = copy.deepcopy(_document())
+    return {"openapi": document.pop("openapi"), "servers": [{"url": base or "/"}], **document}

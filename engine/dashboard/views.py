@@ -42,6 +42,7 @@ def job_view(info: JobInfo) -> dict[str, Any]:
         "scheduled_at": info.scheduled_at,
         "worker": info.worker,
         "raw_payload": info.raw_payload,
+        "partition": info.partition,
         "source": "redis",
     }
 
@@ -68,6 +69,7 @@ def history_view(job: Any) -> dict[str, Any]:
         "scheduled_at": None,
         "worker": None,
         "raw_payload": None,
+        "partition": None,
         "source": "history",
     }
 

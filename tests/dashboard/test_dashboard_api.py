@@ -219,7 +219,7 @@ async def test_dead_letters_list_replay_and_purge(app: Engine) -> None:
 
         for body, message in [
             ({}, "give 'ids'"),
-            ({"ids": "x"}, "give 'ids'"),
+            ({"ids": "x"}, "'ids' must be a JSON array"),
             ({"ids": ["a b"]}, "invalid job id"),
             ({"all": True, "ids": [jobs[3].id]}, "not both"),
             ({"all": True, "task": 5}, "must be a string"),
@@ -266,7 +266,7 @@ async def test_enqueue_checks_the_signature(app: Engine) -> None:
             ({"args": [1]}, "'task' is required"),
             ({"task": "charge", "args": {"order": 1}}, "'args' must be a JSON array"),
             ({"task": "charge", "kwargs": [1]}, "'kwargs' must be a JSON object"),
-            ({"task": "charge", "args": [1], "delay": -5}, "delay must be"),
+            ({"task": "charge", "args": [1], "delay": -5}, "'delay' must be a number"),
             ({"task": "charge", "args": [1], "queue": "a b"}, "invalid queue name"),
             ({"task": "charge", "args": [1], "priority": 1}, "unknown field(s) priority"),
             ({"task": "charge", "args": [1, "x" * 1_100_000]}, "over the limit"),

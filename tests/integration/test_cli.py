@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
+import socket
 import subprocess
 import sys
+import sysconfig
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
 
 import pytest
 
 from engine import Engine, JobContext, UnrecoverableError
 from engine.testing import worker_running
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT, eventually, free_port, start_worker_process, stop_process
 
 
 def run(
@@ -113,3 +121,201 @@ async def test_enqueue_stats_and_dlq_commands(redis_url: str, namespace: str) ->
         purged = run("-m", "engine", "dlq", "purge", "--yes", *common)
         assert purged.returncode == 0 and "purged 1" in purged.stdout
         assert await app.dlq().count() == 0 and await job.info() is None
+
+
+# --- --version, help on every option, console scripts ------------------------------------
+
+
+def test_version_is_the_installed_one() -> None:
+    import engine
+
+    try:
+        expected = metadata.version("engine")
+    except metadata.PackageNotFoundError:
+        expected = "0+unknown"
+    assert engine.__version__ == expected
+    for module in ("engine", "engine.worker"):
+        result = run("-m", module, "--version")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split()[:2] == ["engine", expected], result.stdout
+
+
+def _parsers() -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Every parser of every command line, subcommands included, walked from the roots (so
+    an option or subcommand added later is walked too)."""
+    from engine.cli import build_parser, worker_parser
+    from engine.dashboard.__main__ import build_parser as dashboard_parser
+
+    todo = [
+        ("engine", build_parser()),
+        ("engine.worker", worker_parser()),
+        ("engine.dashboard", dashboard_parser()),
+    ]
+    while todo:
+        name, parser = todo.pop()
+        yield name, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += [(f"{name} {sub}", subparser) for sub, subparser in action.choices.items()]
+
+
+def test_every_option_and_subcommand_has_help() -> None:
+    missing: list[str] = []
+    seen = 0
+    for name, parser in _parsers():
+        for action in parser._actions:
+            seen += 1
+            what = f"{name} {'/'.join(action.option_strings) or action.metavar or action.dest}"
+            if not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{what}: no help")
+            if isinstance(action, argparse._SubParsersAction):
+                helped = {choice.dest for choice in action._choices_actions if choice.help}
+                missing += [f"{name} {sub}: no help" for sub in action.choices if sub not in helped]
+            # An option that takes a value says what it is when not given.
+            takes_value = action.option_strings and action.nargs != 0 and not action.required
+            if takes_value and action.help and "default" not in action.help:
+                missing.append(f"{what}: help does not say its default")
+    assert seen > 60
+    assert not missing, missing
+
+
+def test_console_scripts_are_installed() -> None:
+    try:
+        dist = metadata.distribution("engine")
+    except metadata.PackageNotFoundError:
+        pytest.skip("engine is not installed (run from a source tree)")
+    scripts = {ep.name: ep.value for ep in dist.entry_points if ep.group == "console_scripts"}
+    if not scripts:
+        pytest.skip("installed before pyproject.toml had [project.scripts]: pip install -e . again")
+    assert scripts == {"engine": "engine.cli:main", "engine-worker": "engine.cli:worker_main"}
+    bin_dir = Path(sysconfig.get_path("scripts"))
+    for script, prog in (("engine", "engine"), ("engine-worker", "engine-worker")):
+        path = bin_dir / script
+        if not path.exists():
+            pytest.skip(f"{script} is not in {bin_dir}: this environment's install predates it")
+        version = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30)
+        assert version.returncode == 0 and version.stdout.startswith("engine "), version.stderr
+        usage = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=30)
+        assert usage.returncode == 0 and usage.stdout.startswith(f"usage: {prog} "), usage.stdout
+
+
+# --- python -m engine health ---------------------------------------------------------------
+
+
+def health(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    # No ENGINE_* from the outside: each test says what the probe checks.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "health", *args],
+        cwd=ROOT,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def assert_health(result: subprocess.CompletedProcess[str], healthy: bool, *words: str) -> str:
+    assert "Traceback" not in result.stdout + result.stderr
+    out, quiet = (result.stdout, result.stderr) if healthy else (result.stderr, result.stdout)
+    assert result.returncode == (0 if healthy else 1), result.stdout + result.stderr
+    lines = out.splitlines()
+    assert len(lines) == 1 and not quiet, result.stdout + result.stderr
+    assert lines[0].startswith("healthy: " if healthy else "unhealthy: "), lines[0]
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def test_health_of_redis_and_postgresql(redis_url: str, database_url: str, namespace: str) -> None:
+    common = ["--redis-url", redis_url, "--namespace", namespace]
+    line = assert_health(health(*common), True, "redis", "answered")
+    assert "postgresql" not in line  # no database URL configured: not checked
+    assert_health(health(*common, "--database-url", database_url), True, "redis", "postgresql")
+    bad_db = f"postgresql://user:s3cret@127.0.0.1:{free_port()}/nope"
+    line = assert_health(health(*common, "--database-url", bad_db), False, "FAILED postgresql")
+    assert "s3cret" not in line and "redis" in line
+
+
+def test_health_fails_within_the_timeout_on_a_closed_port() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    assert_health(health("--redis-url", url, "--timeout", "5"), False, "FAILED redis", url)
+
+
+async def test_health_is_bounded_by_its_timeout_when_a_server_never_answers() -> None:
+    from engine.cli.health import check
+
+    with socket.socket() as silent:  # accepts connections (the backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        app = Engine(url, database_url=f"postgresql://u@127.0.0.1:{silent.getsockname()[1]}/db")
+        started = time.monotonic()
+        try:
+            result = await check(app, min_workers=1, timeout=1.0)
+        finally:
+            await app.close()
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.0, elapsed
+        assert not result.healthy
+        line = result.line()
+        assert "FAILED redis" in line and "FAILED workers" in line, line
+        assert_health(health("--redis-url", url, "--timeout", "1"), False, "FAILED redis", "within 1")
+
+
+async def test_health_checks_workers(redis_url: str, namespace: str) -> None:
+    from engine.inspector import workers
+
+    common = ["--redis-url", redis_url, "--namespace", namespace]
+    assert_health(health(*common, "--min-workers", "1"), False, "FAILED workers: 0 worker(s)", namespace)
+    app = Engine(redis_url, namespace=namespace)
+
+    @app.task(timeout=5)
+    async def noop(ctx: JobContext) -> None:
+        pass
+
+    async with app, worker_running(app, name=f"probe-{namespace}"):
+        await eventually(lambda: workers(app), what="the worker's first heartbeat")
+        assert_health(
+            health(*common, "--min-workers", "1", "--worker", f"probe-{namespace}"),
+            True,
+            "1 worker(s)",
+            f"worker 'probe-{namespace}': seen",
+        )
+        line = assert_health(health(*common, "--min-workers", "2", "--worker", "nobody"), False)
+        assert "FAILED workers: 1 worker(s)" in line and "FAILED worker 'nobody'" in line, line
+
+
+async def test_worker_name_option_names_the_worker_and_a_pools_children(
+    redis_url: str, namespace: str
+) -> None:
+    from engine.inspector import workers
+
+    app = Engine(redis_url, namespace=namespace)
+    common = ["--redis-url", redis_url, "--namespace", namespace]
+    single = start_worker_process("tests.apps.counting:app", redis_url, namespace, "--name", "solo-1")
+    pooled = start_worker_process(
+        "tests.apps.counting:app", redis_url, namespace, "--name", "pod-a", "--processes", "1"
+    )
+    try:
+
+        async def ids() -> set[str]:
+            found = {beat.id for beat in await workers(app)}
+            return (
+                found if "solo-1" in found and any(re.fullmatch(r"pod-a-0-\d+", i) for i in found) else set()
+            )
+
+        assert len(await eventually(ids, timeout=60, what="both workers' heartbeats")) == 2
+        assert_health(health(*common, "--worker", "solo-1", "--worker", "pod-a"), True, "'solo-1'", "'pod-a'")
+    finally:
+        for proc in (single, pooled):
+            proc.terminate()
+        for proc in (single, pooled):
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                stop_process(proc)
+        await app.close()
+    bad = run("-m", "engine.worker", "tests.apps.counting:app", "--name", "has space")
+    assert bad.returncode == 2 and "--name" in bad.stderr and "Traceback" not in bad.stderr

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -247,29 +248,26 @@ def test_the_demo_on_a_cluster_runs_to_its_summary_and_stops_all_six_nodes(data_
 
 
 def _install_like_a_wheel(tmp_path: Path) -> Path:
-    """The package as a non-editable install holds it (what a wheel of this tree holds:
-    setuptools' build_py, with the package data pyproject.toml lists), in a dir of its own."""
+    """The package as a non-editable install holds it: pip builds a wheel of this tree (in an
+    isolated build environment, with the setuptools pyproject.toml asks for, so the wheel
+    holds exactly the package data it lists) and installs it without dependencies into a dir
+    of its own."""
     src = tmp_path / "src"
     src.mkdir()
     shutil.copytree(ROOT / "engine", src / "engine", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
     target = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import setuptools; setuptools.setup()",
-            "-q",
-            "build_py",
-            "--build-lib",
-            target,
-        ],
-        cwd=src,
-        check=True,
+    install = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile"]
+    built = subprocess.run(
+        [*install, "--target", str(target), str(src)],
+        cwd=tmp_path,
         capture_output=True,
-        timeout=120,
+        text=True,
+        timeout=300,
+        check=False,
     )
+    assert built.returncode == 0, built.stdout + built.stderr
     shutil.rmtree(src)  # nothing of the source tree may help
     return target
 
@@ -285,7 +283,7 @@ def test_the_demo_runs_from_a_non_editable_install(tmp_path: Path, data_dir: Pat
             "-c",
             "import importlib.util, engine, engine.demo_app; "
             "print(engine.__file__); print(engine.demo_app.app.schedules['monthly_report_preview'].name); "
-            "print(importlib.util.find_spec('examples'))",
+            "print(importlib.util.find_spec('examples')); print(engine.__version__)",
         ],
         cwd=elsewhere,
         env={**{k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}, **env},
@@ -295,10 +293,12 @@ def test_the_demo_runs_from_a_non_editable_install(tmp_path: Path, data_dir: Pat
         check=False,
     )
     assert probe.returncode == 0, probe.stderr
-    engine_file, schedule, examples = probe.stdout.split("\n")[:3]
+    engine_file, schedule, examples, version = probe.stdout.split("\n")[:4]
     assert Path(engine_file).is_relative_to(target), engine_file  # not the checkout's engine
     assert schedule == "monthly_report_preview"
     assert examples == "None"  # `examples` is not importable here: the demo cannot lean on it
+    # The wheel's metadata came along: engine.__version__ is pyproject.toml's version.
+    assert version == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
     demo = Demo(data_dir, "--jobs", "40", cwd=elsewhere, env=env)
     try:
