@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 import anyio
 
 from engine.broker.gateway import Gateway, Retention, check_redis_url
+from engine.client import sync
 from engine.client.dlq import DeadLetters
 from engine.client.handle import Job, Notifier
 from engine.client.tasks import DEFAULT, Calls, NamedCall, Task, make_task, spec_from_announcement
@@ -119,6 +121,8 @@ class Engine:
         self._notify: Notifier | None = None
         self._checked = False
         self._announced: dict[str, TaskAnnouncement] = {}
+        self._twins = sync.Twins(self._make_twin, Engine.close)
+        self._is_twin = False
         self.layout = Layout()
         """Which queues are partitioned (:meth:`queue`), and into how many."""
         self._layout_checked = False
@@ -211,6 +215,7 @@ class Engine:
                 backoff=backoff,
                 settings=self.settings,
                 submit=self._enqueue,
+                submit_sync=self._enqueue_sync,
             )
             if task.name in self.tasks:
                 raise ConfigurationError(f"a task named {task.name!r} is already registered")
@@ -452,10 +457,47 @@ class Engine:
         """Enqueue by task name: a task of this app, or one a running worker announced."""
         return await self.with_options(task_name).enqueue(*args, **kwargs)
 
+    # -- from sync code -----------------------------------------------------------------------
+
+    def enqueue_sync(self, task_name: str, /, *args: Any, **kwargs: Any) -> Job[Any]:
+        """:meth:`enqueue` from sync code (any thread with no running event loop)."""
+        return self.with_options(task_name).enqueue_sync(*args, **kwargs)
+
+    def sync_twin(self) -> Engine:
+        """This app's twin on the background loop that serves sync callers
+        (``engine.client.sync``): the same settings, tasks and layout, its own connections."""
+        return self if self._is_twin else cast(Engine, self._twins.get())
+
+    def _make_twin(self) -> Engine:
+        twin = copy.copy(self)  # shares settings, tasks, schedules, layout, clock, signals
+        twin._is_twin = True
+        twin._gateway = twin._notify = twin._joblog = None
+        twin._checked = twin._layout_checked = False
+        twin._logged_queues = set()
+        return twin
+
+    def _enqueue_sync(self, spec: TaskSpec, calls: Calls, options: Options) -> list[Job[Any]]:
+        twin = self.sync_twin()
+        return [self._adopt(job) for job in sync.call(lambda: twin._enqueue(spec, calls, options))]
+
+    def _named_sync(
+        self, task_name: str, options: Options, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Job[Any]:
+        twin = self.sync_twin()
+        call = NamedCall(twin.task_spec, twin._enqueue, task_name, options)
+        return self._adopt(sync.call(lambda: call.enqueue(*args, **kwargs)))
+
+    def _adopt(self, job: Job[R]) -> Job[R]:
+        """A handle the twin made, bound to this app: awaited in async code it uses this app's
+        connections, and its *_sync methods go back to the twin."""
+        return job.rebound(self)
+
     def with_options(self, task_name: str, /, **options: Any) -> NamedCall:
         """Enqueue by task name with per-enqueue options, as ``task.with_options`` does:
         ``await app.with_options("export", delay=5).enqueue(42)``."""
-        return NamedCall(self.task_spec, self._enqueue, task_name, Options().merged(**options))
+        return NamedCall(
+            self.task_spec, self._enqueue, task_name, Options().merged(**options), self._named_sync
+        )
 
     async def task_spec(self, task_name: str) -> TaskSpec:
         """What a producer needs of a task: this app's, or one a running worker announced."""

@@ -10,6 +10,7 @@ import anyio
 import structlog
 
 from engine.broker import RedisError
+from engine.client import sync
 from engine.core.errors import JobFailed, JobNotFound, JobRunning, ScriptCode
 from engine.core.model import FINAL_STATUSES, JobInfo, Status, json_decoder
 
@@ -108,6 +109,10 @@ class JobSource(Protocol):
     @property
     def retention(self) -> Retention: ...
 
+    def sync_twin(self) -> JobSource:
+        """The app's twin on the background loop of sync callers (``engine.client.sync``)."""
+        ...
+
 
 class Job(Generic[R]):
     """A handle on one job: cheap to make, reads its state from Redis on demand."""
@@ -197,6 +202,35 @@ class Job(Generic[R]):
             value = json_decoder.decode(raw) if raw else None
             return cast(R, value if self._shape is None else self._shape.result(value))
         raise JobFailed(self.id, status.value, h.get("error"))
+
+    # -- from sync code (any thread with no running event loop: engine.client.sync) ---------
+
+    def result_sync(self, timeout: float | None = None) -> R:
+        """:meth:`result`, from sync code."""
+        job = self._on_portal()
+        return sync.call(lambda: job.result(timeout))
+
+    def info_sync(self) -> JobInfo | None:
+        """:meth:`info`, from sync code."""
+        job = self._on_portal()
+        return sync.call(job.info)
+
+    def status_sync(self) -> Status | None:
+        """:meth:`status`, from sync code."""
+        job = self._on_portal()
+        return sync.call(job.status)
+
+    def cancel_sync(self) -> bool:
+        """:meth:`cancel`, from sync code."""
+        job = self._on_portal()
+        return sync.call(job.cancel)
+
+    def _on_portal(self) -> Job[R]:
+        return self.rebound(self._engine.sync_twin())
+
+    def rebound(self, engine: JobSource) -> Job[R]:
+        """This handle on another app object (the same app's twin, or back)."""
+        return self if engine is self._engine else Job(engine, self.id, self.queue, self._shape)
 
     async def cancel(self) -> bool:
         """Cancel the job if it has not finished; True when it was (or will be) cancelled.

@@ -35,6 +35,20 @@ class Submit(Protocol):
     def __call__(self, spec: TaskSpec, calls: Calls, options: Options, /) -> Awaitable[list[Job[Any]]]: ...
 
 
+class NamedSubmitSync(Protocol):
+    """A by-name enqueue from sync code: (task name, options, args, kwargs) -> its job."""
+
+    def __call__(
+        self, task_name: str, options: Options, args: tuple[Any, ...], kwargs: dict[str, Any], /
+    ) -> Job[Any]: ...
+
+
+class SubmitSync(Protocol):
+    """The same from sync code (run on the background loop of ``engine.client.sync``)."""
+
+    def __call__(self, spec: TaskSpec, calls: Calls, options: Options, /) -> list[Job[Any]]: ...
+
+
 DEFAULT: Any = object()
 """An option left out: the app's default applies (None is a value, and refused for a timeout)."""
 
@@ -57,6 +71,10 @@ class TaskCall(Generic[P, R]):
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         return (await self.task.submit(self.task.spec, [(args, kwargs)], self._options))[0]
 
+    def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """:meth:`enqueue` from sync code (any thread with no running event loop)."""
+        return self.task.submit_sync(self.task.spec, [(args, kwargs)], self._options)[0]
+
     async def enqueue_many(self, calls: Iterable[Any]) -> list[Job[R]]:
         return await self.task.submit(self.task.spec, normalise_calls(calls), self._options)
 
@@ -64,20 +82,37 @@ class TaskCall(Generic[P, R]):
 class NamedCall:
     """A task named by a string, with per-enqueue options bound (``app.with_options``)."""
 
-    __slots__ = ("_options", "_resolve", "_submit", "task_name")
+    __slots__ = ("_options", "_resolve", "_submit", "_submit_sync", "task_name")
 
-    def __init__(self, resolve: Resolve, submit: Submit, task_name: str, options: Options) -> None:
+    def __init__(
+        self,
+        resolve: Resolve,
+        submit: Submit,
+        task_name: str,
+        options: Options,
+        submit_sync: NamedSubmitSync | None = None,
+    ) -> None:
         self._resolve = resolve
         self._submit = submit
         self.task_name = task_name
         self._options = options
+        self._submit_sync = submit_sync
 
     def with_options(self, **options: Any) -> NamedCall:
-        return NamedCall(self._resolve, self._submit, self.task_name, self._options.merged(**options))
+        merged = self._options.merged(**options)
+        return NamedCall(self._resolve, self._submit, self.task_name, merged, self._submit_sync)
 
     async def enqueue(self, *args: Any, **kwargs: Any) -> Job[Any]:
         spec = await self._resolve(self.task_name)
         return (await self._submit(spec, [(args, kwargs)], self._options))[0]
+
+    def enqueue_sync(self, *args: Any, **kwargs: Any) -> Job[Any]:
+        """:meth:`enqueue` from sync code (any thread with no running event loop)."""
+        if self._submit_sync is None:
+            raise RuntimeError(
+                f"this call of {self.task_name!r} was not made by an Engine: it has no sync enqueue"
+            )
+        return self._submit_sync(self.task_name, self._options, args, kwargs)
 
     async def enqueue_many(self, calls: Iterable[Any]) -> list[Job[Any]]:
         spec = await self._resolve(self.task_name)
@@ -91,9 +126,17 @@ class Task(Generic[P, R]):
     job's ``result()`` is its return type, so a type checker catches a wrong, missing or
     extra argument at the call."""
 
-    def __init__(self, fn: Callable[..., Any], spec: TaskSpec, takes_ctx: bool, submit: Submit) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        spec: TaskSpec,
+        takes_ctx: bool,
+        submit: Submit,
+        submit_sync: SubmitSync | None = None,
+    ) -> None:
         self.submit = submit
         """Where its jobs go (the app's one enqueue path)."""
+        self._submit_sync = submit_sync
         self.fn = fn
         self.spec = spec
         self.takes_ctx = takes_ctx
@@ -136,6 +179,21 @@ class Task(Generic[P, R]):
         """Add one job; returns its handle once it is stored (at-least-once from here on)."""
         return (await self.submit(self.spec, [(args, kwargs)], Options()))[0]
 
+    def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """:meth:`enqueue` from sync code (Django, Flask, scripts): safe from any thread with
+        no running event loop; every thread shares one background loop and connection pool."""
+        return self.submit_sync(self.spec, [(args, kwargs)], Options())[0]
+
+    def enqueue_many_sync(self, calls: Iterable[Any]) -> list[Job[R]]:
+        """:meth:`enqueue_many` from sync code."""
+        return self.submit_sync(self.spec, normalise_calls(calls), Options())
+
+    @property
+    def submit_sync(self) -> SubmitSync:
+        if self._submit_sync is None:
+            raise RuntimeError(f"task {self.name!r} was not registered by an Engine: it has no sync enqueue")
+        return self._submit_sync
+
     async def enqueue_many(self, calls: Iterable[Any]) -> list[Job[R]]:
         """Add many jobs in one round trip. Each item is a tuple of positional arguments,
         a dict of keyword arguments, an ``(args_tuple, kwargs_dict)`` pair made with
@@ -175,6 +233,7 @@ def make_task(
     backoff: Backoff | None,
     settings: Settings,
     submit: Submit,
+    submit_sync: SubmitSync | None = None,
 ) -> Task[..., Any]:
     """What ``@app.task`` registers, every option checked (``timeout=DEFAULT``,
     ``max_attempts=None`` and ``backoff=None``: the app's defaults)."""
@@ -196,7 +255,7 @@ def make_task(
         signature=signature,
         shape=Shape.of(func, signature),
     )
-    return Task(func, spec, takes_ctx, submit)
+    return Task(func, spec, takes_ctx, submit, submit_sync)
 
 
 def spec_from_announcement(task_name: str, raw: bytes | str, backoff: Backoff) -> TaskSpec:

@@ -57,3 +57,11 @@ async def main() -> None:
     await report.enqueue(["a"])  # E: list-item
     await hourly.enqueue()
     await hourly.enqueue(1)  # E: call-arg
+
+
+def from_sync_code() -> None:
+    job = add.enqueue_sync(1, 2)
+    reveal_type(job)  # R: engine.client.handle.Job[int]
+    reveal_type(job.result_sync(timeout=5))  # R: int
+    add.enqueue_sync(1, "2")  # E: arg-type
+    charge.with_options(delay=5).enqueue_sync(Decimal(1))  # E: call-arg
