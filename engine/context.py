@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -50,6 +50,11 @@ class JobContext:
     enqueues a follow-up job by name)."""
     services: JobServices | None = field(default=None, repr=False)
     """Where log lines and progress go; None (a context made by hand) keeps them local."""
+    state: dict[str, Any] = field(default_factory=dict, repr=False)
+    """The worker process's shared state, as the app's ``@app.on_startup`` hooks filled it
+    (a database pool, a client)."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """What the producer attached to the job (``with_options(meta=...)``)."""
 
     def time_left(self) -> float:
         """Seconds until this attempt times out (never negative)."""

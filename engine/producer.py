@@ -60,6 +60,9 @@ class Options:
     max_attempts: int | None = None
     queue: str | None = None
     scheduled_at: datetime | None = None
+    meta: dict[str, Any] | None = None
+    """A small JSON object carried with the job (``ctx.meta``, ``info.meta``, the dashboard):
+    a trace context, a request id."""
     partition_key: str | None = None
     """Of a partitioned queue: jobs with the same key go to the same partition (and are
     dequeued in order); ignored by a plain queue."""
@@ -73,7 +76,13 @@ class Options:
         return replace(self, **changes)
 
 
-def encode_payload(spec: TaskSpec, args: Sequence[Any], kwargs: Mapping[str, Any], limit: int) -> bytes:
+def encode_payload(
+    spec: TaskSpec,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    limit: int,
+    meta: dict[str, Any] | None = None,
+) -> bytes:
     positional = None if kwargs else spec.positional
     if positional is not None and positional[0] <= len(args) <= positional[1]:
         pass  # binds for sure; Signature.bind costs more than the rest of an enqueue
@@ -90,7 +99,7 @@ def encode_payload(spec: TaskSpec, args: Sequence[Any], kwargs: Mapping[str, Any
     if spec.shape is not None:
         spec.shape.check(spec.name, args, kwargs)
     try:
-        data = json_encoder.encode(Payload(args=list(args), kwargs=dict(kwargs)))
+        data = json_encoder.encode(Payload(args=list(args), kwargs=dict(kwargs), meta=meta or msgspec.UNSET))
     except (TypeError, msgspec.EncodeError, OverflowError, RecursionError, UnicodeEncodeError) as exc:
         raise TypeError(
             f"task {spec.name!r}: arguments cannot be encoded as JSON ({exc}); pass plain data "
@@ -103,6 +112,24 @@ def encode_payload(spec: TaskSpec, args: Sequence[Any], kwargs: Mapping[str, Any
             "reference"
         )
     return data
+
+
+MAX_META_BYTES = 16 * 1024
+
+
+def check_meta(meta: Any) -> dict[str, Any] | None:
+    """A job's meta: a JSON object with string keys, at most 16 KiB encoded."""
+    if meta is None or meta == {}:
+        return None
+    if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
+        raise ConfigurationError(f"meta must be a dict with string keys, not {meta!r:.80}")
+    try:
+        size = len(json_encoder.encode(meta))
+    except (TypeError, msgspec.EncodeError, OverflowError, RecursionError) as exc:
+        raise ConfigurationError(f"meta must be JSON-encodable: {exc}") from None
+    if size > MAX_META_BYTES:
+        raise ConfigurationError(f"meta is {size:,} bytes encoded, over the limit of {MAX_META_BYTES:,}")
+    return meta
 
 
 def check_key(name: str, value: Any) -> str:
@@ -123,7 +150,7 @@ def build_job(
     default_idempotency_ttl: float,
     now: float | None = None,
 ) -> NewJob:
-    payload = encode_payload(spec, args, kwargs, max_payload_bytes)
+    payload = encode_payload(spec, args, kwargs, max_payload_bytes, check_meta(options.meta))
     now = time.time() if now is None else now
     due_ms = 0
     if options.delay is not None and options.run_at is not None:

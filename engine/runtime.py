@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from engine.broker.gateway import Gateway, Retention
 from engine.core.clock import Clock
+from engine.core.hooks import Hooks
 from engine.core.partitions import Layout
 from engine.core.schedule import Schedule
 from engine.core.settings import Settings
@@ -38,6 +39,11 @@ class Runtime(Protocol):
 
     @property
     def schedules(self) -> Mapping[str, Schedule]: ...
+
+    @property
+    def hooks(self) -> Hooks:
+        """Start-up/shut-down hooks and state, middleware, failure and enqueue hooks."""
+        ...
 
     @property
     def layout(self) -> Layout:

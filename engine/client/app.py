@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, overload
 
@@ -19,6 +20,7 @@ from engine.context import JobContext
 from engine.core.backoff import Backoff
 from engine.core.clock import SYSTEM_CLOCK, Clock
 from engine.core.errors import ConfigurationError, UnknownTaskError
+from engine.core.hooks import Hooks, Middleware
 from engine.core.model import json_encoder
 from engine.core.partitions import Layout, check_queue_name
 from engine.core.settings import DEFAULT_REDIS_URL, Setting, Settings
@@ -27,7 +29,7 @@ from engine.core.taskdef import TaskAnnouncement
 from engine.core.urls import cluster_flag, parse_cluster_flag
 from engine.cron import Schedule, check_expression, check_zone, make_schedule
 from engine.history import HistoryPage, JobLog, LogLine
-from engine.producer import Options, TaskSpec, build_jobs
+from engine.producer import Options, TaskSpec, build_jobs, check_meta
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
 ENQUEUE_CHUNK = 1000
 """Jobs per script call of a bulk enqueue (one call runs atomically on one partition)."""
 _UNSET: Any = DEFAULT
@@ -123,6 +126,9 @@ class Engine:
         self._announced: dict[str, TaskAnnouncement] = {}
         self._twins = sync.Twins(self._make_twin, Engine.close)
         self._is_twin = False
+        self.hooks = Hooks()
+        """What runs around jobs: ``on_startup``/``on_shutdown`` and their ``state``,
+        middleware, failure and enqueue hooks."""
         self.layout = Layout()
         """Which queues are partitioned (:meth:`queue`), and into how many."""
         self._layout_checked = False
@@ -263,6 +269,44 @@ class Engine:
             return task
 
         return cast(TaskDecorator, register)
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The per-process state shared by the start-up hooks and every job (``ctx.state``)."""
+        return self.hooks.state
+
+    def on_startup(self, fn: F) -> F:
+        """Run ``fn(state)`` (async or not) once per worker process, before its first job:
+        open a database pool into ``state["db"]``, read it in tasks as ``ctx.state["db"]``.
+        A hook that raises stops the worker before it takes any job."""
+        self.hooks.add("startup", fn)
+        return fn
+
+    def on_shutdown(self, fn: F) -> F:
+        """Run ``fn(state)`` once the process's last worker has stopped (in reverse order)."""
+        self.hooks.add("shutdown", fn)
+        return fn
+
+    def add_middleware(self, fn: Middleware) -> None:
+        """Wrap every attempt: ``async def fn(ctx, call_next)`` returns (or raises) what
+        ``await call_next()`` does, or its own; the first added runs outermost, all within
+        the attempt's timeout."""
+        self.hooks.add("middleware", fn)
+
+    def on_failure(self, fn: F) -> F:
+        """Call ``fn(ctx, exc)`` (async or not) whenever an attempt raises, retried or not,
+        e.g. ``sentry_sdk.capture_exception(exc)``; what the hook raises is logged, never
+        changes the outcome."""
+        self.hooks.add("failure", fn)
+        return fn
+
+    def on_enqueue(self, fn: F) -> F:
+        """Call ``fn(task_name, meta)`` (plain ``def``) before each enqueue call is built; it may
+        add to ``meta``, the dict carried with the jobs (a trace context, a request id)."""
+        self.hooks.add("enqueue", fn)
+        return fn
 
     # -- connection -------------------------------------------------------------------------
 
@@ -415,6 +459,11 @@ class Engine:
     # -- producing --------------------------------------------------------------------------
 
     async def _enqueue(self, spec: TaskSpec, calls: Calls, options: Options) -> list[Job[Any]]:
+        if self.hooks.enqueue:
+            meta = dict(check_meta(options.meta) or {})
+            for hook in self.hooks.enqueue:
+                hook(spec.name, meta)
+            options = replace(options, meta=meta or None)
         queue, jobs = build_jobs(spec, calls, options, self.settings, now=self.clock.time())
         if not jobs:
             return []

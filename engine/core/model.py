@@ -34,6 +34,8 @@ class Payload(msgspec.Struct, frozen=True):
 
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
+    meta: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
+    """The job's ``meta`` (a trace id...), left out of the JSON when there is none."""
 
 
 payload_decoder = msgspec.json.Decoder(Payload)
@@ -91,6 +93,8 @@ class JobInfo(msgspec.Struct, kw_only=True):
     worker: str | None = None
     raw_payload: str | None = None
     """The stored payload as text, set only when it could not be decoded."""
+    meta: dict[str, Any] = {}
+    """What the producer attached to the job (``with_options(meta=...)``, enqueue hooks)."""
     partition: str | None = None
     """The partition holding the job, when its queue is partitioned (``queue`` names the
     queue itself)."""
@@ -121,6 +125,7 @@ class JobInfo(msgspec.Struct, kw_only=True):
             max_attempts=lenient_number(h.get("max_attempts"), int),
             args=payload.args,
             kwargs=payload.kwargs,
+            meta=payload.meta if isinstance(payload.meta, dict) else {},
             result=result,
             error=h.get("error") or None,
             traceback=h.get("traceback") or None,

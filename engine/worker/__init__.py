@@ -191,6 +191,10 @@ class Worker:
             self._inflight.setdefault(queue, set())
             await gateway.ensure_group(queue)
         await engine.announce_tasks()
+        if self.process_jobs:
+            # Before the first job: the app's @app.on_startup hooks fill ctx.state (a failing
+            # one stops the worker here, before it takes any job).
+            await engine.hooks.start()
         if self.shipper is not None and self._joblog is not None:
             await self._outboxes()  # switch the job log on before the first job is processed
             try:
@@ -254,6 +258,9 @@ class Worker:
                 maintenance.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
+                if self.process_jobs:  # the last worker of the process runs on_shutdown
+                    for hook, error in await engine.hooks.stop():
+                        self._log.error("shutdown hook raised", hook=hook, error=repr(error))
                 with contextlib.suppress(RedisError, OSError):
                     await heartbeat.forget(self.id)
                 if self._joblog is not None:

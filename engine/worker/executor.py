@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import traceback
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +34,8 @@ _encode = msgspec.json.Encoder().encode
 # a task that raises with a megabyte of text must not put it in all three.
 MAX_ERROR_CHARS = 16_384
 MAX_TRACEBACK_CHARS = 65_536
+# Failure hooks (error reporting) get this long per failed attempt, whatever they do.
+FAILURE_HOOKS_S = 10.0
 
 
 class Executor:
@@ -125,6 +128,8 @@ class Executor:
             enqueued_at=ms_to_datetime(job.created_ms),
             engine=self.engine,
             services=self.engine.gateway,
+            state=self.engine.hooks.state,
+            meta=payload.meta if isinstance(payload.meta, dict) else {},
         )
         args: list[Any] = [ctx, *call_args] if task.takes_ctx else call_args
         # One scope serves both the timeout (its deadline) and a user's cancel request
@@ -133,16 +138,32 @@ class Executor:
         self._scopes[job.job_id] = scope
         try:
             with scope:
-                result = await self._call(task, args, call_kwargs)
+                result = await self._through_middleware(ctx, task, args, call_kwargs)
                 return Outcome(job.queue, job.entry_id, job.job_id, "completed", _encode(result).decode())
             if job.job_id in self._cancelled:
                 return Outcome(job.queue, job.entry_id, job.job_id, "cancelled", "cancelled while running")
             raise JobTimeout(f"timed out after {timeout:g}s")
         except Exception as exc:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(FAILURE_HOOKS_S):
+                for hook, error in await self.engine.hooks.failed(ctx, exc):
+                    log.error("failure hook raised", hook=hook, error=describe(error), **_bound(job))
             return self._failure(job, task, max_attempts, exc)
         finally:
             del self._scopes[job.job_id]
             self._cancelled.discard(job.job_id)
+
+    async def _through_middleware(
+        self, ctx: JobContext, task: TaskDef, args: list[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        """The call, wrapped by the app's middleware, the first added outermost."""
+
+        async def innermost() -> Any:
+            return await self._call(task, args, kwargs)
+
+        call: Callable[[], Awaitable[Any]] = innermost
+        for middleware in reversed(self.engine.hooks.middleware):
+            call = functools.partial(middleware, ctx, call)
+        return await call()
 
     async def _call(self, task: TaskDef, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if task.is_async:
