@@ -18,6 +18,9 @@ Test helpers (``FakeClock``, signals, ``worker_running``) live in :mod:`engine.t
 
 from importlib import metadata as _metadata
 
+# The engine logs through stdlib logging (its loggers are engine.*): a host app's handlers and
+# levels apply, and nothing is printed unless they are configured (engine.log).
+from engine import log as _log  # noqa: F401
 from engine.client.app import Engine
 from engine.client.dlq import DeadLetters
 from engine.client.handle import Job

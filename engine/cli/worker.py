@@ -164,7 +164,7 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
 
     async def main() -> None:
         async with app:
-            await app.worker(**options).run()
+            await app.worker(**options, handle_signals=True).run()  # it owns this process
 
     return run(main)
 

@@ -86,7 +86,13 @@ class Engine:
         failed_history_retention: float | None = None,
         clock: Clock | None = None,
         cluster: bool | None = None,
+        testing: str | None = None,
     ) -> None:
+        if testing not in (None, "inline"):
+            raise ConfigurationError(f'testing must be None or "inline", not {testing!r}')
+        self.testing = testing
+        """"inline": enqueue runs each job at once in the caller's event loop, with no Redis
+        (see engine.testing.inline); None: jobs go to Redis, for workers."""
         self.clock: Clock = clock or SYSTEM_CLOCK
         if not isinstance(self.clock, Clock):
             raise ConfigurationError(
@@ -332,6 +338,8 @@ class Engine:
 
     async def connect(self) -> None:
         """Connect and check the server answers (raises ConnectionFailed naming the URL)."""
+        if self.testing == "inline":
+            return  # no server: `async with app:` in a lifespan works in tests too
         await self.gateway.ping()
         self._checked = True
 
@@ -464,6 +472,10 @@ class Engine:
             for hook in self.hooks.enqueue:
                 hook(spec.name, meta)
             options = replace(options, meta=meta or None)
+        if self.testing == "inline":  # run the jobs here and now, in memory
+            from engine.testing.inline import run_inline
+
+            return await run_inline(self, spec, calls, options)
         queue, jobs = build_jobs(spec, calls, options, self.settings, now=self.clock.time())
         if not jobs:
             return []
@@ -608,8 +620,9 @@ class Engine:
 
     def dashboard(self, **options: Any) -> ASGIApp:
         """The dashboard and JSON API as an ASGI app, to mount in a Starlette/FastAPI service
-        (options: token=, basic_auth=, read_only=, allowed_hosts=, metrics_token=,
-        metrics_public=; see ``engine.dashboard.create_app``)."""
+        (options: token=, basic_auth=, auth= (a callable reusing the host's authentication),
+        read_only=, allowed_hosts=, metrics_token=, metrics_public=, csrf_secret=; see
+        ``engine.dashboard.create_app``)."""
         from engine.dashboard import create_app
 
         return create_app(self, **options)
@@ -621,6 +634,11 @@ class Engine:
         **options: Any,
     ) -> Worker:
         """A worker for ``queues`` (default: every queue this app's tasks use)."""
+        if self.testing == "inline":
+            raise ConfigurationError(
+                'an app in inline mode (testing="inline") runs each job when it is enqueued: '
+                "it has no worker (and its cron schedules never fire)"
+            )
         from engine.worker import Worker
 
         return Worker(self, queues=queues, concurrency=concurrency, **options)

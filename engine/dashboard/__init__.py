@@ -1,9 +1,9 @@
 """The web dashboard and JSON API of an engine, as one ASGI app.
 
-Mount it in a Starlette/FastAPI service (``app.mount("/jobs", create_app(engine))``) or run
-it with ``python -m engine.dashboard MODULE:APP``. Pages: overview, queue, job, dead letters,
-cron, workers; JSON API under ``/api`` (``/api/openapi.json``); Prometheus ``/metrics``.
-Assets ship in the package: it works offline.
+Mount it in a Starlette/FastAPI service (``app.mount("/jobs", create_app(engine))``, behind
+the service's own login with ``auth=``) or run it with ``python -m engine.dashboard
+MODULE:APP``. Pages: overview, queue, job, dead letters, cron, workers; JSON API under ``/api``
+(``/api/openapi.json``); Prometheus ``/metrics``. Assets ship in the package: it works offline.
 
 HTTP only: it reads through :mod:`engine.inspector` and acts through the client's public
 methods, and imports ``engine.core``, the broker's re-exported errors and the history's
@@ -25,9 +25,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
+from engine import log as _log  # noqa: F401  (the engine's loggers are stdlib loggers)
 from engine.core.errors import ConfigurationError
 from engine.dashboard import api, pages
-from engine.dashboard.auth import Security, Throttle, check_secret
+from engine.dashboard.auth import AuthHook, Security, Throttle, check_secret
 from engine.dashboard.errors import DashboardError
 from engine.dashboard.guard import BODY_LIMIT, Guard, parse_allowed_hosts
 from engine.dashboard.middleware import SecurityMiddleware, is_api, route_path
@@ -65,6 +66,8 @@ def create_app(
     allowed_hosts: Sequence[str] | str | None = None,
     metrics_token: str | None = None,
     metrics_public: bool = False,
+    auth: AuthHook | None = None,
+    csrf_secret: str | None = None,
 ) -> ASGIApp:
     """The dashboard of ``engine`` as an ASGI app.
 
@@ -81,13 +84,38 @@ def create_app(
     then applies with authentication too. ``/metrics`` takes the token, or ``metrics_token``
     (default: ``ENGINE_DASHBOARD_METRICS_TOKEN``), which opens nothing else; with
     ``metrics_public=True`` it needs nothing.
+
+    ``auth`` reuses the host application's authentication instead of the token and basic
+    credentials (which are then neither given nor read from the environment):
+    ``auth(request) -> bool`` or an awaitable of one, asked about every request but the
+    static assets, with the Starlette :class:`~starlette.requests.Request` (headers, cookies,
+    ``request.user``/``request.session`` set by the host's middleware; not its body). True
+    lets the request in, a falsy answer is refused with 401, and a
+    ``starlette.exceptions.HTTPException`` it raises (FastAPI's is one) is answered with its
+    status, detail and headers (403, a redirect to the host's login page...). It must be
+    quick: it runs in the event loop. CSRF checks stay on for every state change (``GET
+    /api/csrf`` gives a script the header and cookie to send), ``read_only`` and
+    ``allowed_hosts`` apply, and ``/metrics`` still takes ``metrics_token``. Without a token
+    the CSRF tokens are signed with a random key of each process: a host running several
+    processes gives them all the same ``csrf_secret`` (16+ characters, e.g. its own secret
+    key).
     """
-    if token is None:
+    if auth is not None:
+        if not callable(auth):
+            raise ConfigurationError(f"auth must be a callable taking the request, not {auth!r}")
+        if token is not None or basic_auth is not None:
+            raise ConfigurationError(
+                "auth= decides who may use the dashboard instead of token= and basic_auth=: "
+                "give one or the other"
+            )
+    elif token is None:
         token = os.environ.get("ENGINE_DASHBOARD_TOKEN") or None
     if token is not None:
         check_secret("dashboard token", token)
+    if csrf_secret is not None:
+        check_secret("CSRF secret", csrf_secret)
     if basic_auth is None:
-        basic_auth = _basic_from_env()
+        basic_auth = None if auth is not None else _basic_from_env()
     elif not (
         isinstance(basic_auth, tuple)
         and len(basic_auth) == 2
@@ -100,10 +128,10 @@ def create_app(
         metrics_token = os.environ.get("ENGINE_DASHBOARD_METRICS_TOKEN") or None
     if metrics_token is not None:
         check_secret("metrics token", metrics_token)
-        if token is None and basic_auth is None:
+        if token is None and basic_auth is None and auth is None:
             raise ConfigurationError(
                 "a metrics token protects nothing on a dashboard without authentication: "
-                "set the dashboard token (or basic auth) too"
+                "set the dashboard token (or basic auth, or auth=) too"
             )
     if allowed_hosts is None:
         allowed_hosts = os.environ.get("ENGINE_DASHBOARD_ALLOWED_HOSTS") or None
@@ -114,6 +142,8 @@ def create_app(
         read_only=bool(read_only),
         metrics_token=metrics_token,
         metrics_public=bool(metrics_public),
+        auth=auth,
+        csrf_secret=csrf_secret,
         throttle=Throttle(clock=engine.clock.monotonic),
         clock=engine.clock,
     )

@@ -23,6 +23,14 @@
   /64); past :data:`FREE_FAILURES` the address is locked out for a time that doubles with
   every further failure (429 with ``Retry-After``), while other addresses carry on.
 - Read-only mode refuses every state-changing request except logging in and out.
+- The host application's own authentication (``create_app(auth=...)``): a callable given the
+  request (a Starlette :class:`~starlette.requests.Request`, without its body) that answers
+  whether it may come in: ``True``/``False`` or an awaitable of either. It replaces the token and
+  basic credentials (no login page, no session cookie, no throttling: the host's auth does
+  its own); a falsy answer is a 401, and an ``HTTPException`` it raises is answered as is
+  (a 403, a challenge header, a redirect to the host's login page). CSRF checks stay on for
+  every state-changing request it lets in (a cookie-authenticated host is exactly what they
+  guard), and ``/metrics`` still takes the metrics token.
 """
 
 from __future__ import annotations
@@ -31,15 +39,18 @@ import base64
 import binascii
 import hashlib
 import hmac
+import inspect
 import math
 import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
+
+from starlette.requests import Request
 
 from engine.core.clock import SYSTEM_CLOCK, Clock
 from engine.core.errors import ConfigurationError
@@ -67,6 +78,9 @@ MAX_TRACKED_CLIENTS = 10_000
 # Strict ASCII shapes: anything else is not ours (int() on a cookie accepted '²' and raised).
 _SESSION = re.compile(r"([A-Za-z0-9_-]{22})\.([0-9]{10,12})\.([A-Za-z0-9_-]{43})", re.ASCII)
 _CSRF = re.compile(r"([A-Za-z0-9_-]{24})\.([A-Za-z0-9_-]{43})", re.ASCII)
+
+AuthHook: TypeAlias = Callable[[Request], bool | Awaitable[bool]]
+"""``create_app(auth=...)``: the host application's authentication, asked about each request."""
 
 
 def check_secret(what: str, value: object) -> str:
@@ -163,27 +177,44 @@ class Security:
     read_only: bool = False
     metrics_token: str | None = None
     metrics_public: bool = False
+    auth: AuthHook | None = field(default=None, compare=False, repr=False)
+    """The host application's authentication; when set, it decides instead of the token/basic."""
+    csrf_secret: str | None = field(default=None, compare=False, repr=False)
+    """A secret every process of the host shares, to sign CSRF tokens with (needed by several
+    processes without a token or basic credentials to derive the key from)."""
     throttle: Throttle = field(default_factory=Throttle, compare=False, repr=False)
     clock: Clock = field(default=SYSTEM_CLOCK, compare=False, repr=False)
     """What session expiry is measured on (``create_app`` gives the engine's)."""
     _key: bytes = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.enabled:
+        if self.token is not None or self.basic_auth is not None or self.csrf_secret is not None:
             # Derived from the credentials: every process with the same ones accepts the same
             # sessions and CSRF tokens, and changing them invalidates all of both.
             user, password = self.basic_auth or ("", "")
-            material = "\0".join((self.token or "", user, password)).encode()
+            parts = [self.token or "", user, password]
+            if self.csrf_secret is not None:
+                parts.append(self.csrf_secret)  # (absent, the key is what it always was)
+            material = "\0".join(parts).encode()
             key = hmac.new(material, b"engine-dashboard-key-v1", hashlib.sha256).digest()
         else:
-            # Open dashboards have no secret to derive from; pages pick up a fresh CSRF
-            # token on their next refresh after a restart.
+            # Open dashboards (and those behind the host's auth, without csrf_secret) have no
+            # secret to derive from; pages pick up a fresh CSRF token on their next refresh
+            # after a restart.
             key = secrets.token_bytes(32)
         object.__setattr__(self, "_key", key)
 
     @property
     def enabled(self) -> bool:
-        return self.token is not None or self.basic_auth is not None
+        return self.token is not None or self.basic_auth is not None or self.auth is not None
+
+    async def host_allows(self, request: Request) -> bool:
+        """The host application's answer for ``request`` (its HTTPException propagates)."""
+        assert self.auth is not None
+        answer = self.auth(request)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return bool(answer)
 
     def _mac(self, *parts: str) -> str:
         message = "\x1f".join(parts).encode("utf-8", "surrogatepass")
@@ -266,8 +297,8 @@ def csrf_binding(how: str | None, session: Session | None) -> str:
     """What a CSRF token is bound to: the session when there is one."""
     if how == "session" and session is not None:
         return "session:" + session.id
-    if how == "basic":
-        return "basic"
+    if how in ("basic", "host"):
+        return how
     return "anonymous"
 
 

@@ -9,6 +9,8 @@ from urllib.parse import quote
 
 import msgspec
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.dashboard.auth import (
@@ -87,7 +89,18 @@ class SecurityMiddleware:
             return
 
         try:
-            how = await self._authenticate(state, path, headers, cookies)
+            how = await self._authenticate(scope, state, path, headers, cookies)
+        except HTTPException as refused:  # raised by the host application's auth hook
+            await send_json(
+                send,
+                refused.status_code,
+                str(refused.detail),
+                extra=[
+                    (k.lower().encode("latin-1"), v.encode("latin-1"))
+                    for k, v in (refused.headers or {}).items()
+                ],
+            )
+            return
         except _Locked as locked:
             await send_json(
                 send,
@@ -135,15 +148,41 @@ class SecurityMiddleware:
         await self.app(scope, receive, send_with_cookie)
 
     async def _authenticate(
-        self, state: dict[str, Any], path: str, headers: dict[str, str], cookies: dict[str, str]
+        self,
+        scope: Scope,
+        state: dict[str, Any],
+        path: str,
+        headers: dict[str, str],
+        cookies: dict[str, str],
     ) -> str | None:
         """How the request proved who it is ("open", "bearer", "basic", "session", "metrics",
-        "public"), or None. Raises _Locked for a locked-out client that sends credentials."""
+        "public", "host": the host application's auth hook), or None. Raises _Locked for a
+        locked-out client that sends credentials."""
         security = self.security
         if not security.enabled:
             return "open"
         if path == "/metrics" and security.metrics_public:
             return "public"
+        if security.auth is not None:
+            if path == "/metrics" and security.metrics_token is not None:
+                how = self._check_credentials(state, path, headers)
+                if how is not None:
+                    return how
+            # Without the body: the hook must not consume what the dashboard reads next.
+            return "host" if await security.host_allows(Request(scope)) else None
+        how = self._check_credentials(state, path, headers)
+        if how is not None:
+            return how
+        raw = cookies.get(SESSION_COOKIE)
+        session = security.read_session(raw) if raw else None
+        if session is not None and not await is_revoked(self.engine, session):
+            state["session"] = session
+            return "session"
+        return None
+
+    def _check_credentials(self, state: dict[str, Any], path: str, headers: dict[str, str]) -> str | None:
+        """The Authorization header's credentials ("bearer", "metrics", "basic"), if right."""
+        security = self.security
         client = state["client"]
         scheme, _, credentials = headers.get("authorization", "").partition(" ")
         scheme = scheme.lower()
@@ -163,16 +202,16 @@ class SecurityMiddleware:
                 security.throttle.succeeded(client)
                 return how
             security.throttle.failed(client)
-        raw = cookies.get(SESSION_COOKIE)
-        session = security.read_session(raw) if raw else None
-        if session is not None and not await is_revoked(self.engine, session):
-            state["session"] = session
-            return "session"
         return None
 
     async def _refuse_unauthenticated(
         self, scope: Scope, path: str, base: str, headers: dict[str, str], send: Send
     ) -> None:
+        if self.security.auth is not None:
+            await send_json(
+                send, 401, "authentication required: the application's authentication refused this request"
+            )
+            return
         wants_html = "text/html" in headers.get("accept", "")
         if self.security.token is not None and wants_html and not is_api(path):
             target = path + (

@@ -61,6 +61,9 @@ class Worker:
     With ``cron=True`` (the default) it also runs the scheduler of the app's schedules; one
     worker at a time leads and fires each tick exactly once. ``jobs=False`` runs only that.
     ``max_jobs`` stops it gracefully once that many outcomes are recorded (a pool recycles it).
+    ``handle_signals``: True makes SIGTERM/SIGINT stop it (the command line), False never;
+    None (the default) does so only when nothing else in the process handles them, so a
+    worker embedded in a web server (uvicorn, gunicorn) leaves them to it.
     """
 
     def __init__(
@@ -70,7 +73,7 @@ class Worker:
         queues: Sequence[str] | None = None,
         concurrency: int = 100,
         grace_period: float = 30.0,
-        handle_signals: bool = True,
+        handle_signals: bool | None = None,
         name: str | None = None,
         cron: bool = True,
         jobs: bool = True,
@@ -236,8 +239,9 @@ class Worker:
         self._log.info("worker started", queues=self._queue_names(), concurrency=self.concurrency)
         try:
             async with anyio.create_task_group() as maintenance:
-                if self.handle_signals and threading.current_thread() is threading.main_thread():
-                    maintenance.start_soon(self._watch_signals)
+                watched = self._signals_to_watch()
+                if watched:
+                    maintenance.start_soon(self._watch_signals, watched)
                 if self.scheduler is not None:
                     maintenance.start_soon(self.scheduler.run)
                 if self.shipper is not None and self._joblog is not None:
@@ -342,8 +346,22 @@ class Worker:
         """Jobs are waiting beyond what this worker can take (the shipper then steps aside)."""
         return any(fetcher.saturated() for fetcher in self._fetchers)
 
-    async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    def _signals_to_watch(self) -> tuple[signal.Signals, ...]:
+        """The signals that stop this worker: SIGTERM and SIGINT with ``handle_signals=True``
+        (the command line), none with False; with None (the default), those nobody else in
+        this process handles, or none when the host program handles either (a web server
+        embedding the worker stops it from its own shutdown). Only the main thread can."""
+        if self.handle_signals is False or threading.current_thread() is not threading.main_thread():
+            return ()
+        if self.handle_signals:
+            return (signal.SIGTERM, signal.SIGINT)
+        unclaimed = _unclaimed_signals()
+        if not unclaimed:
+            self._log.debug("leaving SIGINT and SIGTERM to the host program: it handles them")
+        return unclaimed
+
+    async def _watch_signals(self, watched: tuple[signal.Signals, ...]) -> None:
+        with anyio.open_signal_receiver(*watched) as signals:
             async for signum in signals:
                 if self._stopping.is_set() and signum == signal.SIGINT:
                     self._log.warning("second interrupt: stopping now")
@@ -355,3 +373,33 @@ class Worker:
                     grace_period_s=self.grace_period,
                 )
                 self.stop()
+
+
+def _unclaimed_signals() -> tuple[signal.Signals, ...]:
+    """SIGTERM and SIGINT if this process leaves them to Python's defaults, else ().
+
+    Python's own handling is SIG_DFL for SIGTERM and ``signal.default_int_handler`` for
+    SIGINT (KeyboardInterrupt), or the handler ``asyncio.run``/``anyio.run`` put in its place
+    (it cancels the main task), or SIG_DFL. Any other handler is the host program's (uvicorn,
+    gunicorn, a framework), and then both are left to it. A SIGINT ignored by the parent (a
+    job started with ``&`` by a script) stays ignored: only SIGTERM is taken then."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return ()
+    sigint = signal.getsignal(signal.SIGINT)
+    if sigint is signal.SIG_IGN:
+        return (signal.SIGTERM,)
+    if sigint is signal.default_int_handler or sigint is signal.SIG_DFL or _is_runner_sigint(sigint):
+        return (signal.SIGTERM, signal.SIGINT)
+    return ()
+
+
+def _is_runner_sigint(handler: object) -> bool:
+    """The SIGINT handler an event loop runner installs in place of Python's default:
+    ``functools.partial(runner._on_sigint, main_task=...)`` (asyncio.Runner, anyio's)."""
+    func = getattr(handler, "func", None)
+    owner = getattr(func, "__self__", None)
+    return (
+        getattr(func, "__name__", None) == "_on_sigint"
+        and type(owner).__name__ == "Runner"
+        and type(owner).__module__ in ("asyncio.runners", "anyio._backends._asyncio")
+    )

@@ -184,7 +184,7 @@ class Executor:
             error = f"ResultError: the task's return value cannot be encoded as JSON: {error}"
         bound = log.bind(**_bound(job))
         if isinstance(exc, UnrecoverableError) or job.attempt >= max_attempts:
-            bound.error("job failed", error=error, max_attempts=max_attempts)
+            bound.error("job failed", error=error, max_attempts=max_attempts, exc_info=exc)
             return self._dead(job, error, tb)
         delay = (
             exc.delay
@@ -194,7 +194,7 @@ class Executor:
         # Retry(delay=) and Backoff are bounded where they are made; stay within a datetime
         # whatever reaches here.
         delay = min(max(delay, 0.0), MAX_DELAY_S) if math.isfinite(delay) else MAX_DELAY_S
-        bound.warning("job attempt failed; retrying", error=error, retry_in_s=round(delay, 3))
+        bound.warning("job attempt failed; retrying", error=error, retry_in_s=round(delay, 3), exc_info=exc)
         due = int((self.clock.time() + delay) * 1000)
         return Outcome(job.queue, job.entry_id, job.job_id, "retry", error, tb, due)
 
