@@ -176,35 +176,36 @@ async def cluster_enabled(redis: Any) -> bool:
     return str(info.get("cluster_enabled", "0")) == "1"
 
 
+async def blocked_reads(redis: Any) -> list[tuple[str | None, int]]:
+    """This process's connections blocked in XREADGROUP (its client name, see
+    :func:`client_name`): (node name in a cluster or None, client id) each."""
+    if is_cluster(redis):
+        per_node = await redis.client_list(target_nodes=RedisCluster.ALL_NODES)
+        lists = list(per_node.items()) if isinstance(per_node, dict) else []
+    else:
+        lists = [(None, await redis.client_list())]
+    mine = client_name()
+    return [
+        (node_name, int(client["id"]))
+        for node_name, clients in lists
+        for client in clients
+        if client.get("name") == mine and client.get("cmd") == "xreadgroup" and "b" in client.get("flags", "")
+    ]
+
+
 async def unblock_reads(redis: Any) -> int:
     """End this process's blocking XREADGROUPs now, each as if its BLOCK ran out (CLIENT
     UNBLOCK's default: the read returns nothing and delivers nothing, so nothing is left
     pending); how many. A stopping worker then need not wait out a second of BLOCK. 0 where
     the server refuses CLIENT LIST/UNBLOCK (an ACL): the reads then end by themselves."""
-    mine = client_name()
     try:
-        if is_cluster(redis):
-            per_node = await redis.client_list(target_nodes=RedisCluster.ALL_NODES)
-            lists = per_node.items() if isinstance(per_node, dict) else []
-        else:
-            lists = [(None, await redis.client_list())]
         ended = 0
-        for node_name, clients in lists:
-            for client in clients:
-                if (
-                    client.get("name") == mine
-                    and client.get("cmd") == "xreadgroup"
-                    and "b" in client.get("flags", "")
-                ):
-                    if node_name is None:
-                        ended += bool(await redis.client_unblock(int(client["id"])))
-                    else:
-                        node = redis.get_node(node_name=node_name)
-                        ended += bool(
-                            await redis.execute_command(
-                                "CLIENT UNBLOCK", int(client["id"]), target_nodes=node
-                            )
-                        )
+        for node_name, client_id in await blocked_reads(redis):
+            if node_name is None:
+                ended += bool(await redis.client_unblock(client_id))
+            else:
+                node = redis.get_node(node_name=node_name)
+                ended += bool(await redis.execute_command("CLIENT UNBLOCK", client_id, target_nodes=node))
         return ended
     except ResponseError:
         return 0

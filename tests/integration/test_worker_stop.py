@@ -20,6 +20,7 @@ from redis.cluster import RedisCluster
 from structlog.testing import capture_logs
 
 from engine import Engine, JobContext, Status
+from engine.broker.connection import blocked_reads
 from engine.broker.scripts import bindings
 from engine.core.keys import GROUP
 from engine.embedded import EmbeddedRedis
@@ -274,16 +275,4 @@ async def test_a_stop_ends_the_blocked_reads_at_once_instead_of_waiting_out_bloc
 
 
 async def _own_blocked_reads(app: Engine) -> int:
-    from engine.broker.connection import client_name
-
-    redis = app.gateway.redis
-    if redis.cluster:
-        lists = list((await redis.client_list(target_nodes=RedisCluster.ALL_NODES)).values())
-    else:
-        lists = [await redis.client_list()]
-    return sum(
-        1
-        for clients in lists
-        for c in clients
-        if c.get("name") == client_name() and c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "")
-    )
+    return len(await blocked_reads(app.gateway.redis))
