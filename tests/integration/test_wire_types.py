@@ -147,37 +147,33 @@ async def test_a_producer_without_the_code_checks_against_the_announced_types(
         producer = Engine(redis_url, namespace=namespace)
         try:
             call = producer.with_options("typed")
+            # The keyword arguments as a producer without the classes sends them: JSON values.
+            as_json: dict[str, Any] = {
+                "uid": str(uuid.uuid4()),
+                "color": "red",
+                "point": {"x": 1, "y": 2},
+                "order": {"sku": "a", "quantity": 1},
+                "address": {"city": "c"},
+            }
             with pytest.raises(TypeError, match=r"argument 'ids' must be list\[int\], not list \['a'\]"):
                 await call.enqueue(
                     "2026-12-02T08:30:00Z",
                     "1",
                     ["a"],
-                    uid=str(uuid.uuid4()),
-                    color="red",
-                    point={"x": 1, "y": 2},
-                    order={"sku": "a", "quantity": 1},
-                    address={"city": "c"},
+                    **as_json,
                 )
             with pytest.raises(TypeError, match=r"argument 'when' must be datetime"):
                 await call.enqueue(
                     "yesterday",
                     "1",
                     [1],
-                    uid=str(uuid.uuid4()),
-                    color="red",
-                    point={"x": 1, "y": 2},
-                    order={"sku": "a", "quantity": 1},
-                    address={"city": "c"},
+                    **as_json,
                 )
             job = await call.enqueue(
                 "2026-12-02T08:30:00Z",
                 "1",
                 [1],
-                uid=str(uuid.uuid4()),
-                color="red",
-                point={"x": 1, "y": 2},
-                order={"sku": "a", "quantity": 1},
-                address={"city": "c"},
+                **as_json,
             )
             assert await job.result(timeout=10) == "2026-12-03T08:30:00Z"
         finally:
