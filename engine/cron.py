@@ -101,20 +101,29 @@ class Scheduler:
             await self.announce()
             while True:
                 try:
-                    wake = await self.run_once()
+                    wake_at = await self._cycle()
                     failures = 0
                 except (RedisError, OSError) as exc:
                     failures += 1
-                    wake = reconnect_delay(failures)
+                    wake_at = self.clock.monotonic() + reconnect_delay(failures)
                     self._log.warning("scheduler: redis unavailable; retrying", error=str(exc))
-                await self.clock.sleep(wake)
+                await self.clock.sleep(wake_at - self.clock.monotonic())
         finally:
             with anyio.CancelScope(shield=True):
                 await self.release()
 
     async def run_once(self) -> float:
         """Elect, fire what is due; returns seconds until the next thing to do."""
-        wake = await self._elect()
+        return max(0.0, await self._cycle() - self.clock.monotonic())
+
+    async def _cycle(self) -> float:
+        """Elect, fire what is due; returns the monotonic time of the next thing to do.
+
+        A deadline rather than a delay: time that passes between working it out and going
+        to sleep (a slow Redis, a test's clock moved meanwhile) shortens the sleep instead
+        of pushing the next tick that much later.
+        """
+        wake_at = await self._elect()
         now = now_utc(self.clock)
         for queue, lease_end in list(self.leading.items()):
             for schedule in self.by_queue[queue]:
@@ -123,13 +132,13 @@ class Scheduler:
                     self.leading.pop(queue, None)
                     break
                 await self._fire_due(schedule, now)
-                later = now_utc(self.clock)
+                later, read_at = now_utc(self.clock), self.clock.monotonic()
                 upcoming = next_tick(schedule.expr, schedule.tz, max(now, later))
-                wake = min(wake, (upcoming - later).total_seconds())
-        return max(0.0, wake)
+                wake_at = min(wake_at, read_at + (upcoming - later).total_seconds())
+        return wake_at
 
     async def _elect(self) -> float:
-        """Renew the locks held, try for the others; returns seconds until the next try.
+        """Renew the locks held, try for the others; returns the monotonic time of the next try.
 
         That is a third of the lease (when a leader renews), or sooner: the moment the first
         lock another scheduler holds runs out, so that a dead leader's successor acts on the
@@ -137,7 +146,7 @@ class Scheduler:
         """
         gateway = self.engine.gateway
         lease_ms = int(self.lease * 1000)
-        wake = self.lease / 3
+        wake_at = self.clock.monotonic() + self.lease / 3
         for queue in self.by_queue:
             key = gateway.keys.queue(queue).cron_leader
             started = self.clock.monotonic()
@@ -153,11 +162,11 @@ class Scheduler:
                 self._log.info("became cron leader", queue=queue)
                 self.signals.scheduler_elected.emit(queue)
             elif remaining_ms == -2:
-                wake = 0.0  # expired between the two commands: free now
+                wake_at = started  # expired between the two commands: free now
             elif remaining_ms >= 0:
-                wake = min(wake, remaining_ms / 1000 + TAKEOVER_SLACK_S)
+                wake_at = min(wake_at, started + remaining_ms / 1000 + TAKEOVER_SLACK_S)
             # -1, a lock without expiry (set by hand), can only be polled for.
-        return wake
+        return wake_at
 
     async def _fire_due(self, schedule: Schedule, now: datetime) -> None:
         gateway = self.engine.gateway
