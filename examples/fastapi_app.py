@@ -1,11 +1,6 @@
 """The engine embedded in a web service: a worker in the app's lifespan, a route that
 enqueues, and the dashboard mounted behind the service's own authentication.
 
-FastAPI is not installed in this project's environment, so the service is written with
-Starlette, which FastAPI is built on and which the engine depends on; a FastAPI app takes the
-same ``lifespan=`` and ``app.mount(...)``, and the comments marked "FastAPI:" give its
-spelling of the rest.
-
 Run it (Redis from ``ENGINE_REDIS_URL``, key prefix from ``ENGINE_NAMESPACE``)::
 
     export EXAMPLE_API_KEY="$(openssl rand -hex 16)"
@@ -41,11 +36,9 @@ from typing import Any
 
 import anyio
 import uvicorn.config
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from engine import Engine, JobContext, Worker
 
@@ -64,7 +57,23 @@ LOG_CONFIG["handlers"]["engine"] = {
 LOG_CONFIG["loggers"]["engine"] = {"handlers": ["engine"], "level": "INFO"}
 
 
-def create_app(engine: Engine | None = None, api_key: str | None = None) -> Starlette:
+class Signup(BaseModel):
+    email: str
+
+
+class Accepted(BaseModel):
+    id: str
+    status_url: str
+
+
+class SignupStatus(BaseModel):
+    id: str
+    status: str
+    result: Any = None
+    error: str | None = None
+
+
+def create_app(engine: Engine | None = None, api_key: str | None = None) -> FastAPI:
     """The service. ``engine`` defaults to ``Engine()`` (``ENGINE_REDIS_URL``,
     ``ENGINE_NAMESPACE``), ``api_key`` to ``EXAMPLE_API_KEY`` (else a random one, printed at
     startup)."""
@@ -82,53 +91,20 @@ def create_app(engine: Engine | None = None, api_key: str | None = None) -> Star
     # --- the service's own authentication ------------------------------------------------
 
     def authenticated(request: Request) -> bool:
-        """The API key check, used by the routes and, as ``auth=``, by the dashboard."""
+        """The API key check, used by the routes (a dependency) and, as ``auth=``, by the dashboard."""
         given = request.headers.get(API_KEY_HEADER, "")
         return hmac.compare_digest(given.encode(), key.encode())
 
     def require_api_key(request: Request) -> None:
-        # FastAPI: a dependency, ``Depends(require_api_key)``, reading Header(alias="x-api-key").
         if not authenticated(request):
             raise HTTPException(
                 401, "missing or wrong X-API-Key header", headers={"WWW-Authenticate": "ApiKey"}
             )
 
-    # --- routes -----------------------------------------------------------------------------
-
-    async def signup(request: Request) -> JSONResponse:
-        # FastAPI: @app.post("/signups", status_code=202, dependencies=[Depends(require_api_key)])
-        require_api_key(request)
-        try:
-            body = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "the body must be JSON"}, status_code=422)
-        email = body.get("email") if isinstance(body, dict) else None
-        if not isinstance(email, str) or "@" not in email:
-            return JSONResponse({"error": 'send {"email": "..."}'}, status_code=422)
-        job = await send_welcome.enqueue(email)
-        url = str(request.url_for("signup_status", job_id=job.id))
-        return JSONResponse({"id": job.id, "status_url": url}, status_code=202, headers={"location": url})
-
-    async def signup_status(request: Request) -> JSONResponse:
-        require_api_key(request)
-        info = await engine.job(request.path_params["job_id"]).info()
-        if info is None:
-            return JSONResponse({"error": "no such job"}, status_code=404)
-        return JSONResponse(
-            {"id": info.id, "status": info.status, "result": info.result, "error": info.error}
-        )
-
-    async def health(request: Request) -> JSONResponse:
-        worker: Worker | None = getattr(request.app.state, "worker", None)
-        running = worker is not None and worker.started.is_set() and not worker.stopped.is_set()
-        return JSONResponse(
-            {"worker": "running" if running else "stopped"}, status_code=200 if running else 503
-        )
-
     # --- the engine in the lifespan ---------------------------------------------------------
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if generated:
             print(f"EXAMPLE_API_KEY is not set; this run's API key: {key}", file=sys.stderr)
         async with engine:  # connects now, closes on shutdown
@@ -144,16 +120,38 @@ def create_app(engine: Engine | None = None, api_key: str | None = None) -> Star
                 finally:
                     worker.stop()  # running jobs get the grace period; the task group waits
 
-    return Starlette(
-        routes=[
-            Route("/signups", signup, methods=["POST"]),
-            Route("/signups/{job_id}", signup_status, name="signup_status"),
-            Route("/health", health),
-            # The dashboard, behind the service's own authentication (FastAPI: app.mount(...)).
-            Mount("/admin/jobs", app=engine.dashboard(auth=authenticated)),
-        ],
-        lifespan=lifespan,
-    )
+    service = FastAPI(title="signups", lifespan=lifespan)
+    protected = [Depends(require_api_key)]
+
+    # --- routes -----------------------------------------------------------------------------
+
+    @service.post("/signups", status_code=202, dependencies=protected)
+    async def signup(body: Signup, request: Request, response: Response) -> Accepted:
+        if "@" not in body.email:
+            raise HTTPException(422, "email: not an email address")
+        job = await send_welcome.enqueue(body.email)
+        url = str(request.url_for("signup_status", job_id=job.id))
+        response.headers["location"] = url
+        return Accepted(id=job.id, status_url=url)
+
+    @service.get("/signups/{job_id}", dependencies=protected, response_model=SignupStatus)
+    async def signup_status(job_id: str) -> SignupStatus:
+        info = await engine.job(job_id).info()
+        if info is None:
+            raise HTTPException(404, "no such job")
+        return SignupStatus(id=info.id, status=info.status, result=info.result, error=info.error)
+
+    @service.get("/health")
+    async def health(request: Request) -> JSONResponse:
+        worker: Worker | None = getattr(request.app.state, "worker", None)
+        running = worker is not None and worker.started.is_set() and not worker.stopped.is_set()
+        return JSONResponse(
+            {"worker": "running" if running else "stopped"}, status_code=200 if running else 503
+        )
+
+    # The dashboard, behind the service's own authentication.
+    service.mount("/admin/jobs", engine.dashboard(auth=authenticated))
+    return service
 
 
 app = create_app()

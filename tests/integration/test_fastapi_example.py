@@ -54,6 +54,11 @@ async def test_the_route_enqueues_and_the_lifespan_worker_runs_the_job(
         assert accepted.status_code == 202, accepted.text
         job_id = accepted.json()["id"]
         assert accepted.headers["location"] == accepted.json()["status_url"]
+        # FastAPI's own request validation and API document, beside the engine's.
+        invalid = await client.post("/signups", json={"mail": "ada"}, headers=HOST_AUTH)
+        assert invalid.status_code == 422 and invalid.json()["detail"][0]["loc"] == ["body", "email"]
+        paths = (await client.get("/openapi.json")).json()["paths"]
+        assert {"/signups", "/signups/{job_id}", "/health"} <= set(paths)
 
         async def finished() -> dict[str, Any] | None:
             body: dict[str, Any] = (await client.get(f"/signups/{job_id}", headers=HOST_AUTH)).json()
