@@ -26,7 +26,9 @@ console line or a JSON object.
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import sys
 import types
 from typing import Any
@@ -34,7 +36,7 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["configure", "formatter"]
+__all__ = ["add_arguments", "configure", "formatter"]
 
 ROOT = "engine"
 """The parent of every logger of the engine."""
@@ -202,6 +204,22 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, value: Any) -> None:
         pass
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--log-level`` and ``--log-json``, the options every command takes for :func:`configure`."""
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("ENGINE_LOG_LEVEL", "info"),
+        metavar="LEVEL",
+        help="debug, info, warning, error or critical, any case (default: ENGINE_LOG_LEVEL, else info)",
+    )
+    parser.add_argument(
+        "--log-json",
+        action="store_true",
+        default=None,
+        help="JSON log lines (default: JSON unless stderr is a terminal, then plain lines)",
+    )
 
 
 def configure(level: str = "info", json: bool | None = None) -> None:

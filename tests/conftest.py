@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from engine import Engine
-from engine.embedded import EmbeddedCluster, EmbeddedPostgres, EmbeddedRedis, EmbeddedSentinel
+from engine.embedded import EmbeddedCluster, EmbeddedPostgres, EmbeddedSentinel
 from engine.history import SCHEMA_VERSION, JobLog
 
 # --- Real servers for the whole session --------------------------------------------------
@@ -20,13 +20,10 @@ from engine.history import SCHEMA_VERSION, JobLog
 
 
 @pytest.fixture(scope="session")
-def standalone_redis_url() -> Iterator[str]:
-    url = os.environ.get("ENGINE_TEST_REDIS_URL")
-    if url:
-        yield url
-        return
-    with EmbeddedRedis() as server:
-        yield server.url
+def standalone_redis_url(engine_redis_url: str) -> str:
+    """The pytest plugin's server (engine/testing/plugin.py), so the suite and the sample
+    user suite's fixtures share one Valkey."""
+    return engine_redis_url
 
 
 @pytest.fixture(scope="session")

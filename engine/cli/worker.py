@@ -94,18 +94,7 @@ def worker_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--shipper-only", action="store_true", help="only ship the job log to PostgreSQL (no jobs, no cron)"
     )
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("ENGINE_LOG_LEVEL", "info"),
-        metavar="LEVEL",
-        help="debug, info, warning, error or critical, any case (default: ENGINE_LOG_LEVEL, else info)",
-    )
-    parser.add_argument(
-        "--log-json",
-        action="store_true",
-        default=None,
-        help="JSON log lines (default: JSON unless stderr is a terminal, then plain lines)",
-    )
+    logsetup.add_arguments(parser)
     parser.add_argument(
         "--processes",
         type=processes,

@@ -117,17 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="URL prefix when served behind a proxy under a path, e.g. /jobs (default: none)",
     )
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("ENGINE_LOG_LEVEL", "info"),
-        help="debug, info, warning, error or critical, any case (default: ENGINE_LOG_LEVEL, else info)",
-    )
-    parser.add_argument(
-        "--log-json",
-        action="store_true",
-        default=None,
-        help="JSON log lines (default: JSON unless stderr is a terminal, then plain lines)",
-    )
+    logsetup.add_arguments(parser)
     return parser
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
 import msgspec
@@ -83,18 +83,25 @@ def _number(info: mi.Type, raw: str) -> Any:
     return raw
 
 
-def base_type(info: mi.Type) -> mi.Type:
-    """The type under its metadata, and under ``| None``."""
+def _layers(info: mi.Type) -> Iterator[mi.Type]:
+    """The type, then each one under its metadata and under ``| None``, outermost first."""
     while True:
+        yield info
         if isinstance(info, mi.Metadata):
             info = info.type
         elif isinstance(info, mi.UnionType):
             rest = [t for t in info.types if not isinstance(t, mi.NoneType)]
             if len(rest) != 1:
-                return info
+                return
             info = rest[0]
         else:
-            return info
+            return
+
+
+def base_type(info: mi.Type) -> mi.Type:
+    """The type under its metadata, and under ``| None``."""
+    *_, innermost = _layers(info)
+    return innermost
 
 
 @functools.cache
@@ -111,18 +118,11 @@ def _struct(kind: Any) -> mi.StructType:
 def _meta(info: mi.Type) -> dict[str, Any]:
     """The title and description on a type (the outermost win), looking through ``| None``."""
     out: dict[str, Any] = {}
-    while True:
-        if isinstance(info, mi.Metadata):
-            for key, value in {**(info.extra or {}), **(info.extra_json_schema or {})}.items():
+    for layer in _layers(info):
+        if isinstance(layer, mi.Metadata):
+            for key, value in {**(layer.extra or {}), **(layer.extra_json_schema or {})}.items():
                 out.setdefault(key, value)
-            info = info.type
-        elif isinstance(info, mi.UnionType):
-            rest = [t for t in info.types if not isinstance(t, mi.NoneType)]
-            if len(rest) != 1:
-                return out
-            info = rest[0]
-        else:
-            return out
+    return out
 
 
 _MISSING: Any = object()
