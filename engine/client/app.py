@@ -527,7 +527,11 @@ class Engine:
     def sync_twin(self) -> Engine:
         """This app's twin on the background loop that serves sync callers
         (``engine.client.sync``): the same settings, tasks and layout, its own connections."""
-        return self if self._is_twin else cast(Engine, self._twins.get())
+        if self._is_twin:
+            return self
+        twin = cast(Engine, self._twins.get())
+        twin.settings = self.settings  # an option set since (app.max_payload_bytes = ...) holds there too
+        return twin
 
     def _make_twin(self) -> Engine:
         twin = copy.copy(self)  # shares settings, tasks, schedules, layout, clock, signals

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from engine import Engine, JobContext, Status
+from engine import Engine, JobContext, PayloadTooLarge, Status
 from engine.client import sync
 from engine.testing import worker_running
 
@@ -50,6 +50,17 @@ async def test_sixteen_threads_enqueue_and_wait_with_no_loop_of_their_own(app: E
     assert len(loops_seen) == 1  # one background loop served every thread
     twin = app.sync_twin()
     assert twin is not app and twin.sync_twin() is twin and twin.tasks is app.tasks
+
+
+async def test_an_option_set_after_the_first_sync_call_holds_for_the_next(app: Engine) -> None:
+    @app.task
+    async def echo(value: str) -> str:
+        return value
+
+    await anyio.to_thread.run_sync(lambda: echo.enqueue_sync("small"))
+    app.max_payload_bytes = 200  # the settings replaced after the twin was made
+    with pytest.raises(PayloadTooLarge, match="200"):
+        await anyio.to_thread.run_sync(lambda: echo.enqueue_sync("x" * 500))
 
 
 async def test_handles_work_across_the_sync_and_async_worlds(app: Engine) -> None:
