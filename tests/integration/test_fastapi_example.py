@@ -259,14 +259,22 @@ def own_process(redis_url: str, namespace: str, tmp_path: Path) -> Iterator[Call
 
     def start(runner: str) -> Service:
         output = tmp_path / "out.log"
-        with output.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", OWN_PROCESS, runner],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        # As started from a terminal: a suite run in the background (`./.ci/run &`) ignores
+        # SIGINT, the child would inherit that, and an ignored SIGINT rightly stays ignored.
+        inherited = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with output.open("wb") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", OWN_PROCESS, runner],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+        finally:
+            if inherited is not None:  # None: not set from Python, nothing to put back
+                signal.signal(signal.SIGINT, inherited)
         started.append(proc)
         return Service(proc, "", output)
 
