@@ -41,8 +41,14 @@ class Fetcher:
     when the streams are drained: no polling while idle) and starts them with start.lua.
 
     A worker runs one per group of queues one blocking read can serve (all its queues on
-    one server, one per queue in a cluster); they share the runners, and each takes its
-    ``share`` of the free slots (``share``: how many queues the worker reads in all).
+    one server, one per queue in a cluster); they share the runners. While jobs are
+    waiting, the loops take turns (``turn``, a lock the worker's loops share): one read in
+    flight per worker, taking every free slot, as a worker of one queue does. Reading all
+    the groups at once, each for its share of the slots, would cut a busy worker's reads
+    into batches that many times smaller, and every node of a cluster (a partitioned queue
+    on 3 masters) would spend more per job on the reads. A blocking read (the streams
+    drained) waits on every group at once, each for its ``share`` of the free slots
+    (``share``: how many queues the worker reads in all).
     """
 
     def __init__(
@@ -54,11 +60,13 @@ class Fetcher:
         clock: Clock,
         *,
         share: int | None = None,
+        turn: anyio.Lock | None = None,
     ) -> None:
         self.gateway = gateway
         self.worker_id = worker_id
         self.queues = list(queues)
         self.share = max(1, share or len(self.queues))
+        self.turn = turn or anyio.Lock()
         self.runners = runners
         self.clock = clock
         self._backlogged = False
@@ -90,14 +98,20 @@ class Fetcher:
             if runners.stopping:
                 return
             try:
-                # COUNT applies per stream: split the free slots so the total stays near them.
-                count = max(1, (runners.concurrency - runners.busy) // self.share)
-                # While jobs are waiting, read and start them in one script call; block (and
-                # then start what arrived) only when the streams are drained.
-                started = await gateway.fetch(self.queues, self.worker_id, count)
+                # While jobs are waiting, read and start them in one script call, in turn with
+                # the worker's other loops; block (and then start what arrived) only when the
+                # streams are drained. COUNT applies per stream: the free slots are split over
+                # the streams of one call so that the total stays near them.
+                async with self.turn:
+                    free = runners.concurrency - runners.busy
+                    if free <= 0:
+                        continue  # the loop before took them: wait for the next free slot
+                    count = max(1, free // len(self.queues))
+                    started = await gateway.fetch(self.queues, self.worker_id, count)
                 if started:
                     runners.hand_over(started)
                 else:
+                    count = max(1, (runners.concurrency - runners.busy) // self.share)
                     entries = await gateway.read(self.queues, self.worker_id, count, BLOCK_MS)
                     if entries:
                         await self._start_now(entries)
