@@ -210,7 +210,9 @@ class Worker:
         leases = LeaseKeeper(gateway, self.id, self._inflight, vt / 3)
         # One fetch loop per group of queues one blocking read can serve (one per queue in a
         # cluster), all sharing the runners.
-        turn = anyio.Lock()
+        # fast_acquire: an uncontended turn (one group, a standalone server) costs no
+        # checkpoint; with the extra yield per read, a one-queue drain ran 20-35 % slower.
+        turn = anyio.Lock(fast_acquire=True)
         fetchers = self._fetchers = [
             Fetcher(gateway, self.id, group, self._runners, clock, share=len(self.queues), turn=turn)
             for group in gateway.read_groups(self.queues)

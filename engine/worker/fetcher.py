@@ -66,7 +66,7 @@ class Fetcher:
         self.worker_id = worker_id
         self.queues = list(queues)
         self.share = max(1, share or len(self.queues))
-        self.turn = turn or anyio.Lock()
+        self.turn = turn or anyio.Lock(fast_acquire=True)
         self.runners = runners
         self.clock = clock
         self._backlogged = False
