@@ -130,6 +130,7 @@ class Scheduler:
                 if self.clock.monotonic() >= lease_end:
                     # The lease may have lapsed unrenewed: stop at once (fencing would refuse anyway).
                     self.leading.pop(queue, None)
+                    self._log.warning("lost cron leadership: the lease ran out unrenewed", queue=queue)
                     break
                 await self._fire_due(schedule, now)
                 later, read_at = now_utc(self.clock), self.clock.monotonic()
