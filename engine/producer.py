@@ -149,8 +149,11 @@ def build_job(
     max_payload_bytes: int,
     default_idempotency_ttl: float,
     now: float | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> NewJob:
-    payload = encode_payload(spec, args, kwargs, max_payload_bytes, check_meta(options.meta))
+    """One job. ``meta``: ``options.meta`` once :func:`check_meta` passed it (once per
+    enqueue call, not per job of it); a job without meta (cron's) leaves it out."""
+    payload = encode_payload(spec, args, kwargs, max_payload_bytes, meta)
     now = time.time() if now is None else now
     due_ms = 0
     if options.delay is not None and options.run_at is not None:
@@ -207,6 +210,7 @@ def build_jobs(
     if options.idempotency_key is not None and len(calls) > 1:
         raise ConfigurationError("idempotency_key= names one job; it cannot be used with enqueue_many")
     queue = check_name("queue", options.queue) if options.queue else spec.queue
+    meta = check_meta(options.meta)
     jobs = [
         build_job(
             spec,
@@ -216,6 +220,7 @@ def build_jobs(
             max_payload_bytes=settings.max_payload_bytes,
             default_idempotency_ttl=settings.idempotency_ttl_s,
             now=now,
+            meta=meta,
         )
         for args, kwargs in calls
     ]

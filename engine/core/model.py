@@ -37,6 +37,11 @@ class Payload(msgspec.Struct, frozen=True):
     meta: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
     """The job's ``meta`` (a trace id...), left out of the JSON when there is none."""
 
+    @property
+    def meta_or_empty(self) -> dict[str, Any]:
+        """``meta``, or {} for a job that has none."""
+        return self.meta if isinstance(self.meta, dict) else {}
+
 
 payload_decoder = msgspec.json.Decoder(Payload)
 json_encoder = msgspec.json.Encoder()
@@ -125,7 +130,7 @@ class JobInfo(msgspec.Struct, kw_only=True):
             max_attempts=lenient_number(h.get("max_attempts"), int),
             args=payload.args,
             kwargs=payload.kwargs,
-            meta=payload.meta if isinstance(payload.meta, dict) else {},
+            meta=payload.meta_or_empty,
             result=result,
             error=h.get("error") or None,
             traceback=h.get("traceback") or None,

@@ -39,7 +39,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import inspect
 import math
 import re
 import secrets
@@ -54,6 +53,7 @@ from starlette.requests import Request
 
 from engine.core.clock import SYSTEM_CLOCK, Clock
 from engine.core.errors import ConfigurationError
+from engine.core.hooks import maybe_await
 
 if TYPE_CHECKING:
     from engine.client.app import Engine
@@ -211,10 +211,7 @@ class Security:
     async def host_allows(self, request: Request) -> bool:
         """The host application's answer for ``request`` (its HTTPException propagates)."""
         assert self.auth is not None
-        answer = self.auth(request)
-        if inspect.isawaitable(answer):
-            answer = await answer
-        return bool(answer)
+        return bool(await maybe_await(self.auth(request)))
 
     def _mac(self, *parts: str) -> str:
         message = "\x1f".join(parts).encode("utf-8", "surrogatepass")

@@ -48,6 +48,7 @@ from engine.worker.duties import Heartbeat, LeaseKeeper, Listener, Promoter, Rec
 from engine.worker.executor import Executor
 from engine.worker.fetcher import Fetcher, fetch_until_stopped
 from engine.worker.loop import forever
+from engine.worker.os_signals import unclaimed_signals
 from engine.worker.runners import Runners
 
 __all__ = ["Worker"]
@@ -358,7 +359,7 @@ class Worker:
             return ()
         if self.handle_signals:
             return (signal.SIGTERM, signal.SIGINT)
-        unclaimed = _unclaimed_signals()
+        unclaimed = unclaimed_signals()
         if not unclaimed:
             self._log.debug("leaving SIGINT and SIGTERM to the host program: it handles them")
         return unclaimed
@@ -376,33 +377,3 @@ class Worker:
                     grace_period_s=self.grace_period,
                 )
                 self.stop()
-
-
-def _unclaimed_signals() -> tuple[signal.Signals, ...]:
-    """SIGTERM and SIGINT if this process leaves them to Python's defaults, else ().
-
-    Python's own handling is SIG_DFL for SIGTERM and ``signal.default_int_handler`` for
-    SIGINT (KeyboardInterrupt), or the handler ``asyncio.run``/``anyio.run`` put in its place
-    (it cancels the main task), or SIG_DFL. Any other handler is the host program's (uvicorn,
-    gunicorn, a framework), and then both are left to it. A SIGINT ignored by the parent (a
-    job started with ``&`` by a script) stays ignored: only SIGTERM is taken then."""
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return ()
-    sigint = signal.getsignal(signal.SIGINT)
-    if sigint is signal.SIG_IGN:
-        return (signal.SIGTERM,)
-    if sigint is signal.default_int_handler or sigint is signal.SIG_DFL or _is_runner_sigint(sigint):
-        return (signal.SIGTERM, signal.SIGINT)
-    return ()
-
-
-def _is_runner_sigint(handler: object) -> bool:
-    """The SIGINT handler an event loop runner installs in place of Python's default:
-    ``functools.partial(runner._on_sigint, main_task=...)`` (asyncio.Runner, anyio's)."""
-    func = getattr(handler, "func", None)
-    owner = getattr(func, "__self__", None)
-    return (
-        getattr(func, "__name__", None) == "_on_sigint"
-        and type(owner).__name__ == "Runner"
-        and type(owner).__module__ in ("asyncio.runners", "anyio._backends._asyncio")
-    )

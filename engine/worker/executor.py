@@ -129,7 +129,7 @@ class Executor:
             engine=self.engine,
             services=self.engine.gateway,
             state=self.engine.hooks.state,
-            meta=payload.meta if isinstance(payload.meta, dict) else {},
+            meta=payload.meta_or_empty,
         )
         args: list[Any] = [ctx, *call_args] if task.takes_ctx else call_args
         # One scope serves both the timeout (its deadline) and a user's cancel request
@@ -156,6 +156,8 @@ class Executor:
         self, ctx: JobContext, task: TaskDef, args: list[Any], kwargs: dict[str, Any]
     ) -> Any:
         """The call, wrapped by the app's middleware, the first added outermost."""
+        if not self.engine.hooks.middleware:  # the usual case: no closure per attempt
+            return await self._call(task, args, kwargs)
 
         async def innermost() -> Any:
             return await self._call(task, args, kwargs)

@@ -313,21 +313,21 @@ async def test_a_worker_that_owns_its_process_still_takes_the_signals(
 
 
 def test_the_signal_detection_rule() -> None:
-    from engine.worker import _unclaimed_signals
+    from engine.worker.os_signals import unclaimed_signals
 
     both = (signal.SIGTERM, signal.SIGINT)
     saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        assert _unclaimed_signals() == both
+        assert unclaimed_signals() == both
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # ignored by the parent: stays ignored
-        assert _unclaimed_signals() == (signal.SIGTERM,)
+        assert unclaimed_signals() == (signal.SIGTERM,)
         signal.signal(signal.SIGINT, lambda signum, frame: None)  # the host's handler
-        assert _unclaimed_signals() == ()
+        assert unclaimed_signals() == ()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
-        assert _unclaimed_signals() == ()
+        assert unclaimed_signals() == ()
     finally:
         signal.signal(signal.SIGINT, saved[0])
         signal.signal(signal.SIGTERM, saved[1])
