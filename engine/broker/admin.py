@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from redis.exceptions import ResponseError
 
 from engine.broker.base import GatewayBase
-from engine.broker.connection import Subscriber
 from engine.broker.scripts import bindings
+from engine.broker.subscriber import Subscriber
 from engine.core.errors import ScriptCode
 from engine.core.model import json_encoder
 from engine.core.transitions import Retention

@@ -3,10 +3,8 @@ detection and close (URL checks: ``core/urls.py``)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Awaitable, Callable, Sequence
-from types import SimpleNamespace
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +14,6 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from engine.broker.pool import WaitingConnectionPool, WaitingSentinelPool
@@ -238,115 +235,6 @@ async def has_sharded_pubsub(redis: Any) -> bool:
     except ResponseError:
         return False
     return bool(infos) and all(_spublish_in(info) for info in infos)
-
-
-Message = dict[str, Any]
-"""A pub/sub message as redis-py gives it: type ("message" or "smessage"), channel, data."""
-
-# How long one wait of a node's reader lasts before it looks again (a cluster's sharded
-# subscriptions: see Subscriber).
-_NODE_POLL_S = 1.0
-
-
-class Subscriber:
-    """One subscriber on a gateway's channels, classic (SUBSCRIBE) or sharded (SSUBSCRIBE).
-
-    On one server that is one connection. A cluster's sharded subscriptions hold one
-    connection per node owning some of the channels (redis-py's ``ClusterPubSub``, which also
-    moves them when slots move); each node's connection is read by a task of its own, so no
-    node waits on another's timeout. Messages sent while a connection was down are lost:
-    callers keep a safety net (a periodic re-check). A lost connection raises from
-    :meth:`get_message`; the caller makes a new subscriber.
-    """
-
-    def __init__(self, redis: Any, decide: Callable[[], Awaitable[bool]]) -> None:
-        self._decide = decide
-        self._sharded: bool | None = None
-        self._cluster = is_cluster(redis)
-        self._pubsub: Any = redis.pubsub(ignore_subscribe_messages=True)
-        self._inbox: asyncio.Queue[Message | BaseException] = asyncio.Queue()
-        self._readers: dict[str, asyncio.Task[None]] = {}
-
-    async def __aenter__(self) -> Subscriber:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def _is_sharded(self) -> bool:
-        if self._sharded is None:
-            self._sharded = await self._decide()
-        return self._sharded
-
-    async def subscribe(self, *channels: str) -> None:
-        if not channels:
-            return
-        if await self._is_sharded():
-            await self._pubsub.ssubscribe(*channels)
-            self._start_readers()
-        else:
-            await self._pubsub.subscribe(*channels)
-
-    async def unsubscribe(self, *channels: str) -> None:
-        if not channels:
-            return
-        if await self._is_sharded():
-            await self._pubsub.sunsubscribe(*channels)
-        else:
-            await self._pubsub.unsubscribe(*channels)
-
-    async def get_message(self, timeout: float) -> Message | None:
-        """The next message of a subscribed channel, or None after ``timeout`` seconds."""
-        if not (self._cluster and self._sharded):
-            message = await self._pubsub.get_message(timeout=timeout)
-            if message is not None and message.get("type") in ("message", "smessage"):
-                return dict(message)
-            return None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            # Slots that moved leave some channels on a node no reader watches yet.
-            self._start_readers()
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            try:
-                item = await asyncio.wait_for(self._inbox.get(), min(remaining, _NODE_POLL_S))
-            except TimeoutError:
-                continue
-            if isinstance(item, BaseException):
-                raise item
-            return item
-
-    def _start_readers(self) -> None:
-        """One reader per node holding sharded subscriptions (a cluster's only)."""
-        if not self._cluster:
-            return
-        for name in list(self._pubsub.node_pubsub_mapping):
-            reader = self._readers.get(name)
-            if reader is None or reader.done():
-                node = self._pubsub.cluster.get_node(node_name=name) or SimpleNamespace(name=name)
-                self._readers[name] = asyncio.get_running_loop().create_task(self._read_node(name, node))
-
-    async def _read_node(self, name: str, node: Any) -> None:
-        try:
-            # Ends when the node holds none of our channels any more (redis-py closes its
-            # connection on the last SUNSUBSCRIBE's confirmation, read here).
-            while name in self._pubsub.node_pubsub_mapping:
-                message = await self._pubsub.get_sharded_message(timeout=_NODE_POLL_S, target_node=node)
-                if message is not None and message.get("type") == "smessage":
-                    self._inbox.put_nowait(dict(message))
-        except (RedisError, OSError) as exc:
-            self._inbox.put_nowait(exc)
-        except Exception as exc:  # a connection closed under the read, for one
-            self._inbox.put_nowait(RedisConnectionError(f"sharded subscription on {name} failed: {exc!r}"))
-
-    async def aclose(self) -> None:
-        readers, self._readers = list(self._readers.values()), {}
-        for reader in readers:
-            reader.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-        await self._pubsub.aclose()
 
 
 async def ping(redis: Any, url: str, timeout: float) -> None:

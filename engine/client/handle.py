@@ -15,8 +15,8 @@ from engine.core.errors import JobFailed, JobNotFound, JobRunning, ScriptCode
 from engine.core.model import FINAL_STATUSES, JobInfo, Status, json_decoder
 
 if TYPE_CHECKING:
-    from engine.broker.connection import Subscriber
     from engine.broker.gateway import Gateway, Retention
+    from engine.broker.subscriber import Subscriber
     from engine.core.wiretypes import Shape
 
 R = TypeVar("R")
