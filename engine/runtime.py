@@ -73,3 +73,7 @@ class Runtime(Protocol):
     async def announce_tasks(self) -> None:
         """Publish this app's tasks so producers without the code can enqueue them."""
         ...
+
+    async def publish_limits(self, queues: list[str]) -> None:
+        """Write the limits the app declares for ``queues`` where start.lua enforces them."""
+        ...

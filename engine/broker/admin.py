@@ -10,6 +10,7 @@ from redis.exceptions import ResponseError
 from engine.broker.base import GatewayBase
 from engine.broker.scripts import bindings
 from engine.broker.subscriber import Subscriber
+from engine.core import flow
 from engine.core.errors import ScriptCode
 from engine.core.model import json_encoder
 from engine.core.transitions import Retention
@@ -146,6 +147,21 @@ class Admin(GatewayBase):
         """Extend the lease if ``token`` still holds the lock; lease_ms=0 releases it."""
         code = await self.scripts.run(bindings.lease(lock=key, token=token, lease_ms=lease_ms))
         return code is ScriptCode.DONE
+
+    # -- flow control (engine.core.flow) ---------------------------------------------------
+
+    async def set_flow(self, queue: str, fields: Mapping[str, str]) -> dict[str, str]:
+        """Set (or with "" delete) fields of a queue's flow hash; a change is announced to
+        its workers. The fields' previous values ("" for unset)."""
+        qk = self.keys.queue(queue)
+        call = bindings.flow(
+            flow=qk.flow,
+            wake_channel=qk.wake_channel,
+            sharded=await self.sharded_pubsub(),
+            notice=flow.NOTICE,
+            fields=fields,
+        )
+        return await self.scripts.run(call)
 
     # -- announcements: tasks, schedules, worker heartbeats ---------------------------------
 

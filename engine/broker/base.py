@@ -27,11 +27,15 @@ class GatewayBase:
         max_connections: int = 100,
         clock: Clock | None = None,
         cluster: bool | None = None,
+        lease_ms: int = 30_000,
     ) -> None:
         self.url = check_redis_url(url)
         self.keys = Keys(namespace)
         self.connect_timeout = connect_timeout
         self.clock: Clock = clock or SystemClock()
+        self.lease_ms = lease_ms
+        """A running job's lease (the visibility timeout): how long its concurrency slot
+        (engine.core.flow) lasts without a renewal."""
         self.cluster_mode = cluster
         """True/False as asked; None: detected by the first :meth:`ping`."""
         if cluster:

@@ -11,6 +11,7 @@ from redis.exceptions import ResponseError
 from engine.broker import connection
 from engine.broker.base import GatewayBase
 from engine.broker.scripts import bindings
+from engine.broker.scripts.bindings import Throttle
 from engine.broker.scripts.runner import script_failed
 from engine.core.errors import ScriptCode
 from engine.core.keys import GROUP
@@ -24,12 +25,29 @@ Entry = tuple[str, str, dict[str, str]]
 """(queue, entry id, fields) of a stream entry read or reclaimed."""
 
 
+class StartBatch(list[Started]):
+    """The jobs start.lua started; ``held``: entries given to it that flow control holds
+    back (still pending to this worker, untouched); ``throttles``: what it said of each
+    queue with flow control (engine.core.flow)."""
+
+    def __init__(self, started: Sequence[Started] = ()) -> None:
+        super().__init__(started)
+        self.held: list[Entry] = []
+        self.throttles: dict[str, Throttle] = {}
+
+    def merge(self, other: StartBatch) -> None:
+        self.extend(other)
+        self.held += other.held
+        self.throttles.update(other.throttles)
+
+
 def runnable_entry(queue: str, entry_id: str, fields: dict[str, str]) -> Started | None:
     """A fresh job's entry holds everything a worker needs to run it (``enqueue.lua``), so
     an idle worker can start it at once and confirm it with ``start.lua`` meanwhile; None
     for other entries (retried, replayed, garbage), which must go through ``start.lua``."""
     job_id, task, payload = fields.get("j"), fields.get("t"), fields.get("p")
-    if not job_id or not task or payload is None:
+    if not job_id or not task or payload is None or "g" in fields:
+        # "g": enqueued while the queue had flow control, so only start.lua may start it.
         return None
     # XADD's time, within a ms of "created"; a fresh entry is on its first delivery.
     created = entry_id.split("-", 1)[0]
@@ -73,12 +91,13 @@ class Delivery(GatewayBase):
                 out.append((queue, entry_id, fields or {}))
         return out
 
-    async def fetch(self, queues: Sequence[str], worker_id: str, count: int) -> list[Started]:
+    async def fetch(self, queues: Sequence[str], worker_id: str, count: int) -> StartBatch:
         """Read up to ``count`` new entries per queue and mark them active, in one round trip
-        (no blocking: an empty answer means the streams are drained)."""
+        (no blocking: an empty answer means the streams are drained, or flow control holds
+        them back: see ``throttles``)."""
         return await self.start(worker_id, {queue: ["read", count] for queue in queues})
 
-    async def start_entries(self, worker_id: str, entries: Sequence[Entry]) -> list[Started]:
+    async def start_entries(self, worker_id: str, entries: Sequence[Entry]) -> StartBatch:
         """Mark entries already read (blocking read, reclaim) active.
 
         Should start.lua fail on some entry, the entries are started one by one and the one
@@ -88,35 +107,38 @@ class Delivery(GatewayBase):
         except ResponseError as exc:
             if not script_failed(exc):
                 raise
-            started: list[Started] = []
+            batch = StartBatch()
             for queue, entry_id, fields in entries:
                 try:
-                    started += await self._start_entries(worker_id, [(queue, entry_id, fields)])
+                    batch.merge(await self._start_entries(worker_id, [(queue, entry_id, fields)]))
                 except ResponseError as alone:
                     if not script_failed(alone):
                         raise
                     await self.bury(queue, entry_id, fields.get("j", ""), f"could not start: {alone}")
-            return started
+            return batch
 
-    async def _start_entries(self, worker_id: str, entries: Sequence[Entry]) -> list[Started]:
+    async def _start_entries(self, worker_id: str, entries: Sequence[Entry]) -> StartBatch:
         per_queue: dict[str, list[Any]] = {}
         deliveries: dict[str, int] = {}
         for queue, entry_id, fields in entries:
             per_queue.setdefault(queue, []).extend((entry_id, fields.get("j", "")))
             if DELIVERIES in fields:
                 deliveries[entry_id] = int(fields[DELIVERIES])
-        started = await self.start(worker_id, per_queue)
+        batch = await self.start(worker_id, per_queue)
         if deliveries:
-            for job in started:
+            for job in batch:
                 job.deliveries = deliveries.get(job.entry_id, 1)
-        return started
+        if batch.held:
+            given = {(queue, entry_id): fields for queue, entry_id, fields in entries}
+            batch.held = [(queue, entry_id, given[queue, entry_id]) for queue, entry_id, _ in batch.held]
+        return batch
 
-    async def start(self, worker_id: str, per_queue: dict[str, list[Any]]) -> list[Started]:
+    async def start(self, worker_id: str, per_queue: dict[str, list[Any]]) -> StartBatch:
         """Run start.lua per queue (all in one round trip): per queue, a flat list of entry
         id, job id pairs, or ``["read", count]`` to read up to count new entries."""
+        batch = StartBatch()
         if not per_queue:
-            return []
-        now = self.now_ms()
+            return batch
         calls = []
         for queue, flat in per_queue.items():
             qk = self.keys.queue(queue)
@@ -126,20 +148,28 @@ class Delivery(GatewayBase):
                 bindings.start(
                     stream=qk.stream,
                     dlq=qk.dlq,
+                    flow=qk.flow,
+                    running=qk.running,
+                    rate=qk.rate,
                     job_prefix=qk.job_prefix,
-                    now_ms=now,
+                    lease_ms=self.lease_ms,
                     worker=worker_id,
                     entries=pairs,
                     read=int(flat[1]) if reading else None,
                 )
             )
         replies = await self.scripts.run_many(calls)
-        return [
-            Started.parse(queue, row.entry_id, row.job_id, row.task, row.payload, row.options)
-            for queue, rows in zip(per_queue, replies, strict=True)
-            for row in rows
-            if row.run
-        ]
+        for queue, rows in zip(per_queue, replies, strict=True):
+            if rows.throttle is not None:
+                batch.throttles[queue] = rows.throttle
+            for row in rows:
+                if row.run:
+                    batch.append(
+                        Started.parse(queue, row.entry_id, row.job_id, row.task, row.payload, row.options)
+                    )
+                elif row.held:
+                    batch.held.append((queue, row.entry_id, {}))
+        return batch
 
     async def finish(self, outcomes: Sequence[Outcome], retention: Retention) -> int:
         """Record outcomes and XACK their entries: one script per queue, one round trip.
@@ -180,6 +210,7 @@ class Delivery(GatewayBase):
                     joblog_flag=qk.joblog_flag,
                     throughput=qk.throughput(now // 60_000),
                     outbox_extra=qk.outbox_extra,
+                    running=qk.running,
                     job_prefix=qk.job_prefix,
                     now_ms=now,
                     completed_retention_ms=retention.completed_ms,
@@ -222,7 +253,13 @@ class Delivery(GatewayBase):
         queues = [q for q, ids in entries.items() if ids]
         replies = await self.scripts.run_many(
             [
-                bindings.renew(stream=self.keys.queue(q).stream, consumer=consumer, entry_ids=entries[q])
+                bindings.renew(
+                    stream=self.keys.queue(q).stream,
+                    running=self.keys.queue(q).running,
+                    consumer=consumer,
+                    lease_ms=self.lease_ms,
+                    entry_ids=entries[q],
+                )
                 for q in queues
             ]
         )

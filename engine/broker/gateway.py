@@ -60,6 +60,7 @@ class Gateway(Producing, Delivery, Admin):
         max_connections: int = 100,
         clock: Clock | None = None,
         cluster: bool | None = None,
+        lease_ms: int = 30_000,
     ) -> None:
         super().__init__(
             url,
@@ -68,6 +69,7 @@ class Gateway(Producing, Delivery, Admin):
             max_connections=max_connections,
             clock=clock,
             cluster=cluster,
+            lease_ms=lease_ms,
         )
         self.reads = Reads(self.redis, self.keys)
         self.coalescer = Coalescer(self._enqueue_single, self._enqueue_mixed)
@@ -160,6 +162,7 @@ class Gateway(Producing, Delivery, Admin):
         """:meth:`queue_stats` of many queues in one pipeline (one round trip per node)."""
         if not queues:
             return {}
+        now = self.now_ms()
         async with self.redis.pipeline(transaction=False) as pipe:
             for queue in queues:
                 qk = self.keys.queue(queue)
@@ -168,16 +171,28 @@ class Gateway(Producing, Delivery, Admin):
                 pipe.zcard(qk.delayed)
                 pipe.xlen(qk.dlq)
                 pipe.hgetall(qk.stats)
+                pipe.hgetall(qk.flow)
+                pipe.zcount(qk.running, now, "+inf")
+                pipe.get(qk.rate)
             replies = await pipe.execute(raise_on_error=False)
         out: dict[str, dict[str, int]] = {}
         for i, queue in enumerate(queues):
-            mine = replies[5 * i : 5 * i + 5]
+            mine = replies[8 * i : 8 * i + 8]
             # One reply may be an error (XPENDING of a queue that has no stream yet); all of
             # them is a server that refused the lot (a MOVED, a READONLY): not a queue of zeros.
             if all(isinstance(reply, Exception) for reply in mine):
                 raise mine[0]
-            out[queue] = _counts(*mine)
+            counts = out[queue] = _counts(*mine[:5])
+            counts.update(_flow_counts(counts["waiting"], now, *mine[5:]))
         return out
+
+    async def flow_settings(self, queues: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Each queue's flow hash (engine.core.flow): paused, concurrency, rate..."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.hgetall(self.keys.queue(queue).flow)
+            replies = await pipe.execute(raise_on_error=False)
+        return {q: r if isinstance(r, dict) else {} for q, r in zip(queues, replies, strict=True)}
 
 
 def _counts(length: Any, pending: Any, delayed: Any, dlq: Any, counters: Any) -> dict[str, int]:
@@ -196,3 +211,31 @@ def _counts(length: Any, pending: Any, delayed: Any, dlq: Any, counters: Any) ->
         "reclaimed": int(counts.get("reclaimed", 0)),
         "replayed": int(counts.get("replayed", 0)),
     }
+
+
+def _flow_counts(waiting: int, now_ms: int, settings: Any, running: Any, due: Any) -> dict[str, int]:
+    """paused (0/1), concurrency (0: none), running (slots held), throttled (waiting jobs
+    that flow control holds back right now: all of them while it binds)."""
+    fields = settings if isinstance(settings, dict) else {}
+    paused = fields.get("paused") == "1"
+    slots = _number(fields.get("concurrency"))
+    held = int(running) if isinstance(running, int) else 0
+    binding = paused or (slots is not None and held >= slots)
+    interval = _number(fields.get("rate_interval"), float)
+    next_due = _number(due, float)
+    if interval and next_due is not None:
+        burst = _number(fields.get("rate_burst")) or 1
+        binding = binding or next_due - now_ms > (burst - 1) * interval
+    return {
+        "paused": int(paused),
+        "concurrency": int(slots or 0),
+        "running": held,
+        "throttled": waiting if binding else 0,
+    }
+
+
+def _number(text: Any, kind: Any = int) -> Any:
+    try:
+        return None if text is None else kind(text)
+    except (TypeError, ValueError):
+        return None

@@ -202,7 +202,8 @@ class Outbox:
         streams = [stream for stream, ids in held.items() if ids]
         if not streams:
             return []
-        calls = [(self._renew, [stream], [GROUP, consumer, *held[stream]]) for stream in streams]
+        # No concurrency slots (KEYS[2]) and so no lease length (ARGV[3]) for outbox entries.
+        calls = [(self._renew, [stream], [GROUP, consumer, 0, *held[stream]]) for stream in streams]
         replies = await run_scripts(self.redis, calls)
         return [
             (stream, _text(entry_id))

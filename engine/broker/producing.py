@@ -141,6 +141,7 @@ class Producing(GatewayBase):
                 cron_leader=qk.cron_leader,
                 cron_last=qk.cron_last,
                 outbox_extra=qk.outbox_extra,
+                flow=qk.flow,
                 job_prefix=qk.job_prefix,
                 idem_prefix=qk.idem_prefix,
                 now_ms=now,

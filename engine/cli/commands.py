@@ -234,6 +234,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--yes", "-y", action="store_true", help="do not ask for confirmation (needed without a terminal)"
         )
+
+    queue = sub.add_parser(
+        "queue",
+        help="pause or resume a queue, or show its flow control",
+        description="Flow control of a queue, held in Redis for every worker: pause stops new "
+        "starts within a second (running jobs finish, enqueues still land), resume starts them again.",
+    )
+    queue_sub = queue.add_subparsers(dest="action", required=True, metavar="ACTION", help="one of:")
+    for action, text in (
+        ("pause", "start no new job of the queue, on any worker"),
+        ("resume", "start the queue's jobs again"),
+        ("status", "paused or not, limits, running and throttled jobs (JSON)"),
+    ):
+        p = queue_sub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("queue", metavar="QUEUE", help="the queue's name")
+        add_common(p)
     return parser
 
 
@@ -260,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "enqueue": _enqueue,
         "dlq": _dlq,
         "cron": _cron,
+        "queue": _queue,
         "migrate": _migrate,
         "prune": _prune,
     }
@@ -292,6 +309,36 @@ async def _enqueue(app: Engine, args: argparse.Namespace) -> int:
         except (TypeError, ConfigurationError) as exc:
             raise UsageError(str(exc)) from None
         print(job.id)
+    return 0
+
+
+async def _queue(app: Engine, args: argparse.Namespace) -> int:
+    async with app:
+        try:
+            if args.action == "pause":
+                await app.pause(args.queue)
+            elif args.action == "resume":
+                await app.resume(args.queue)
+            else:
+                paused = await app.is_paused(args.queue)
+        except ConfigurationError as exc:
+            raise UsageError(str(exc)) from None
+        if args.action == "status":
+            stats = (await app.stats()).get(args.queue, {})
+            settings = await app.gateway.flow_settings(app.layout.partitions(args.queue)[:1])
+            first = next(iter(settings.values()), {})
+            status = {
+                "queue": args.queue,
+                "paused": paused,
+                "concurrency": stats.get("concurrency") or None,
+                "rate_limit": first.get("rate") or None,
+                "running": stats.get("running", 0),
+                "throttled": stats.get("throttled", 0),
+                "waiting": stats.get("waiting", 0),
+            }
+            print(json.dumps(status, indent=2))
+        else:
+            print(f"queue {args.queue!r} {'paused' if args.action == 'pause' else 'resumed'}")
     return 0
 
 

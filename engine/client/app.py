@@ -15,6 +15,7 @@ import anyio
 from engine.broker.gateway import Gateway, Retention, check_redis_url
 from engine.client import sync
 from engine.client.dlq import DeadLetters
+from engine.client.flowctl import FlowControl
 from engine.client.handle import Job, Notifier
 from engine.client.registry import Registry
 from engine.client.tasks import Calls, NamedCall, Task, spec_from_announcement
@@ -42,7 +43,7 @@ ENQUEUE_CHUNK = 1000
 """Jobs per script call of a bulk enqueue (one call runs atomically on one partition)."""
 
 
-class Engine(Registry):
+class Engine(Registry, FlowControl):
     """A job engine bound to one Redis (and optionally one PostgreSQL) and a namespace.
 
     Guarantees: a job is delivered at least once; it is acknowledged only after its outcome
@@ -121,6 +122,7 @@ class Engine(Registry):
         middleware, failure and enqueue hooks."""
         self.layout = Layout()
         """Which queues are partitioned (:meth:`queue`), and into how many."""
+        self.limits = {}
         self._layout_checked = False
 
     def __repr__(self) -> str:
@@ -160,6 +162,7 @@ class Engine(Registry):
                 connect_timeout=self.connect_timeout,
                 clock=self.clock,
                 cluster=self.settings.cluster,
+                lease_ms=round(self.settings.visibility_timeout_s * 1000),
             )
         return self._gateway
 
@@ -445,6 +448,7 @@ class Engine(Registry):
         for queue, partitions in sorted(self.layout.group(physical).items()):
             counts = [every[p] for p in partitions]
             out[queue] = {name: sum(c[name] for c in counts) for name in counts[0]}
+            out[queue]["paused"] = max(c["paused"] for c in counts)
         return out
 
     async def partition_stats(self, queue: str) -> dict[str, dict[str, int]]:

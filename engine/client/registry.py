@@ -10,8 +10,9 @@ from engine.client.tasks import DEFAULT, Calls, Task, make_task
 from engine.context import JobContext
 from engine.core.backoff import Backoff
 from engine.core.errors import ConfigurationError
+from engine.core.flow import Limits
 from engine.core.hooks import Hooks, Middleware
-from engine.core.partitions import Layout
+from engine.core.partitions import Layout, check_partitions, check_queue_name
 from engine.core.settings import Settings
 from engine.cron import Schedule, check_expression, check_zone, make_schedule
 from engine.producer import Options, TaskSpec
@@ -47,6 +48,8 @@ class Registry:
     schedules: dict[str, Schedule]
     hooks: Hooks
     layout: Layout
+    limits: dict[str, Limits]
+    """Each declared queue's limits (``app.queue(q, concurrency=, rate_limit=)``)."""
     _layout_checked: bool
 
     if TYPE_CHECKING:  # the Engine's, which the registered tasks enqueue through
@@ -57,16 +60,36 @@ class Registry:
 
     # -- queues and tasks -------------------------------------------------------------------
 
-    def queue(self, name: str, *, partitions: int = 1) -> None:
-        """Declare a queue's layout. ``partitions=K`` makes it K complete sub-queues under
-        their own hash tags, spread over a Redis Cluster's masters, for a queue one node
-        cannot serve: jobs with an idempotency key, an explicit id or a ``partition_key``
-        go to the partition it hashes to (so dedup and "id taken" stay exact), others round
-        robin per batch; workers read every partition; stats, dead letters, the dashboard
-        and ``app.job(id)`` see one queue. Order holds per partition only. Every producer and
-        worker must declare the same count: Redis records it and a different one is refused.
+    def queue(
+        self,
+        name: str,
+        *,
+        partitions: int | None = None,
+        concurrency: int | None = None,
+        rate_limit: str | None = None,
+    ) -> None:
+        """Declare a queue's layout and limits.
+
+        ``partitions=K`` makes it K complete sub-queues under their own hash tags, spread
+        over a Redis Cluster's masters, for a queue one node cannot serve: jobs with an
+        idempotency key, an explicit id or a ``partition_key`` go to the partition it hashes
+        to (so dedup and "id taken" stay exact), others round robin per batch; workers read
+        every partition; stats, dead letters, the dashboard and ``app.job(id)`` see one
+        queue. Order holds per partition only. Every producer and worker must declare the
+        same count: Redis records it and a different one is refused.
+
+        ``concurrency=N``: at most N jobs of the queue run at once, across every worker
+        process and machine. ``rate_limit="100/s"`` ("N/s", "N/m", "N/h"): at most N job
+        starts per period, evenly spaced; jobs held back wait in the queue. Both are held in
+        Redis and enforced atomically with each start (engine.core.flow); a worker publishes
+        its app's limits when it starts. A partitioned queue splits them over its partitions.
         """
-        self.layout.declare(name, partitions)
+        check_queue_name(name)
+        limits = Limits.declare(name, concurrency, rate_limit)
+        count = partitions if partitions is not None else self.layout.declared.get(name, 1)
+        limits.check_split(name, check_partitions(name, count))
+        self.layout.declare(name, count)
+        self.limits[name] = limits
         self._layout_checked = False
 
     # The forms: async or sync, taking the JobContext first or not; Task[P, R] keeps the

@@ -108,6 +108,22 @@ class QueueKeys:
         return self.job(job_id) + ":logs"
 
     @property
+    def flow(self) -> str:
+        """Hash of the queue's flow control (engine.core.flow): paused, concurrency, rate;
+        absent for a queue without any, which start.lua then reads as one HMGET."""
+        return self.prefix + "flow"
+
+    @property
+    def running(self) -> str:
+        """Zset entry id -> lease deadline (ms) of the jobs holding a concurrency slot."""
+        return self.prefix + "running"
+
+    @property
+    def rate(self) -> str:
+        """The rate limiter's theoretical arrival time (ms): when the next start is due."""
+        return self.prefix + "rate"
+
+    @property
     def idem_prefix(self) -> str:
         return self.prefix + "idem:"
 

@@ -25,6 +25,7 @@ from engine.dashboard.schemas import (
     Enqueued,
     EnqueueRequest,
     Purged,
+    QueueFlow,
     Replayed,
     Retried,
     Skipped,
@@ -118,6 +119,15 @@ async def purge_dead(engine: Engine, queue: str, task: str | None, search: str |
         if await gateway.delete(queue, info.id) == 1:
             purged += 1
     return Purged(purged=purged)
+
+
+async def set_paused(engine: Engine, queue: str, paused: bool) -> QueueFlow:
+    name = await require_queue(engine, queue)
+    if paused:
+        await engine.pause(name)
+    else:
+        await engine.resume(name)
+    return QueueFlow(queue=name, paused=paused)
 
 
 async def enqueue(engine: Engine, request: EnqueueRequest) -> Enqueued:

@@ -234,6 +234,16 @@ async def purge(call: Call) -> Any:
     return await actions.purge_dead(call.engine, call.path("queue"), body.task or None, body.search or None)
 
 
+@handles("pause")
+async def pause(call: Call) -> Any:
+    return await actions.set_paused(call.engine, call.path("queue"), True)
+
+
+@handles("resume")
+async def resume(call: Call) -> Any:
+    return await actions.set_paused(call.engine, call.path("queue"), False)
+
+
 @handles("workers")
 async def workers(call: Call) -> Any:
     return {"workers": await figures.workers(call.engine)}

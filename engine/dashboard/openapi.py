@@ -131,6 +131,20 @@ OPERATIONS: tuple[Operation, ...] = (
         body_required=False,
     ),
     Operation(
+        "POST",
+        "/queues/{queue}/pause",
+        "pause",
+        "Pause a queue: no job of it starts on any worker (running ones finish; enqueues land)",
+        schemas.QueueFlow,
+    ),
+    Operation(
+        "POST",
+        "/queues/{queue}/resume",
+        "resume",
+        "Resume a paused queue",
+        schemas.QueueFlow,
+    ),
+    Operation(
         "GET",
         "/throughput",
         "throughput",

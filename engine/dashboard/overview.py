@@ -31,6 +31,9 @@ async def queue_summary(engine: Engine, queue: str) -> dict[str, Any]:
     """One queue's summary (a queue :func:`engine.dashboard.checks.require_queue` accepted);
     a partitioned queue's has its partitions' counts too."""
     summary = next(q for q in await queue_summaries(engine) if q["name"] == queue)
+    gateway = await engine.ready()
+    settings = await gateway.flow_settings(engine.layout.partitions(queue)[:1])
+    summary["rate_limit"] = next(iter(settings.values()), {}).get("rate") or None
     if engine.layout.count(queue) > 1:
         partitions = await engine.partition_stats(queue)
         summary["partitions"] = [{"name": name, **counts} for name, counts in partitions.items()]

@@ -194,6 +194,12 @@ class Counts(Struct, kw_only=True, forbid_unknown_fields=True):
     enqueued: int
     reclaimed: int
     replayed: int
+    paused: Annotated[int, Meta(ge=0, le=1, description="1 while the queue is paused")]
+    concurrency: Annotated[int, Meta(ge=0, description="queue-wide concurrency limit (0: none)")]
+    running: Annotated[int, Meta(ge=0, description="concurrency slots held by running jobs")]
+    throttled: Annotated[
+        int, Meta(ge=0, description="waiting jobs flow control (pause, concurrency, rate) holds back now")
+    ]
 
 
 class Partition(Counts, kw_only=True, forbid_unknown_fields=True):
@@ -223,7 +229,15 @@ class QueueDetail(Queue, kw_only=True, forbid_unknown_fields=True):
     partitioned."""
 
     throughput: list[Minute]
+    rate_limit: Annotated[str | None, Meta(description='its rate limit ("100/s"), if any')] = None
     partitions: list[Partition] | UnsetType = UNSET
+
+
+class QueueFlow(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A queue paused or resumed: every worker holds back (or starts again) within a second."""
+
+    queue: str
+    paused: bool
 
 
 class QueueList(Struct, kw_only=True, forbid_unknown_fields=True):

@@ -47,11 +47,16 @@ from engine.worker.completer import Completer
 from engine.worker.duties import Heartbeat, LeaseKeeper, Listener, Promoter, Reclaimer
 from engine.worker.executor import Executor
 from engine.worker.fetcher import Fetcher, fetch_until_stopped
+from engine.worker.flow import FlowGate
 from engine.worker.loop import forever
 from engine.worker.os_signals import unclaimed_signals
 from engine.worker.runners import Runners
 
 __all__ = ["Worker"]
+
+# How long a starting worker waits for its cancel and wake-up subscriptions before it
+# takes jobs anyway.
+SUBSCRIBE_WAIT_S = 5.0
 
 log = structlog.get_logger("engine.worker")
 
@@ -196,6 +201,8 @@ class Worker:
             await gateway.ensure_group(queue)
         await engine.announce_tasks()
         if self.process_jobs:
+            await engine.publish_limits(self.queues)  # where start.lua enforces them
+        if self.process_jobs:
             # Before the first job: the app's @app.on_startup hooks fill ctx.state (a failing
             # one stops the worker here, before it takes any job).
             await engine.hooks.start()
@@ -214,8 +221,11 @@ class Worker:
         # fast_acquire: an uncontended turn (one group, a standalone server) costs no
         # checkpoint; with the extra yield per read, a one-queue drain ran 20-35 % slower.
         turn = anyio.Lock(fast_acquire=True)
+        gate = FlowGate(clock, self._inflight)
         fetchers = self._fetchers = [
-            Fetcher(gateway, self.id, group, self._runners, clock, share=len(self.queues), turn=turn)
+            Fetcher(
+                gateway, self.id, group, self._runners, clock, share=len(self.queues), turn=turn, gate=gate
+            )
             for group in gateway.read_groups(self.queues)
         ]
         self._reclaimer = Reclaimer(
@@ -237,7 +247,9 @@ class Worker:
             clock,
             on_recorded=None if self.max_jobs is None else self._check_max_jobs,
         )
-        listener = Listener(gateway, self.queues, promoter.poke, self._executor.cancel, clock)
+        listener = Listener(
+            gateway, self.queues, promoter.poke, self._executor.cancel, clock, on_flow=gate.release
+        )
         heartbeat = Heartbeat(gateway, self._describe, clock)
         self._started_at = clock.time()
         self._log.info("worker started", queues=self._queue_names(), concurrency=self.concurrency)
@@ -258,6 +270,11 @@ class Worker:
                     maintenance.start_soon(forever, "lease keeper", leases.run_once, self.id, clock)
                     maintenance.start_soon(listener.run, self.id)
                     maintenance.start_soon(forever, "heartbeat", heartbeat.run_once, self.id, clock)
+                    # No job before the cancel channels are listened to (a cancel sent in
+                    # between would be lost); a server that does not let us subscribe in time
+                    # delays nothing more: the listener keeps trying meanwhile.
+                    with anyio.move_on_after(SUBSCRIBE_WAIT_S):
+                        await listener.subscribed.wait()
                     await self._work(fetchers, completer)
                 else:
                     self.started.set()

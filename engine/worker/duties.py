@@ -22,6 +22,7 @@ import structlog
 
 from engine.broker import RedisError
 from engine.broker.gateway import Gateway
+from engine.core import flow
 from engine.core.backoff import reconnect_delay
 from engine.core.clock import Clock
 from engine.core.model import WorkerBeat
@@ -194,22 +195,29 @@ class Listener:
         on_wake: Callable[[], None],
         on_cancel: Callable[[str], Any],
         clock: Clock,
+        on_flow: Callable[[str], None] | None = None,
     ) -> None:
         self.gateway = gateway
         self.queues = list(queues)
         self.on_wake = on_wake
         self.on_cancel = on_cancel
+        self.on_flow = on_flow
         self.clock = clock
+        self.subscribed = anyio.Event()
+        """Set once the first subscription is in place: a cancel request sent before that
+        would be lost, so the worker takes no job until then."""
 
     async def run(self, worker_id: str) -> None:
         queues = [self.gateway.keys.queue(queue) for queue in self.queues]
         cancel_channels = {qk.cancel_channel for qk in queues}
+        wake_channels = {qk.wake_channel: qk.queue for qk in queues}
         channels = [channel for qk in queues for channel in (qk.wake_channel, qk.cancel_channel)]
         failures = 0
         while True:
             subscriber = self.gateway.subscriber()
             try:
                 await subscriber.subscribe(*channels)
+                self.subscribed.set()
                 # Messages sent while disconnected are lost: catch up on due jobs now.
                 self.on_wake()
                 failures = 0
@@ -219,6 +227,9 @@ class Listener:
                         continue
                     if message["channel"] in cancel_channels:
                         self.on_cancel(message["data"])
+                    elif message["data"] == flow.NOTICE:
+                        if self.on_flow is not None:
+                            self.on_flow(wake_channels.get(message["channel"], ""))
                     else:
                         self.on_wake()
             except (RedisError, OSError) as exc:

@@ -4,6 +4,7 @@ and stopping without stranding what a read in flight got."""
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -11,10 +12,12 @@ import anyio
 import structlog
 
 from engine.broker import RedisError, ResponseError
+from engine.broker.delivery import StartBatch
 from engine.broker.gateway import Gateway, runnable_entry
 from engine.core.backoff import reconnect_delay
 from engine.core.clock import Clock
 from engine.core.transitions import Started
+from engine.worker.flow import FlowGate
 from engine.worker.loop import forever
 from engine.worker.runners import Runners
 
@@ -61,6 +64,7 @@ class Fetcher:
         *,
         share: int | None = None,
         turn: anyio.Lock | None = None,
+        gate: FlowGate | None = None,
     ) -> None:
         self.gateway = gateway
         self.worker_id = worker_id
@@ -69,6 +73,7 @@ class Fetcher:
         self.turn = turn or anyio.Lock(fast_acquire=True)
         self.runners = runners
         self.clock = clock
+        self.gate = gate or FlowGate(clock, runners.inflight)
         self._backlogged = False
         self._backlogged_at = 0.0
         self._log = log.bind(worker=worker_id)
@@ -78,8 +83,11 @@ class Fetcher:
         return self._backlogged and self.clock.monotonic() - self._backlogged_at < BACKLOG_FRESH_S
 
     async def dispatch(self, entries: Entries) -> None:
-        """Mark read or reclaimed entries active and hand them to runners."""
-        self.runners.hand_over(await self.gateway.start_entries(self.worker_id, entries))
+        """Mark read or reclaimed entries active and hand them to runners (flow control may
+        hold some back: see FlowGate)."""
+        batch = await self.gateway.start_entries(self.worker_id, entries)
+        self.gate.note(batch)
+        self.runners.hand_over(batch)
 
     async def run(self) -> None:
         """Fetch until the pool stops (or the caller cancels); never raises but for that.
@@ -102,19 +110,29 @@ class Fetcher:
                 # the worker's other loops; block (and then start what arrived) only when the
                 # streams are drained. COUNT applies per stream: the free slots are split over
                 # the streams of one call so that the total stays near them.
+                gate = self.gate
                 async with self.turn:
                     free = runners.concurrency - runners.busy
                     if free <= 0:
                         continue  # the loop before took them: wait for the next free slot
-                    count = max(1, free // len(self.queues))
-                    started = await gateway.fetch(self.queues, self.worker_id, count)
-                if started:
-                    runners.hand_over(started)
-                else:
-                    count = max(1, (runners.concurrency - runners.busy) // self.share)
-                    entries = await gateway.read(self.queues, self.worker_id, count, BLOCK_MS)
-                    if entries:
-                        await self._start_now(entries)
+                    started: list[Started] = []
+                    held = gate.take_held(self.queues)
+                    if held:  # entries flow control held back before: they go first
+                        batch = await gateway.start_entries(self.worker_id, held[:free])
+                        gate.note(batch)
+                        gate.hold(held[free:])  # more than the free slots: next time
+                        runners.hand_over(batch)
+                        started += batch
+                        free -= len(batch)
+                    queues = gate.open(self.queues)
+                    count = max(1, free // max(1, len(queues)))
+                    if queues and free > 0:
+                        batch = await gateway.fetch(queues, self.worker_id, count)
+                        gate.note(batch)
+                        runners.hand_over(batch)
+                        started += batch
+                if not started:
+                    await self._wait_for_entries(gate.open(self.queues))
                 # A full read means more is waiting: the worker is saturated (the shipper
                 # then steps aside, see Shipper.busy).
                 self._backlogged = len(started) >= count
@@ -160,14 +178,14 @@ class Fetcher:
         discarded; if the confirmation fails, so is every outcome of the batch, and the
         entries, still pending, are reclaimed (at-least-once, as after a crash).
         """
-        runners = self.runners
+        runners, gated = self.runners, self.gate.gated
         ready = {}
         for queue, entry_id, fields in entries:
-            job = runnable_entry(queue, entry_id, fields)
+            job = None if queue in gated else runnable_entry(queue, entry_id, fields)
             if job is not None:
                 ready[entry_id] = job
         runners.hand_over(list(ready.values()))
-        started: list[Started] = []
+        started = StartBatch()
         try:
             # Shielded: jobs already run on this answer, and a stop() must not strand them.
             with anyio.CancelScope(shield=True), anyio.move_on_after(CONFIRM_TIMEOUT_S):
@@ -180,7 +198,23 @@ class Fetcher:
                     runners.drop(job)
                 assert job.confirmed is not None
                 job.confirmed.set()
+        self.gate.note(started)
         runners.hand_over([job for job in started if job.entry_id not in ready])
+
+    async def _wait_for_entries(self, queues: list[str]) -> None:
+        """Nothing started: block-read the queues flow control leaves open (and start what
+        arrives), at most until the next re-check of one it holds back is due."""
+        wait_s = min(BLOCK_MS / 1000, self.gate.next_check_in(self.queues))
+        if not queues:
+            with anyio.move_on_after(wait_s):
+                await self.gate.changed.wait()
+            return
+        runners = self.runners
+        count = max(1, (runners.concurrency - runners.busy) // self.share)
+        block_ms = max(1, math.ceil(wait_s * 1000))
+        entries = await self.gateway.read(queues, self.worker_id, count, block_ms)
+        if entries:
+            await self._start_now(entries)
 
 
 async def fetch_until_stopped(

@@ -162,6 +162,32 @@ async def test_replay_from_the_dead_letter_page(app: Engine, page: Any) -> None:
         assert await app.dlq("default").count() == 0
 
 
+async def test_pause_and_resume_a_queue_from_its_page(app: Engine, page: Any) -> None:
+    shop(app, {"on": False})
+    async with app, worker_running(app), serving(create_app(app)) as url:
+        assert await app.tasks["resize"].enqueue(1) is not None
+        await page.goto(url + "/queues/default")
+
+        async def accept(dialog: Any) -> None:
+            assert "Pause queue default?" in dialog.message
+            await dialog.accept()
+
+        page.once("dialog", accept)
+        await page.get_by_role("button", name="Pause").click()
+        await page.locator("#toast").filter(has_text="Paused").wait_for()
+        await page.locator("#queue-live .badge.paused").wait_for()
+        assert await app.is_paused("default")
+        job = await app.tasks["resize"].enqueue(7)
+        with pytest.raises(TimeoutError):
+            await job.result(timeout=1.5)
+
+        await page.get_by_role("button", name="Resume").click()
+        await page.locator("#toast").filter(has_text="Resumed").wait_for()
+        assert await job.result(timeout=10) == 7
+        await page.locator("#queue-live .badge.paused").wait_for(state="detached")
+        await page.get_by_role("button", name="Pause").wait_for()
+
+
 async def test_a_token_keeps_strangers_out(app: Engine, page: Any) -> None:
     shop(app, {"on": True})
     async with app, worker_running(app), serving(create_app(app, token=TOKEN)) as url:

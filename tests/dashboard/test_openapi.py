@@ -216,6 +216,8 @@ async def test_every_documented_response_fits_the_document(app: Engine, redis_ur
         await call("POST", "/api/queues/default/dlq/replay", json={"all": True, "search": failed[2].id})
         await call("POST", "/api/queues/default/dlq/purge", json={"task": "charge", "search": "mango"})
         await call("POST", "/api/queues/default/dlq/purge")
+        assert (await call("POST", "/api/queues/default/pause"))["paused"] is True
+        assert (await call("POST", "/api/queues/default/resume"))["paused"] is False
         await call("GET", "/api/jobs", params={"queue": "nope"})
         await call("POST", "/api/queues/nope/dlq/replay", json={"ids": [failed[3].id]})
         await call("GET", "/api/throughput", params={"queue": "nope"})

@@ -35,6 +35,7 @@ def enqueue_call(
         cron_leader=qk.cron_leader,
         cron_last=qk.cron_last,
         outbox_extra=qk.outbox_extra,
+        flow=qk.flow,
         job_prefix=qk.job_prefix,
         idem_prefix=qk.idem_prefix,
         now_ms=gw.now_ms() if now_ms is None else now_ms,
@@ -68,8 +69,11 @@ async def active(gw: Gateway, *job_ids: str, consumer: str = WORKER) -> list[Sta
     call = bindings.start(
         stream=qk.stream,
         dlq=qk.dlq,
+        flow=qk.flow,
+        running=qk.running,
+        rate=qk.rate,
         job_prefix=qk.job_prefix,
-        now_ms=gw.now_ms(),
+        lease_ms=30_000,
         worker=consumer,
         read=len(job_ids),
     )

@@ -23,6 +23,7 @@ def finish_call(gateway: Gateway, outcomes: list[Outcome], retention: Retention 
         joblog_flag=qk.joblog_flag,
         throughput=qk.throughput(now // 60_000),
         outbox_extra=qk.outbox_extra,
+        running=qk.running,
         job_prefix=qk.job_prefix,
         now_ms=now,
         completed_retention_ms=retention.completed_ms,

@@ -23,7 +23,11 @@ async def test_held_entries_are_renewed_and_taken_ones_reported(gateway: Gateway
     await gateway.finish([Outcome(Q, done.entry_id, "done", "completed", "1")], KEEP)
     assert await idle_ms(gateway, kept.entry_id) >= 10_000
     call = bindings.renew(
-        stream=qk.stream, consumer=WORKER, entry_ids=[kept.entry_id, taken.entry_id, done.entry_id]
+        stream=qk.stream,
+        running=qk.running,
+        consumer=WORKER,
+        lease_ms=30_000,
+        entry_ids=[kept.entry_id, taken.entry_id, done.entry_id],
     )
     assert await gateway.scripts.run(call) == [taken.entry_id]
     assert await idle_ms(gateway, kept.entry_id) < 10_000

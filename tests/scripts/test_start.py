@@ -16,8 +16,11 @@ def start_call(
     return bindings.start(
         stream=qk.stream,
         dlq=qk.dlq,
+        flow=qk.flow,
+        running=qk.running,
+        rate=qk.rate,
         job_prefix=qk.job_prefix,
-        now_ms=gateway.now_ms(),
+        lease_ms=30_000,
         worker=WORKER,
         entries=entries or (),
         read=read,

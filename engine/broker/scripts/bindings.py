@@ -9,7 +9,7 @@ one at a time or many in one round trip. Times are ms; "" stands for "unset" in 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
@@ -37,7 +37,8 @@ def _flag(sharded: bool) -> str:
 
 class StartRow(NamedTuple):
     """One entry in ``start.lua``'s reply: ``run`` False when it was skipped (cancelled,
-    finished, or poison moved to the DLQ), and then the fields after it are empty."""
+    finished, or poison moved to the DLQ) or ``held`` by flow control (still pending), and
+    then the fields after it are empty."""
 
     entry_id: str
     job_id: str
@@ -45,6 +46,23 @@ class StartRow(NamedTuple):
     task: str = ""
     payload: str = ""
     options: tuple[Any, ...] = ()  # attempts, timeout, max_attempts, tick, created
+    held: bool = False
+
+
+class Throttle(NamedTuple):
+    """What ``start.lua`` says of a queue with flow control (engine.core.flow): ``reason``
+    ("paused", "concurrency", "rate") when that bound the call, else ""; ``wait_ms`` until
+    the rate allows a start; ``allowance``: how many the call could start (-1: no bound)."""
+
+    reason: str
+    wait_ms: int
+    allowance: int
+
+
+class StartRows(list[StartRow]):
+    """``start.lua``'s rows, and its :class:`Throttle` when the queue has flow control."""
+
+    throttle: Throttle | None = None
 
 
 class Reclaimed(NamedTuple):
@@ -80,6 +98,7 @@ def enqueue(
     cron_leader: str,
     cron_last: str,
     outbox_extra: str,
+    flow: str,
     job_prefix: str,
     idem_prefix: str,
     now_ms: int,
@@ -103,7 +122,7 @@ def enqueue(
     :class:`FenceRejected` (FENCED, FIRED) and nothing written unless the caller holds the
     leader lock and the tick is newer than the schedule's last. ``sharded``: publish the
     wake-up with SPUBLISH (Redis >= 7.0, Valkey), else PUBLISH."""
-    keys = [stream, delayed, stats, outbox, joblog_flag, cron_leader, cron_last, outbox_extra]
+    keys = [stream, delayed, stats, outbox, joblog_flag, cron_leader, cron_last, outbox_extra, flow]
     args: list[Any] = [job_prefix, idem_prefix, now_ms, wake_channel, queue]
     args += [fence_token, fence_schedule, fence_tick_ms, task, due_ms]
     args += ["" if timeout is None else repr(timeout), _text(max_attempts), idempotency_key or ""]
@@ -116,35 +135,42 @@ def enqueue(
 # -- delivery -------------------------------------------------------------------------------
 
 
-def _start_rows(reply: Any) -> list[StartRow]:
-    return [
-        StartRow(row[0], row[1], True, row[3], row[4], tuple(row[5:10]))
-        if row[2] == 1
-        else StartRow(row[0], row[1], False)
-        for row in reply
-    ]
+def _start_rows(reply: Any) -> StartRows:
+    rows = StartRows()
+    for row in reply:
+        code = row[2]
+        if code == 1:
+            rows.append(StartRow(row[0], row[1], True, row[3], row[4], tuple(row[5:10])))
+        elif code == 2:
+            rows.throttle = Throttle(str(row[3]), int(row[4]), int(row[5]))
+        else:
+            rows.append(StartRow(row[0], row[1], False, held=code == 3))
+    return rows
 
 
 def start(
     *,
     stream: str,
     dlq: str,
+    flow: str,
+    running: str,
+    rate: str,
     job_prefix: str,
     group: str = GROUP,
-    now_ms: int,
+    lease_ms: int,
     worker: str,
     entries: Sequence[tuple[str, str]] = (),
     read: int | None = None,
-) -> Call[list[StartRow]]:
+) -> Call[StartRows]:
     """Mark entries (entry id, job id) active, or with ``read``, up to that many new ones
-    the script reads itself (no blocking)."""
-    args: list[Any] = [job_prefix, group, now_ms, worker]
+    the script reads itself (no blocking), as far as the queue's flow control allows."""
+    args: list[Any] = [job_prefix, group, lease_ms, worker]
     if read is not None:
         args += ("read", read)
     else:
         for pair in entries:
             args += pair
-    return Call("start", [stream, dlq], args, _start_rows)
+    return Call("start", [stream, dlq, flow, running, rate], args, _start_rows)
 
 
 def finish(
@@ -157,6 +183,7 @@ def finish(
     joblog_flag: str,
     throughput: str,
     outbox_extra: str,
+    running: str,
     job_prefix: str,
     group: str = GROUP,
     now_ms: int,
@@ -171,7 +198,7 @@ def finish(
     """Record outcomes and acknowledge their entries; per outcome, whether it was recorded
     (False: its entry was no longer pending, another worker's outcome won). ``sharded``:
     publish with SPUBLISH, else PUBLISH."""
-    keys = [stream, delayed, dlq, stats, outbox, joblog_flag, throughput, outbox_extra]
+    keys = [stream, delayed, dlq, stats, outbox, joblog_flag, throughput, outbox_extra, running]
     args = [job_prefix, group, now_ms, completed_retention_ms, failed_retention_ms]
     packed = _msgpack([value for outcome in outcomes for value in outcome.argv()])
     args += [done_channel_prefix, wake_channel, queue, _flag(sharded), packed]
@@ -193,9 +220,12 @@ def bury(
     return Call("bury", [stream, dlq, stats], [job_prefix, group, entry_id, job_id, reason], _code)
 
 
-def renew(*, stream: str, group: str = GROUP, consumer: str, entry_ids: Sequence[str]) -> Call[list[str]]:
-    """Reset the idle time of a consumer's pending entries; the ids it no longer holds."""
-    return Call("renew", [stream], [group, consumer, *entry_ids], list)
+def renew(
+    *, stream: str, running: str, group: str = GROUP, consumer: str, lease_ms: int, entry_ids: Sequence[str]
+) -> Call[list[str]]:
+    """Reset the idle time of a consumer's pending entries (and the deadline of the
+    concurrency slots they hold); the ids it no longer holds."""
+    return Call("renew", [stream, running], [group, consumer, lease_ms, *entry_ids], list)
 
 
 def _reclaimed(flat: Any) -> list[Reclaimed]:
@@ -306,6 +336,18 @@ def log(
 def lease(*, lock: str, token: str, lease_ms: int) -> Call[ScriptCode]:
     """Renew (``lease_ms`` > 0) or release (0) a lock held with ``token``: DONE or LOCK_NOT_HELD."""
     return Call("lease", [lock], [token, lease_ms], _code)
+
+
+def flow(
+    *, flow: str, wake_channel: str, sharded: bool, notice: str, fields: Mapping[str, str]
+) -> Call[dict[str, str]]:
+    """Set (or with "" delete) fields of a queue's flow hash, announcing a change with
+    ``notice`` on its wake channel; the fields' previous values ("" for unset)."""
+    args: list[Any] = [wake_channel, _flag(sharded), notice]
+    for field, value in fields.items():
+        args += (field, value)
+    names = list(fields)
+    return Call("flow", [flow], args, lambda reply: dict(zip(names, map(str, reply), strict=True)))
 
 
 # -- the job-log shipper's side ---------------------------------------------------------------

@@ -8,6 +8,7 @@
   KEYS[5] job-log flag (exists while a shipper drains the outbox)
   KEYS[6] cron leader lock  KEYS[7] cron last-fired zset (both used only by a fenced call)
   KEYS[8] the outbox's count of events beyond one per entry (see engine/history/shipper.py)
+  KEYS[9] the queue's flow hash (engine.core.flow): while it exists, entries are marked "g"
   ARGV[1] job key prefix  ARGV[2] idempotency key prefix
   ARGV[3] now (ms, the producer's clock, compared with the due time)
   ARGV[4] promoter wake-up channel  ARGV[5] queue name
@@ -52,6 +53,8 @@ local entry = {"j", "", "t", task, "p", ""}
 if timeout ~= "" then entry[#entry + 1] = "o"; entry[#entry + 1] = timeout end
 if maxAttempts ~= "" then entry[#entry + 1] = "m"; entry[#entry + 1] = maxAttempts end
 if tick ~= "" then entry[#entry + 1] = "k"; entry[#entry + 1] = tick end
+-- Paused or limited: no worker may run the job before start.lua has let it start.
+if redis.call("EXISTS", KEYS[9]) == 1 then entry[#entry + 1] = "g"; entry[#entry + 1] = "1" end
 local out = {}
 local added = 0
 -- The job-log events of the batch: one outbox entry for all of them (see finish.lua).

@@ -7,6 +7,7 @@
   KEYS[5] outbox stream  KEYS[6] job-log flag (exists while a shipper drains the outbox)
   KEYS[7] this minute's throughput hash (completed/failed counts, kept two hours)
   KEYS[8] the outbox's count of events beyond one per entry (see engine/history/shipper.py)
+  KEYS[9] the queue's concurrency slots (engine.core.flow): an outcome gives its slot back
   ARGV[1] job key prefix  ARGV[2] group  ARGV[3] unused (times come from the server clock)
   ARGV[4] completed retention (ms, 0 = keep)  ARGV[5] failed retention (ms, 0 = keep)
   ARGV[6] notification channel prefix  ARGV[7] promoter wake-up channel
@@ -51,6 +52,7 @@ local function observe(ms)
   durationSum = durationSum + ms
 end
 local queue, outbox = ARGV[8], redis.call("EXISTS", KEYS[6]) == 1
+local slots = redis.call("EXISTS", KEYS[9]) == 1
 
 -- The job-log events of the batch, written as one outbox entry at the end of this script
 -- (so in the same atomic step as the outcomes): one entry per batch rather than per job is
@@ -90,6 +92,7 @@ for i = 1, #outcomes, 7 do
   local status = nil
   if redis.call("XACK", KEYS[1], group, entry) == 1 then
     redis.call("XDEL", KEYS[1], entry)
+    if slots then redis.call("ZREM", KEYS[9], entry) end
     -- Read through pcall: a job key of another type must not fail the batch (the outcomes
     -- before it would stay recorded, those after it not, and the batch would be retried).
     status = redis.pcall("HGET", jobKey, "status")

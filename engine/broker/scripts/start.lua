@@ -5,16 +5,29 @@
   BLOCK), so a busy worker fetches and starts jobs in one round trip.
 
   An idle worker runs a fresh job from the entry it read before this script confirms it
-  (see Worker._start_now): so it must not matter which of the two happens first.
+  (see Worker._start_now): so it must not matter which of the two happens first. It does
+  not for an entry marked "g" (enqueued while the queue had flow control), nor for a queue
+  this script reported flow control for: those wait for this script.
 
-  KEYS[1] stream   KEYS[2] dlq stream
-  ARGV[1] job key prefix  ARGV[2] group  ARGV[3] unused (times come from the server clock)  ARGV[4] worker id (consumer)
+  Flow control (engine.core.flow), from the flow hash: paused, concurrency (slots in the
+  running zset, scored by lease deadline, expired ones dropped here) and a rate (a GCRA:
+  the rate key holds when the next start is due). Read mode reads no more entries than may
+  start; given entries beyond that are held: left pending, untouched, code 3.
+
+  KEYS[1] stream   KEYS[2] dlq stream   KEYS[3] flow hash   KEYS[4] running zset
+  KEYS[5] rate key
+  ARGV[1] job key prefix  ARGV[2] group  ARGV[3] lease (ms, a concurrency slot's life
+  without renewal)  ARGV[4] worker id (consumer)
   ARGV[5..] pairs: entry id, job id ("" when the entry has no job id field);
             or "read", count
 
   For each pair returns {entry id, job id, code, task, payload, attempts, timeout,
   max_attempts, tick, created}; code 1 = run it, 0 = skipped (cancelled, or poison moved
-  to the DLQ; the entry was acknowledged and deleted).
+  to the DLQ; the entry was acknowledged and deleted), 3 = held by flow control. When the
+  queue has flow control a last row {"", "", 2, reason, wait ms, allowance} follows:
+  reason "paused", "concurrency" or "rate" when that bound this call ("" when none did),
+  wait ms until the rate allows the next start, allowance how many this call could start
+  (-1: no bound).
 
   No entry or job hash, whatever it holds, makes this script fail (its writes so far would
   stay, and the entries it read would be stuck pending): reads of a job's key that can fail
@@ -23,9 +36,36 @@
 -- Timestamps come from the Redis server's clock, one clock for every machine, so a job's
 -- created, started and finished times are ordered as Redis executed those steps.
 local clock = redis.call("TIME")
-local now = string.format("%.0f", clock[1] * 1000 + math.floor(clock[2] / 1000))
+local nowMs = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local now = string.format("%.0f", nowMs)
 local jobPrefix, group, worker = ARGV[1], ARGV[2], ARGV[4]
 local out = {}
+local started = {}  -- entry ids started by this call
+
+-- Flow control: how many may start now (allowance, -1 = no bound) and what bounds it.
+-- Read through pcall, and a field that is not a number ignored: no flow hash written by
+-- hand may stop a queue's every start.
+local flow = redis.pcall("HMGET", KEYS[3], "paused", "concurrency", "rate_interval", "rate_burst")
+if flow.err then flow = {} end
+local slots, interval = tonumber(flow[2]), tonumber(flow[3])
+if interval and interval <= 0 then interval = nil end
+local burst = tonumber(flow[4]) or 1
+local gated = flow[1] or slots or interval
+local allowance, reason, tat = -1, "", nil
+local function bound(n, why)
+  if allowance < 0 or n < allowance then allowance, reason = math.max(n, 0), why end
+end
+if flow[1] then bound(0, "paused") end
+if slots then
+  redis.pcall("ZREMRANGEBYSCORE", KEYS[4], "-inf", nowMs)
+  local taken = redis.pcall("ZCARD", KEYS[4])
+  bound(slots - (type(taken) == "number" and taken or 0), "concurrency")
+end
+if interval then
+  local due = redis.pcall("GET", KEYS[5])
+  tat = math.max(type(due) == "string" and tonumber(due) or 0, nowMs)
+  bound(math.floor(burst - (tat - nowMs) / interval + 1e-9), "rate")
+end
 
 local function drop(entry)
   redis.call("XACK", KEYS[1], group, entry)
@@ -34,9 +74,12 @@ end
 
 -- (entry id, job id, the entry's payload or false) per entry to start.
 local todo = {}
-if ARGV[5] == "read" then
-  local reply = redis.call("XREADGROUP", "GROUP", group, worker, "COUNT", ARGV[6],
-    "STREAMS", KEYS[1], ">")
+local reading, readCount = ARGV[5] == "read", 0
+if reading then
+  readCount = tonumber(ARGV[6])
+  if allowance >= 0 and allowance < readCount then readCount = allowance end
+  local reply = readCount > 0 and redis.call("XREADGROUP", "GROUP", group, worker, "COUNT",
+    readCount, "STREAMS", KEYS[1], ">")
   if reply then
     for _, e in ipairs(reply[1][2]) do
       local id, payload = "", false
@@ -50,6 +93,7 @@ if ARGV[5] == "read" then
 else
   for i = 5, #ARGV, 2 do todo[#todo + 1] = {ARGV[i], ARGV[i + 1], false} end
 end
+local heldAny = false
 
 -- A fresh job's payload is in its stream entry until it starts (see enqueue.lua).
 local function entryPayload(entry)
@@ -76,11 +120,16 @@ for _, t in ipairs(todo) do
       "tick", "created")
   end
   local attempts = nil
-  if h ~= nil and h.err == nil and h[1] and h[1] ~= "cancelled" and h[1] ~= "completed"
-      and h[1] ~= "failed" then
+  local runnable = h ~= nil and h.err == nil and h[1] and h[1] ~= "cancelled"
+    and h[1] ~= "completed" and h[1] ~= "failed"
+  local held = runnable and allowance >= 0 and #started >= allowance
+  if runnable and not held then
     attempts = redis.pcall("HINCRBY", jobKey, "attempts", 1)
   end
-  if h ~= nil and h.err ~= nil then
+  if held then
+    heldAny = true
+    out[#out + 1] = {entry, id, 3}
+  elseif h ~= nil and h.err ~= nil then
     poison(entry, id, "job data unreadable: " .. h.err)
   elseif h == nil or not h[1] then
     -- A poison entry: no job id, or a job hash that does not exist. Keep the evidence.
@@ -104,6 +153,25 @@ for _, t in ipairs(todo) do
     end
     out[#out + 1] = {entry, id, 1, h[2], payload, attempts, h[4] or "", h[5] or "", h[6] or "",
       h[7] or ""}
+    started[#started + 1] = entry
   end
+end
+if gated then
+  if slots and #started > 0 then
+    local deadline = nowMs + tonumber(ARGV[3])
+    for _, entry in ipairs(started) do redis.pcall("ZADD", KEYS[4], deadline, entry) end
+  end
+  -- A bound is reported only if it held something back: a read that got fewer entries than it
+  -- asked for drained the stream.
+  if (reading and #todo < readCount) or (not reading and not heldAny) then reason = "" end
+  local wait = 0
+  if interval then
+    tat = tat + #started * interval
+    if #started > 0 then
+      redis.call("SET", KEYS[5], string.format("%.3f", tat), "PX", math.ceil(tat - nowMs) + 1000)
+    end
+    wait = math.max(0, math.ceil(tat - (burst - 1) * interval - nowMs))
+  end
+  out[#out + 1] = {"", "", 2, reason, wait, allowance}
 end
 return out

@@ -1,0 +1,100 @@
+"""What a worker knows of its queues' flow control (engine.core.flow), from what start.lua
+answers: which queues to leave alone for a while, and the entries it holds back.
+
+Redis decides, atomically with each start; this only spares Redis calls that would start
+nothing. A queue start.lua reports bound (paused, every concurrency slot taken, the rate
+used up) is neither fetched nor block-read until a re-check is due: at once when the rate
+allows the next start, shortly for a full queue (a slot may free on any worker), every
+second for a paused one, or when a resume is announced (:meth:`release`). Entries a
+blocking read or a reclaim delivered that may not start yet stay pending to this worker,
+their leases renewed like those of running jobs, and are offered to start.lua again first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import anyio
+
+from engine.broker.delivery import Entry, StartBatch
+from engine.core.clock import Clock
+
+# How soon a queue whose concurrency slots are all taken is tried again: a slot may free
+# on any worker, and nothing announces it.
+FULL_RECHECK_S = 0.05
+# How soon a paused queue is looked at again, should its resume announcement be lost.
+PAUSED_RECHECK_S = 1.0
+
+
+class FlowGate:
+    """Shared by a worker's fetch loops and its reclaimer."""
+
+    def __init__(self, clock: Clock, inflight: dict[str, set[str]]) -> None:
+        self.clock = clock
+        self.inflight = inflight
+        self.gated: set[str] = set()
+        """Queues start.lua reported flow control for: their jobs start only through it,
+        never straight from a blocking read's entries."""
+        self._until: dict[str, float] = {}
+        self._held: dict[str, list[Entry]] = {}
+        self.changed = anyio.Event()
+        """Set when a queue is released before its re-check (a resume): waiting loops look again."""
+
+    def note(self, batch: StartBatch) -> None:
+        """Learn from start.lua's answer: throttled queues, and entries it held back."""
+        now = self.clock.monotonic()
+        for queue, throttle in batch.throttles.items():
+            self.gated.add(queue)
+            if throttle.reason == "rate":
+                self._until[queue] = now + throttle.wait_ms / 1000
+            elif throttle.reason == "concurrency":
+                self._until[queue] = now + FULL_RECHECK_S
+            elif throttle.reason == "paused":
+                self._until[queue] = now + PAUSED_RECHECK_S
+            else:
+                self._until.pop(queue, None)
+        for job in batch:
+            if job.queue not in batch.throttles:
+                self.gated.discard(job.queue)
+        self.hold(batch.held)
+
+    def hold(self, entries: Iterable[Entry]) -> None:
+        """Keep entries pending to this worker for a later start (their leases renewed like
+        those of running jobs)."""
+        for entry in entries:
+            queue = entry[0]
+            self._held.setdefault(queue, []).append(entry)
+            self.inflight.setdefault(queue, set()).add(entry[1])
+
+    def release(self, queue: str) -> None:
+        """A resume (or a limit lifted) was announced: look at the queue again now."""
+        if self._until.pop(queue, None) is not None:
+            self.changed.set()
+            self.changed = anyio.Event()
+
+    def open(self, queues: Iterable[str]) -> list[str]:
+        """The queues worth a start.lua call or a blocking read now."""
+        now = self.clock.monotonic()
+        return [q for q in queues if self._until.get(q, 0.0) <= now]
+
+    def take_held(self, queues: Iterable[str]) -> list[Entry]:
+        """The held entries of the open ones among ``queues``, to offer start.lua again (what
+        it holds back again comes back through :meth:`note`)."""
+        out: list[Entry] = []
+        for queue in self.open(queues):
+            entries = self._held.pop(queue, None)
+            if entries:
+                out += entries
+                for _, entry_id, _fields in entries:
+                    self.inflight.get(queue, set()).discard(entry_id)
+        return out
+
+    def has_held(self, queues: Sequence[str]) -> bool:
+        return any(self._held.get(q) for q in queues)
+
+    def next_check_in(self, queues: Iterable[str]) -> float:
+        """Seconds until the first re-check of ``queues`` is due (inf: none is pending)."""
+        now = self.clock.monotonic()
+        due = [until - now for q in queues if (until := self._until.get(q)) is not None]
+        return max(0.0, min(due)) if due else math.inf
