@@ -162,8 +162,9 @@ if gated then
     for _, entry in ipairs(started) do redis.pcall("ZADD", KEYS[4], deadline, entry) end
   end
   -- A bound is reported only if it held something back: a read that got fewer entries than it
-  -- asked for drained the stream.
-  if (reading and #todo < readCount) or (not reading and not heldAny) then reason = "" end
+  -- asked for drained the stream, and one the bound did not cut read what it asked for.
+  if reading and (#todo < readCount or allowance >= tonumber(ARGV[6])) then reason = "" end
+  if not reading and not heldAny then reason = "" end
   local wait = 0
   if interval then
     tat = tat + #started * interval
