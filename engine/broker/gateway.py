@@ -218,13 +218,13 @@ def _flow_counts(waiting: int, now_ms: int, settings: Any, running: Any, due: An
     that flow control holds back right now: all of them while it binds)."""
     fields = settings if isinstance(settings, dict) else {}
     paused = fields.get("paused") == "1"
-    slots = _number(fields.get("concurrency"))
+    slots = _whole(fields.get("concurrency"))
     held = int(running) if isinstance(running, int) else 0
     binding = paused or (slots is not None and held >= slots)
-    interval = _number(fields.get("rate_interval"), float)
-    next_due = _number(due, float)
+    interval = _real(fields.get("rate_interval"))
+    next_due = _real(due)
     if interval and next_due is not None:
-        burst = _number(fields.get("rate_burst")) or 1
+        burst = _whole(fields.get("rate_burst")) or 1
         binding = binding or next_due - now_ms > (burst - 1) * interval
     return {
         "paused": int(paused),
@@ -234,8 +234,16 @@ def _flow_counts(waiting: int, now_ms: int, settings: Any, running: Any, due: An
     }
 
 
-def _number(text: Any, kind: Any = int) -> Any:
+def _whole(text: Any) -> int | None:
+    """A field written as a whole number, or None (unset, or garbage someone wrote)."""
     try:
-        return None if text is None else kind(text)
+        return None if text is None else int(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _real(text: Any) -> float | None:
+    try:
+        return None if text is None else float(text)
     except (TypeError, ValueError):
         return None

@@ -13,7 +13,7 @@ their leases renewed like those of running jobs, and are offered to start.lua ag
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import anyio
 
@@ -89,9 +89,6 @@ class FlowGate:
                 for _, entry_id, _fields in entries:
                     self.inflight.get(queue, set()).discard(entry_id)
         return out
-
-    def has_held(self, queues: Sequence[str]) -> bool:
-        return any(self._held.get(q) for q in queues)
 
     def next_check_in(self, queues: Iterable[str]) -> float:
         """Seconds until the first re-check of ``queues`` is due (inf: none is pending)."""
