@@ -96,6 +96,9 @@ class JobInfo(msgspec.Struct, kw_only=True):
     finished_at: datetime | None = None
     scheduled_at: datetime | None = None
     worker: str | None = None
+    """The worker (``host-pid-suffix``) running the job, or that ran its last attempt."""
+    attempt_workers: list[str] = []
+    """The worker of each attempt so far, first attempt first (the last one is ``worker``)."""
     raw_payload: str | None = None
     """The stored payload as text, set only when it could not be decoded."""
     meta: dict[str, Any] = {}
@@ -141,8 +144,16 @@ class JobInfo(msgspec.Struct, kw_only=True):
             finished_at=ms_to_datetime(h.get("finished")),
             scheduled_at=ms_to_datetime(h.get("tick")),
             worker=h.get("worker") or None,
+            attempt_workers=attempt_workers(h),
             raw_payload=raw_payload or None,
         )
+
+
+def attempt_workers(h: dict[str, str]) -> list[str]:
+    # finish.lua appends a retried attempt's worker to "ran"; "worker" ran the latest one.
+    workers = (h.get("ran") or "").splitlines()
+    last = h.get("worker")
+    return [*workers, last] if last else workers
 
 
 def decode_log_line(raw: str) -> dict[str, Any]:

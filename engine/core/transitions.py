@@ -154,9 +154,19 @@ class Outcome:
     traceback: str = ""
     due_ms: int = 0
     ran_ms: int = 0
+    task: str = ""  # for the per-task counters (stats "t:<task>:<kind>")
 
     def argv(self) -> list[Any]:
-        return [self.entry_id, self.job_id, self.kind, self.value, self.traceback, self.due_ms, self.ran_ms]
+        return [
+            self.entry_id,
+            self.job_id,
+            self.kind,
+            self.value,
+            self.traceback,
+            self.due_ms,
+            self.ran_ms,
+            self.task,
+        ]
 
 
 @dataclass

@@ -74,6 +74,8 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     due_ms: int | None = None
     level: str | None = None
     message: str | None = None
+    worker: str | None = None
+    """The worker that ran the attempt a retry/completed/failed/cancelled event records."""
 
 
 class RawEvent(msgspec.Struct, gc=False):
@@ -100,6 +102,7 @@ class RawEvent(msgspec.Struct, gc=False):
     due: str | None = None
     level: str | None = None
     message: str | None = None
+    worker: str | None = None
     id: str = ""
 
 
@@ -328,4 +331,5 @@ def _check(raw: RawEvent) -> Event:
         processed_ms=_int(raw.processed, "processed", _MAX_MS, required=False),
         finished_ms=_int(raw.finished, "finished", _MAX_MS, required=kind != "retry"),
         due_ms=_int(raw.due, "due", _MAX_MS) if kind == "retry" else None,
+        worker=without_nul(raw.worker)[:_MAX_NAME] if raw.worker else None,
     )

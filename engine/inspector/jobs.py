@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
-from engine.core.model import JobInfo, Status, lenient_number, ms_to_datetime
+from engine.core.model import JobInfo, Status, attempt_workers, lenient_number, ms_to_datetime
 
 if TYPE_CHECKING:
     from engine.runtime import Runtime
@@ -80,6 +80,7 @@ def read_info(job_id: str, queue: str, h: dict[str, str]) -> JobInfo:
         info.finished_at = when(h.get("finished"))
         info.scheduled_at = when(h.get("tick"))
         info.worker = h.get("worker") or None
+        info.attempt_workers = attempt_workers(h)
     if info.progress is not None and not math.isfinite(info.progress):
         info.progress = None
     return info

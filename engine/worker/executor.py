@@ -139,9 +139,13 @@ class Executor:
         try:
             with scope:
                 result = await self._through_middleware(ctx, task, args, call_kwargs)
-                return Outcome(job.queue, job.entry_id, job.job_id, "completed", _encode(result).decode())
+                return Outcome(
+                    job.queue, job.entry_id, job.job_id, "completed", _encode(result).decode(), task=job.task
+                )
             if job.job_id in self._cancelled:
-                return Outcome(job.queue, job.entry_id, job.job_id, "cancelled", "cancelled while running")
+                return Outcome(
+                    job.queue, job.entry_id, job.job_id, "cancelled", "cancelled while running", task=job.task
+                )
             raise JobTimeout(f"timed out after {timeout:g}s")
         except Exception as exc:
             with anyio.CancelScope(shield=True), anyio.move_on_after(FAILURE_HOOKS_S):
@@ -198,11 +202,11 @@ class Executor:
         delay = min(max(delay, 0.0), MAX_DELAY_S) if math.isfinite(delay) else MAX_DELAY_S
         bound.warning("job attempt failed; retrying", error=error, retry_in_s=round(delay, 3), exc_info=exc)
         due = int((self.clock.time() + delay) * 1000)
-        return Outcome(job.queue, job.entry_id, job.job_id, "retry", error, tb, due)
+        return Outcome(job.queue, job.entry_id, job.job_id, "retry", error, tb, due, task=job.task)
 
     @staticmethod
     def _dead(job: Started, error: str, tb: str) -> Outcome:
-        return Outcome(job.queue, job.entry_id, job.job_id, "failed", error, tb)
+        return Outcome(job.queue, job.entry_id, job.job_id, "failed", error, tb, task=job.task)
 
 
 def _bound(job: Started) -> dict[str, Any]:

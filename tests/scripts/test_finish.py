@@ -7,6 +7,7 @@ import pytest
 from engine.broker.gateway import Gateway
 from engine.broker.scripts import bindings
 from engine.broker.scripts.runner import Call
+from engine.core.model import JobInfo
 from engine.core.transitions import Outcome, Retention
 from tests.scripts.support import KEEP, Q, active, pending_to
 
@@ -118,3 +119,40 @@ async def test_outcomes_are_announced_on_the_queues_channels(gateway: Gateway, s
             if len(got) == 2:
                 break
     assert got == {qk.done_channel("ok"): "completed", qk.wake_channel: qk.delayed}
+
+
+async def test_counters_are_kept_per_task_and_each_attempt_keeps_its_worker(gateway: Gateway) -> None:
+    qk = gateway.keys.queue(Q)
+    rows = await active(gateway, "a", "b", "c", consumer="w1")
+    entries = {row.job_id: row.entry_id for row in rows}
+    outcomes = [
+        Outcome(Q, entries["a"], "a", "completed", "1", ran_ms=3, task="send"),
+        Outcome(
+            Q, entries["b"], "b", "retry", "flaky", "tb", due_ms=gateway.now_ms(), ran_ms=700, task="send"
+        ),
+        Outcome(Q, entries["c"], "c", "failed", "boom", "tb", ran_ms=20, task="bill"),
+    ]
+    assert await gateway.scripts.run(finish_call(gateway, outcomes)) == [True] * 3
+    stats = await gateway.redis.hgetall(qk.stats)
+    per_task = {k: v for k, v in stats.items() if k.startswith(("t:", "td:"))}
+    assert per_task == {
+        "t:send:completed": "1",
+        "t:send:retried": "1",
+        "t:bill:failed": "1",
+        "td:send:0.005": "1",
+        "td:send:1": "1",
+        "td:send:sum_ms": "703",
+        "td:bill:0.025": "1",
+        "td:bill:sum_ms": "20",
+    }
+    assert stats["completed"] == stats["retried"] == stats["failed"] == "1"
+
+    # The retried job runs again elsewhere: both attempts' workers stay on the job.
+    await gateway.promote([Q])
+    (again,) = await gateway.fetch([Q], "w2", 10)
+    await gateway.scripts.run(
+        finish_call(gateway, [Outcome(Q, again.entry_id, "b", "completed", "2", task="send")])
+    )
+    info = await gateway.redis.hgetall(qk.job("b"))
+    assert (info["worker"], info["ran"]) == ("w2", "w1\n")
+    assert JobInfo.from_hash("b", Q, info).attempt_workers == ["w1", "w2"]

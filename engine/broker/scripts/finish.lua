@@ -13,12 +13,18 @@
   ARGV[6] notification channel prefix  ARGV[7] promoter wake-up channel
   ARGV[8] queue name
   ARGV[9] "1": publish with SPUBLISH (sharded pub/sub, Redis >= 7.0), "0": PUBLISH
-  ARGV[10] the outcomes, one MessagePack array of 7 values per outcome (one argument
+  ARGV[10] the outcomes, one MessagePack array of 8 values per outcome (one argument
           instead of thousands: packing those was a tenth of a worker's time): entry id,
           job id, kind, value, traceback, due (ms), run time of the attempt (ms, for the
-          duration histogram)
+          duration histogram), task (for the per-task counters; "" counts under the queue only)
           kind: "completed" (value = result JSON), "retry" (value = error, due = when),
                 "failed" (value = error), "cancelled" (value = reason)
+
+  The stats hash holds the queue's counters (completed, failed, retried, cancelled), its
+  duration histogram (d:<upper bound in s>, d:sum_ms) and the same per task (t:<task>:<kind>,
+  td:<task>:<bound>, td:<task>:sum_ms), each summed over the batch and written once.
+  The job hash keeps the worker that ran the last attempt ("worker"); a retried attempt's
+  worker is appended to "ran" (one per line), so every attempt's worker stays known.
 
   Returns an array with 1 per recorded outcome and 0 per ignored one.
 ]]
@@ -36,10 +42,11 @@ local retried = false
 local counts = {completed = 0, failed = 0, retried = 0, cancelled = 0}
 local buckets = {}
 local durationSum = 0
+local perTask = {}  -- task -> {kind -> n, buckets = {label -> n}, sum = ms}
 -- Upper bounds (seconds) of the job duration histogram; the last catches the rest.
 local BOUNDS = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
 
-local function observe(ms)
+local function observe(ms, task)
   local seconds = ms / 1000
   local label = "+Inf"
   for _, bound in ipairs(BOUNDS) do
@@ -50,6 +57,20 @@ local function observe(ms)
   end
   buckets[label] = (buckets[label] or 0) + 1
   durationSum = durationSum + ms
+  if task ~= "" then
+    local t = perTask[task]
+    if not t then
+      t = {buckets = {}, sum = 0}
+      perTask[task] = t
+    end
+    t.buckets[label] = (t.buckets[label] or 0) + 1
+    t.sum = t.sum + ms
+  end
+end
+local function count(task, kind)
+  counts[kind] = counts[kind] + 1
+  local t = perTask[task]
+  if t then t[kind] = (t[kind] or 0) + 1 end
 end
 local queue, outbox = ARGV[8], redis.call("EXISTS", KEYS[6]) == 1
 local slots = redis.call("EXISTS", KEYS[9]) == 1
@@ -64,7 +85,8 @@ local slots = redis.call("EXISTS", KEYS[9]) == 1
 local events = {}
 local function event(jobKey, id, kind, result, err, tb, due, finished)
   if not outbox then return end
-  local job = redis.call("HMGET", jobKey, "task", "attempts", "processed", "payload", "created")
+  local job = redis.call("HMGET", jobKey, "task", "attempts", "processed", "payload", "created",
+    "worker")
   local v = redis.pcall("HINCRBY", jobKey, "v", 1)
   if type(v) ~= "number" then  -- a version someone overwrote: start it again
     v = 1
@@ -73,7 +95,7 @@ local function event(jobKey, id, kind, result, err, tb, due, finished)
   events[#events + 1] = {e = kind, j = id, task = job[1] or "",
     v = tostring(v), attempts = job[2] or "0",
     processed = job[3] or "", payload = job[4] or nil, created = job[5] or nil, result = result,
-    error = err, traceback = tb, due = due, finished = finished}
+    error = err, traceback = tb, due = due, finished = finished, worker = job[6] or nil}
 end
 
 -- A job's log lines live beside its hash and go when it goes.
@@ -83,11 +105,12 @@ local function expire(jobKey, ms)
 end
 
 local outcomes = cmsgpack.unpack(ARGV[10])
-for i = 1, #outcomes, 7 do
+for i = 1, #outcomes, 8 do
   local entry, id, kind, value, tb = outcomes[i], outcomes[i + 1], outcomes[i + 2],
     outcomes[i + 3], outcomes[i + 4]
   local due = string.format("%d", outcomes[i + 5])
   local ran = tonumber(outcomes[i + 6])
+  local task = type(outcomes[i + 7]) == "string" and outcomes[i + 7] or ""
   local jobKey = jobPrefix .. id
   local status = nil
   if redis.call("XACK", KEYS[1], group, entry) == 1 then
@@ -108,19 +131,21 @@ for i = 1, #outcomes, 7 do
   else
     -- A cancel that arrived while the attempt ran wins over its outcome.
     if status == "cancelled" then kind = "cancelled" end
-    redis.call("HDEL", jobKey, "worker", "msg")
-    observe(ran)
+    redis.call("HDEL", jobKey, "msg")
+    observe(ran, task)
     if kind == "completed" then
       redis.call("HSET", jobKey, "status", "completed", "result", value, "finished", now)
       event(jobKey, id, "completed", value, nil, nil, nil, now)
       if keepDone > 0 then expire(jobKey, keepDone) end
-      counts.completed = counts.completed + 1
+      count(task, "completed")
       redis.call(publish, channel .. id, "completed")
     elseif kind == "retry" then
       redis.call("HSET", jobKey, "status", "delayed", "error", value, "traceback", tb, "due", due)
+      local ranBy = redis.call("HMGET", jobKey, "worker", "ran")
+      if ranBy[1] then redis.call("HSET", jobKey, "ran", (ranBy[2] or "") .. ranBy[1] .. "\n") end
       redis.call("ZADD", KEYS[2], due, id)
       event(jobKey, id, "retry", nil, value, tb, due, nil)
-      counts.retried = counts.retried + 1
+      count(task, "retried")
       retried = true
     elseif kind == "failed" then
       redis.call("HSET", jobKey, "status", "failed", "error", value, "traceback", tb,
@@ -133,14 +158,14 @@ for i = 1, #outcomes, 7 do
       redis.call("HSET", jobKey, "dlq", dead)
       event(jobKey, id, "failed", nil, value, tb, nil, now)
       if keepFailed > 0 then expire(jobKey, keepFailed) end
-      counts.failed = counts.failed + 1
+      count(task, "failed")
       redis.call(publish, channel .. id, "failed")
     else
       redis.call("HSET", jobKey, "status", "cancelled", "finished", now)
       if value ~= "" then redis.call("HSET", jobKey, "error", value) end
       event(jobKey, id, "cancelled", nil, value, nil, nil, now)
       if keepDone > 0 then expire(jobKey, keepDone) end
-      counts.cancelled = counts.cancelled + 1
+      count(task, "cancelled")
       redis.call(publish, channel .. id, "cancelled")
     end
     out[#out + 1] = 1
@@ -155,6 +180,13 @@ for name, n in pairs(counts) do
 end
 for label, n in pairs(buckets) do redis.call("HINCRBY", KEYS[4], "d:" .. label, n) end
 if durationSum > 0 then redis.call("HINCRBY", KEYS[4], "d:sum_ms", durationSum) end
+for task, t in pairs(perTask) do
+  for _, kind in ipairs({"completed", "failed", "retried", "cancelled"}) do
+    if t[kind] then redis.call("HINCRBY", KEYS[4], "t:" .. task .. ":" .. kind, t[kind]) end
+  end
+  for label, n in pairs(t.buckets) do redis.call("HINCRBY", KEYS[4], "td:" .. task .. ":" .. label, n) end
+  if t.sum > 0 then redis.call("HINCRBY", KEYS[4], "td:" .. task .. ":sum_ms", t.sum) end
+end
 if counts.completed + counts.failed > 0 then
   redis.call("HINCRBY", KEYS[7], "completed", counts.completed)
   redis.call("HINCRBY", KEYS[7], "failed", counts.failed)
