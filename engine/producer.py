@@ -29,6 +29,7 @@ from engine.core.limits import (
     payload_depth_exceeded,
 )
 from engine.core.model import Payload, json_encoder
+from engine.core.priority import check_priority
 from engine.core.settings import Settings
 from engine.core.taskdef import TaskSpec as TaskSpec
 from engine.core.taskdef import task_signature as task_signature
@@ -66,6 +67,14 @@ class Options:
     partition_key: str | None = None
     """Of a partitioned queue: jobs with the same key go to the same partition (and are
     dequeued in order); ignored by a plain queue."""
+    priority: int | None = None
+    """0 (runs first) to 9 (runs last); None: the task's (5 unless ``@app.task(priority=)``)."""
+    concurrency_key: str | None = None
+    """Jobs sharing it run at most ``key_concurrency`` at a time (``app.queue(q,
+    key_concurrency=N)``): one customer's, one account's; ignored where no limit is set."""
+    expires: float | timedelta | datetime | None = None
+    """Seconds from now (or a timedelta, or an aware datetime) after which the job, if it has
+    not started, is dropped as cancelled with the error "expired" instead of run."""
 
     def merged(self, **changes: Any) -> Options:
         unknown = set(changes) - set(self.__slots__)
@@ -180,6 +189,9 @@ def build_job(
         check_key("job_id", options.job_id)
     if options.partition_key is not None:
         check_key("partition_key", options.partition_key)
+    if options.concurrency_key is not None:
+        check_key("concurrency_key", options.concurrency_key)
+    priority = spec.priority if options.priority is None else check_priority(options.priority)
     return NewJob(
         id=options.job_id or new_job_id(),
         task=spec.name,
@@ -192,7 +204,29 @@ def build_job(
         idempotency_key=options.idempotency_key,
         idempotency_ttl_ms=int(idem_ttl * 1000),
         tick_ms=None if options.scheduled_at is None else int(options.scheduled_at.timestamp() * 1000),
+        priority=priority,
+        concurrency_key=options.concurrency_key,
+        expires_ms=0 if options.expires is None else expiry_ms(options.expires, now, due_ms),
     )
+
+
+def expiry_ms(expires: object, now: float, due_ms: int) -> int:
+    """When a job of ``expires=`` expires (ms since the epoch): a number of seconds or a
+    timedelta from now, or an aware datetime; it must fall after the job is due."""
+    if isinstance(expires, datetime):
+        if expires.tzinfo is None:
+            raise ConfigurationError("expires must be a time-zone-aware datetime, seconds or a timedelta")
+        at = expires.timestamp()
+    else:
+        seconds = expires.total_seconds() if isinstance(expires, timedelta) else expires
+        at = now + check_delay(seconds, "expires")
+    at_ms = int(at * 1000)
+    if at_ms <= max(due_ms, int(now * 1000)):
+        raise ConfigurationError(
+            f"expires={expires!r} is not after the job is due: it would never run; "
+            "give a later expiry or no expires="
+        )
+    return at_ms
 
 
 def build_jobs(

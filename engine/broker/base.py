@@ -45,6 +45,10 @@ class GatewayBase:
         self.redis: Any = connection.Client(client, cluster=bool(cluster))
         self.scripts = Scripts(self.redis)
         self._known_queues: set[str] = set()
+        self.lanes: dict[str, tuple[str, ...]] = {}
+        """Queue (or partition) -> its priority lanes first to last (engine.core.priority),
+        for those of the worker's queues that have more than the default one: what the
+        worker reads (see Delivery.refresh_lanes)."""
         self._detected = bool(cluster)
         self.sharded: bool | None = None
         """Whether the scripts SPUBLISH and subscribers SSUBSCRIBE (Redis >= 7.0, any Valkey)
@@ -94,6 +98,10 @@ class GatewayBase:
 
     async def close(self) -> None:
         await connection.close(self.redis)
+
+    def lanes_of(self, queue: str) -> tuple[str, ...]:
+        """The lanes of ``queue`` to read, first to last (the queue alone when it has one)."""
+        return self.lanes.get(queue) or (queue,)
 
     async def remember_queue(self, queue: str) -> None:
         if queue not in self._known_queues:

@@ -15,6 +15,7 @@ from engine.broker.scripts.bindings import Throttle
 from engine.broker.scripts.runner import script_failed
 from engine.core.errors import ScriptCode
 from engine.core.keys import GROUP
+from engine.core.priority import lane_queue, lanes_in_order
 from engine.core.transitions import Outcome, Retention, Started
 
 # The field under which reclaim() reports how often an entry was delivered (not a field of
@@ -46,8 +47,9 @@ def runnable_entry(queue: str, entry_id: str, fields: dict[str, str]) -> Started
     an idle worker can start it at once and confirm it with ``start.lua`` meanwhile; None
     for other entries (retried, replayed, garbage), which must go through ``start.lua``."""
     job_id, task, payload = fields.get("j"), fields.get("t"), fields.get("p")
-    if not job_id or not task or payload is None or "g" in fields:
-        # "g": enqueued while the queue had flow control, so only start.lua may start it.
+    if not job_id or not task or payload is None or "g" in fields or "x" in fields:
+        # "g": enqueued while the queue had flow control, "x": it may have expired (see
+        # enqueue.lua): only start.lua may start it.
         return None
     # XADD's time, within a ms of "created"; a fresh entry is on its first delivery.
     created = entry_id.split("-", 1)[0]
@@ -59,13 +61,33 @@ class Delivery(GatewayBase):
     """The gateway's worker side (a mixin of :class:`~engine.broker.gateway.Gateway`)."""
 
     async def ensure_group(self, queue: str) -> None:
-        await self.remember_queue(queue)
-        try:
-            # Id 0: a group created after jobs were added still delivers them.
-            await self.redis.xgroup_create(self.keys.queue(queue).stream, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        """The consumer group of a queue (or partition), and of each lane it is known to have."""
+        await self.remember_queue(lane_queue(queue))
+        for name in self.lanes_of(queue):
+            try:
+                # Id 0: a group created after jobs were added still delivers them.
+                await self.redis.xgroup_create(self.keys.queue(name).stream, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def refresh_lanes(self, queues: Sequence[str]) -> list[str]:
+        """Learn which priority lanes ``queues`` have (one pipeline; enqueue.lua records a
+        lane and creates its group when its first job comes): the queues whose lanes changed."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.smembers(self.keys.queue(queue).lanes)
+            replies = await pipe.execute()
+        changed = []
+        for queue, members in zip(queues, replies, strict=True):
+            lanes = tuple(lanes_in_order(queue, members))
+            if lanes != self.lanes_of(queue):
+                changed.append(queue)
+                if len(lanes) > 1:
+                    self.lanes[queue] = lanes
+                else:
+                    self.lanes.pop(queue, None)
+        return changed
 
     def read_groups(self, queues: Sequence[str]) -> list[list[str]]:
         """The queues one blocking read can serve together: all of them on one server, each
@@ -77,14 +99,15 @@ class Delivery(GatewayBase):
     ) -> list[Entry]:
         """XREADGROUP new entries of several queues (one in a cluster: see
         :meth:`read_groups`); [(queue, entry id, fields)]."""
-        streams = [self.keys.queue(q).stream for q in queues]
+        names = [name for q in queues for name in self.lanes_of(q)]
+        streams = [self.keys.queue(name).stream for name in names]
         reply = await connection.xreadgroup(
             self.redis, GROUP, consumer, streams, [">"] * len(streams), count=count, block_ms=block_ms
         )
         out: list[Entry] = []
         if not reply:
             return out
-        by_stream = {self.keys.queue(q).stream: q for q in queues}
+        by_stream = dict(zip(streams, names, strict=True))
         for stream, entries in reply:
             queue = by_stream[stream]
             for entry_id, fields in entries:
@@ -140,10 +163,13 @@ class Delivery(GatewayBase):
         if not per_queue:
             return batch
         calls = []
+        lanes: dict[str, tuple[str, ...]] = {}
         for queue, flat in per_queue.items():
             qk = self.keys.queue(queue)
             reading = len(flat) == 2 and flat[0] == "read"
             pairs = [] if reading else [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+            if reading and queue in self.lanes:
+                lanes[queue] = self.lanes[queue]
             calls.append(
                 bindings.start(
                     stream=qk.stream,
@@ -156,19 +182,26 @@ class Delivery(GatewayBase):
                     worker=worker_id,
                     entries=pairs,
                     read=int(flat[1]) if reading else None,
+                    lanes=[self.keys.queue(name).stream for name in lanes.get(queue, ())],
                 )
             )
         replies = await self.scripts.run_many(calls)
         for queue, rows in zip(per_queue, replies, strict=True):
             if rows.throttle is not None:
-                batch.throttles[queue] = rows.throttle
+                batch.throttles[lane_queue(queue)] = rows.throttle
+            names = lanes.get(queue)
             for row in rows:
+                name = names[row.lane - 1] if names and row.lane else queue
                 if row.run:
                     batch.append(
-                        Started.parse(queue, row.entry_id, row.job_id, row.task, row.payload, row.options)
+                        Started.parse(name, row.entry_id, row.job_id, row.task, row.payload, row.options)
                     )
                 elif row.held:
-                    batch.held.append((queue, row.entry_id, {}))
+                    batch.held.append((name, row.entry_id, {"j": row.job_id}))
+                elif row.expired:
+                    job = Started.parse(name, row.entry_id, row.job_id, row.task, "", ("1", "", "", "", ""))
+                    job.expired = True
+                    batch.append(job)
         return batch
 
     async def finish(self, outcomes: Sequence[Outcome], retention: Retention) -> int:

@@ -25,6 +25,7 @@ from engine.core.clock import Clock
 from engine.core.errors import FenceRejected, ScriptCode
 from engine.core.keys import GROUP
 from engine.core.model import decode_log_line
+from engine.core.priority import job_lane, lanes_in_order
 from engine.core.transitions import Fence, NewJob, Outcome, Retention, Started
 from engine.core.urls import REDIS_SCHEMES, check_redis_url, mask_url
 
@@ -115,7 +116,7 @@ class Gateway(Producing, Delivery, Admin):
         qk = self.keys.queue(queue)
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, h in todo:
-                pipe.xrange(qk.stream, h["msg"], h["msg"])
+                pipe.xrange(self.keys.queue(job_lane(queue, h)).stream, h["msg"], h["msg"])
                 # Started and finished since HGETALL: the entry is gone, the hash has it.
                 pipe.hget(qk.job(job_id), "payload")
             replies = await pipe.execute()
@@ -174,17 +175,37 @@ class Gateway(Producing, Delivery, Admin):
                 pipe.hgetall(qk.flow)
                 pipe.zcount(qk.running, now, "+inf")
                 pipe.get(qk.rate)
+                pipe.smembers(qk.lanes)
             replies = await pipe.execute(raise_on_error=False)
         out: dict[str, dict[str, int]] = {}
+        lanes: dict[str, list[str]] = {}
         for i, queue in enumerate(queues):
-            mine = replies[8 * i : 8 * i + 8]
+            mine = replies[9 * i : 9 * i + 9]
             # One reply may be an error (XPENDING of a queue that has no stream yet); all of
             # them is a server that refused the lot (a MOVED, a READONLY): not a queue of zeros.
             if all(isinstance(reply, Exception) for reply in mine):
                 raise mine[0]
-            counts = out[queue] = _counts(*mine[:5])
-            counts.update(_flow_counts(counts["waiting"], now, *mine[5:]))
+            out[queue] = _counts(*mine[:5])
+            if not isinstance(mine[8], Exception) and len(found := lanes_in_order(queue, mine[8])) > 1:
+                lanes[queue] = [name for name in found if name != queue]
+        if lanes:  # a queue with priority lanes: their jobs wait and run too
+            await self._add_lanes(lanes, out)
+        for i, queue in enumerate(queues):
+            out[queue].update(_flow_counts(out[queue]["waiting"], now, *replies[9 * i + 5 : 9 * i + 8]))
         return out
+
+    async def _add_lanes(self, lanes: dict[str, list[str]], out: dict[str, dict[str, int]]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for names in lanes.values():
+                for name in names:
+                    pipe.xlen(self.keys.queue(name).stream)
+                    pipe.xpending(self.keys.queue(name).stream, GROUP)
+            replies = iter(await pipe.execute(raise_on_error=False))
+        for queue, names in lanes.items():
+            for _ in names:
+                counts = _counts(next(replies), next(replies), 0, 0, {})
+                out[queue]["waiting"] += counts["waiting"]
+                out[queue]["active"] += counts["active"]
 
     async def flow_settings(self, queues: Sequence[str]) -> dict[str, dict[str, str]]:
         """Each queue's flow hash (engine.core.flow): paused, concurrency, rate..."""

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from engine.broker.base import GatewayBase
 from engine.broker.scripts import bindings
 from engine.broker.scripts.runner import Call
+from engine.core.priority import lane
 from engine.core.transitions import Fence, NewJob
 
 Written = tuple[str, bool]
@@ -133,7 +134,7 @@ class Producing(GatewayBase):
 
         def call(shared: NewJob, pairs: list[tuple[str, bytes]]) -> Call[list[Written]]:
             return bindings.enqueue(
-                stream=qk.stream,
+                stream=self.keys.queue(lane(queue, shared.priority)).stream,
                 delayed=qk.delayed,
                 stats=qk.stats,
                 outbox=qk.outbox,
@@ -142,6 +143,7 @@ class Producing(GatewayBase):
                 cron_last=qk.cron_last,
                 outbox_extra=qk.outbox_extra,
                 flow=qk.flow,
+                lanes=qk.lanes,
                 job_prefix=qk.job_prefix,
                 idem_prefix=qk.idem_prefix,
                 now_ms=now,
@@ -157,6 +159,9 @@ class Producing(GatewayBase):
                 idempotency_key=shared.idempotency_key,
                 idempotency_ttl_ms=shared.idempotency_ttl_ms,
                 tick_ms=shared.tick_ms,
+                priority=shared.priority,
+                expires_ms=shared.expires_ms,
+                concurrency_key=shared.concurrency_key,
                 sharded=sharded,
                 jobs=pairs,
             )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.core.keys import GROUP, Keys
+from engine.core.priority import lanes_in_order
 
 Entry = tuple[str, dict[str, str]]
 """A stream entry: its id and its fields."""
@@ -35,6 +36,18 @@ class Reads:
 
     # -- the live lists, a batch at a time ----------------------------------------------------
 
+    async def lanes(self, queues: Sequence[str]) -> dict[str, list[str]]:
+        """Each queue's (or partition's) priority lanes, first to last (engine.core.priority):
+        the queue alone for one that never had a job of another priority."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.smembers(self.keys.queue(queue).lanes)
+            replies = await pipe.execute(raise_on_error=False)
+        return {
+            queue: lanes_in_order(queue, () if isinstance(members, Exception) else members)
+            for queue, members in zip(queues, replies, strict=True)
+        }
+
     async def delayed_ids(self, queue: str, offset: int, count: int) -> list[str]:
         """Job ids of the delayed set, soonest due first, from position ``offset``."""
         ids: list[str] = await self.redis.zrange(self.keys.queue(queue).delayed, offset, offset + count - 1)
@@ -58,9 +71,12 @@ class Reads:
         None if none. Two pipelines over all the queues: a round trip per node each.
 
         Entries up to the group's last-delivered id were handed to workers (they are active,
-        or gone); the first entry after it is the oldest one still waiting.
+        or gone); the first entry after it is the oldest one still waiting. A queue with
+        priority lanes counts its oldest entry of any.
         """
-        streams = [self.keys.queue(queue).stream for queue in queues]
+        lanes = await self.lanes(queues)
+        names = [(queue, name) for queue in queues for name in lanes[queue]]
+        streams = [self.keys.queue(name).stream for _, name in names]
         async with self.redis.pipeline(transaction=False) as pipe:
             for stream in streams:
                 pipe.xinfo_groups(stream)
@@ -72,11 +88,14 @@ class Reads:
                     last = next((g.get("last-delivered-id") for g in info if g.get("name") == GROUP), None)
                 pipe.xrange(stream, min="-" if last in (None, "0-0") else f"({last}", count=1)
             firsts = await pipe.execute(raise_on_error=False)
-        out: dict[str, int | None] = {}
-        for queue, entries in zip(queues, firsts, strict=True):
+        out: dict[str, int | None] = dict.fromkeys(queues)
+        for (queue, _), entries in zip(names, firsts, strict=True):
             if isinstance(entries, Exception):
                 raise entries
-            out[queue] = int(str(entries[0][0]).split("-", 1)[0]) if entries else None
+            if entries:
+                ms = int(str(entries[0][0]).split("-", 1)[0])
+                known = out[queue]
+                out[queue] = ms if known is None else min(known, ms)
         return out
 
     async def throughput(self, queues: Sequence[str], minutes: Sequence[int]) -> list[tuple[int, int]]:

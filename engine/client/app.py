@@ -325,11 +325,13 @@ class Engine(Registry, FlowControl):
             self._logged_queues.add(queue)
         if len(jobs) == 1:
             job = jobs[0]
-            target = layout.route(queue, job.idempotency_key or options.job_id or options.partition_key)
+            key = job.idempotency_key or options.job_id or options.partition_key or options.concurrency_key
+            target = layout.route(queue, key)
             job_id, _added = await gateway.enqueue_one(target, job)
             return [Job(self, job_id, target, spec.shape)]
-        if layout.count(queue) == 1 or options.partition_key is not None:
-            target = layout.route(queue, options.partition_key)
+        if layout.count(queue) == 1 or (options.partition_key or options.concurrency_key) is not None:
+            # One key's jobs on one partition: its limit (engine.core.flow) is not split.
+            target = layout.route(queue, options.partition_key or options.concurrency_key)
             return [
                 Job(self, job_id, target, spec.shape) for job_id, _ in await gateway.enqueue(target, jobs)
             ]

@@ -78,8 +78,9 @@ class FlowControl:
             for index, partition in enumerate(partitions):
                 fields = limits.fields(index, len(partitions))
                 before = await gateway.set_flow(partition, fields)
-                had = before["rate"] or before["concurrency"]
-                changed = before["rate"] != fields["rate"] or before["concurrency"] != fields["concurrency"]
+                named = ("rate", "concurrency", "key_concurrency")
+                had = any(before[name] for name in named)
+                changed = any(before[name] != fields[name] for name in named)
                 if index == 0 and had and changed:
                     log.warning(
                         "queue limits changed",

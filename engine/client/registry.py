@@ -13,6 +13,7 @@ from engine.core.errors import ConfigurationError
 from engine.core.flow import Limits
 from engine.core.hooks import Hooks, Middleware
 from engine.core.partitions import Layout, check_partitions, check_queue_name
+from engine.core.priority import DEFAULT_PRIORITY
 from engine.core.settings import Settings
 from engine.cron import Schedule, check_expression, check_zone, make_schedule
 from engine.producer import Options, TaskSpec
@@ -67,6 +68,7 @@ class Registry:
         partitions: int | None = None,
         concurrency: int | None = None,
         rate_limit: str | None = None,
+        key_concurrency: int | None = None,
     ) -> None:
         """Declare a queue's layout and limits.
 
@@ -83,9 +85,13 @@ class Registry:
         starts per period, evenly spaced; jobs held back wait in the queue. Both are held in
         Redis and enforced atomically with each start (engine.core.flow); a worker publishes
         its app's limits when it starts. A partitioned queue splits them over its partitions.
+
+        ``key_concurrency=N``: at most N jobs of one ``with_options(concurrency_key=...)``
+        (a customer, an account) run at once, however many workers; other keys' jobs run
+        meanwhile. Jobs without a key are not limited by it.
         """
         check_queue_name(name)
-        limits = Limits.declare(name, concurrency, rate_limit)
+        limits = Limits.declare(name, concurrency, rate_limit, key_concurrency)
         count = partitions if partitions is not None else self.layout.declared.get(name, 1)
         limits.check_split(name, check_partitions(name, count))
         self.layout.declare(name, count)
@@ -113,6 +119,7 @@ class Registry:
         timeout: float = ...,
         max_attempts: int | None = None,
         backoff: Backoff | None = None,
+        priority: int = DEFAULT_PRIORITY,
     ) -> TaskDecorator: ...
 
     def task(
@@ -125,10 +132,13 @@ class Registry:
         timeout: float = _UNSET,
         max_attempts: int | None = None,
         backoff: Backoff | None = None,
+        priority: int = DEFAULT_PRIORITY,
     ) -> Any:
         """Register an ``async def`` (run on the event loop) or ``def`` (run in a thread).
 
         ``timeout`` is mandatory in effect: omit it for the engine default; None is refused.
+        ``priority``: of the task's jobs, 0 (first) to 9 (last), unless an enqueue says
+        otherwise (``with_options(priority=)``; see engine.core.priority for the policy).
         """
 
         def register(func: Callable[..., Any]) -> Task[..., Any]:
@@ -139,6 +149,7 @@ class Registry:
                 timeout=timeout,
                 max_attempts=max_attempts,
                 backoff=backoff,
+                priority=priority,
                 settings=self.settings,
                 submit=self._enqueue,
                 submit_sync=self._enqueue_sync,

@@ -17,6 +17,7 @@ from engine.core.backoff import Backoff
 from engine.core.errors import ConfigurationError, UnknownTaskError
 from engine.core.keys import check_name
 from engine.core.limits import check_attempts, check_timeout
+from engine.core.priority import DEFAULT_PRIORITY, check_priority
 from engine.core.settings import Settings
 from engine.core.taskdef import TaskAnnouncement, task_signature
 from engine.core.wiretypes import Shape
@@ -233,6 +234,7 @@ def make_task(
     backoff: Backoff | None,
     settings: Settings,
     submit: Submit,
+    priority: int = DEFAULT_PRIORITY,
     submit_sync: SubmitSync | None = None,
 ) -> Task[..., Any]:
     """What ``@app.task`` registers, every option checked (``timeout=DEFAULT``,
@@ -254,6 +256,7 @@ def make_task(
         backoff=backoff or settings.default_backoff,
         signature=signature,
         shape=Shape.of(func, signature),
+        priority=check_priority(priority, f"{what}: priority"),
     )
     return Task(func, spec, takes_ctx, submit, submit_sync)
 
@@ -275,4 +278,5 @@ def spec_from_announcement(task_name: str, raw: bytes | str, backoff: Backoff) -
         backoff=backoff,
         signature=ann.signature(),
         shape=ann.shape(),
+        priority=ann.priority,
     )

@@ -8,6 +8,10 @@ start itself:
 - concurrency N: at most N jobs of the queue run at once. Each running job holds a slot in
   a sorted set scored by its lease deadline, renewed with the entry's lease and given back
   by its outcome; a crashed worker's slots lapse with its leases, never leak.
+- key concurrency N: at most N jobs of one concurrency key (``with_options(concurrency_key=)``,
+  a customer, a tenant) run at once; jobs of other keys go on. Each key's running jobs hold
+  slots in a sorted set of its own, as above; a job whose key is full stays pending to the
+  worker that read it, which offers it again shortly (engine.worker.flow).
 - rate limit "N/s" ("/m", "/h"): at most N starts per period, spaced evenly (a GCRA: each
   start books the next ``period / N`` of the line) with a burst of a tenth of a second's
   worth (at least one), so a second never holds much more than N starts and a period does
@@ -15,7 +19,8 @@ start itself:
 
 A partitioned queue splits its limits over its partitions (each partition is a queue of
 its own, on its own slot): N slots over K partitions are N // K each (the first N % K get
-one more), and so for rates.
+one more), and so for rates. A key's limit is not split: jobs of one concurrency key go to
+one partition (the key routes them, unless a ``partition_key`` does).
 """
 
 from __future__ import annotations
@@ -90,16 +95,20 @@ class Limits:
 
     concurrency: int | None = None
     rate: Rate | None = None
+    key_concurrency: int | None = None
 
     @classmethod
-    def declare(cls, queue: str, concurrency: object = None, rate_limit: object = None) -> Limits:
+    def declare(
+        cls, queue: str, concurrency: object = None, rate_limit: object = None, key_concurrency: object = None
+    ) -> Limits:
         return cls(
             None if concurrency is None else check_concurrency(queue, "concurrency", concurrency),
             None if rate_limit is None else parse_rate(queue, rate_limit),
+            None if key_concurrency is None else check_concurrency(queue, "key_concurrency", key_concurrency),
         )
 
     def __bool__(self) -> bool:
-        return self.concurrency is not None or self.rate is not None
+        return self.concurrency is not None or self.rate is not None or self.key_concurrency is not None
 
     def check_split(self, queue: str, partitions: int) -> None:
         """Each of ``partitions`` must get at least one slot and one start per period."""
@@ -118,9 +127,11 @@ class Limits:
         def share(total: int) -> int:
             return total // partitions + (1 if index < total % partitions else 0)
 
-        out = {"concurrency": "", "rate_interval": "", "rate_burst": "", "rate": ""}
+        out = {"concurrency": "", "rate_interval": "", "rate_burst": "", "rate": "", "key_concurrency": ""}
         if self.concurrency is not None:
             out["concurrency"] = str(share(self.concurrency))
+        if self.key_concurrency is not None:
+            out["key_concurrency"] = str(self.key_concurrency)
         if self.rate is not None:
             rate = Rate(share(self.rate.count), self.rate.period_ms)
             out["rate_interval"] = repr(rate.interval_ms)

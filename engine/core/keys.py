@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from engine.core.errors import ConfigurationError
+from engine.core.priority import DEFAULT_PRIORITY, split_lane
 
 # Names end up inside key names and URLs: keep them to a safe, readable alphabet, and
 # forbid braces so a queue name can never break its own hash tag.
@@ -46,14 +47,23 @@ def check_name(kind: str, value: str) -> str:
 class QueueKeys:
     namespace: str
     queue: str
+    """A queue, a partition, or a priority lane of one (``queue!p``, engine.core.priority):
+    a lane has a stream of its own and shares the queue's other keys."""
 
     @property
     def prefix(self) -> str:
-        return f"{self.namespace}:{{{self.queue}}}:"
+        return f"{self.namespace}:{{{self.queue.partition('!')[0]}}}:"
 
     @property
     def stream(self) -> str:
-        return self.prefix + "stream"
+        _, priority = split_lane(self.queue)
+        return self.prefix + ("stream" if priority == DEFAULT_PRIORITY else f"stream:{priority}")
+
+    @property
+    def lanes(self) -> str:
+        """Set of the priorities other than the default the queue has had jobs of: the
+        lanes (streams) workers read besides its own stream."""
+        return self.prefix + "lanes"
 
     @property
     def delayed(self) -> str:

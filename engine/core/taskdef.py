@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import msgspec
 
 from engine.core.backoff import Backoff
+from engine.core.priority import DEFAULT_PRIORITY
 from engine.core.wiretypes import Description, Shape, parse
 
 
@@ -26,6 +27,8 @@ class TaskSpec:
     signature: inspect.Signature | None = None
     shape: Shape | None = field(default=None, compare=False)
     """The parameters' and the result's types, to check and convert values by."""
+    priority: int = DEFAULT_PRIORITY
+    """Of the task's jobs unless an enqueue gives one (engine.core.priority)."""
     positional: tuple[int, int] | None = field(init=False, default=None, compare=False)
     """See :func:`_positional_range`; computed once (hashing a Signature costs per call)."""
 
@@ -101,6 +104,7 @@ class TaskAnnouncement(msgspec.Struct):
     params: list[tuple[str, int, bool]] | None = None  # (name, inspect kind, has default)
     types: dict[str, Description] | None = None
     """Parameter name -> its type's description (``engine.core.wiretypes``), when typed."""
+    priority: int = DEFAULT_PRIORITY
 
     @classmethod
     def of(cls, task: TaskDef) -> TaskAnnouncement:
@@ -117,6 +121,7 @@ class TaskAnnouncement(msgspec.Struct):
             max_attempts=spec.max_attempts,
             params=params,
             types=types or None,
+            priority=spec.priority,
         )
 
     def shape(self) -> Shape | None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.core.limits import MAX_ATTEMPTS, MAX_EPOCH_MS, MAX_TIMEOUT_S
+from engine.core.priority import DEFAULT_PRIORITY
 
 
 @dataclass(slots=True)
@@ -26,8 +27,13 @@ class NewJob:
     idempotency_key: str | None = None
     idempotency_ttl_ms: int = 0
     tick_ms: int | None = None
+    priority: int = DEFAULT_PRIORITY
+    expires_ms: int = 0  # 0: never
+    concurrency_key: str | None = None
 
-    def shared(self) -> tuple[str, int, float | None, int | None, str | None, int, int | None]:
+    def shared(
+        self,
+    ) -> tuple[str, int, float | None, int | None, str | None, int, int | None, int, int, str | None]:
         """What ``enqueue.lua`` takes once per batch: jobs sharing it go in one call."""
         return (
             self.task,
@@ -37,6 +43,9 @@ class NewJob:
             self.idempotency_key,
             self.idempotency_ttl_ms,
             self.tick_ms,
+            self.priority,
+            self.expires_ms,
+            self.concurrency_key,
         )
 
 
@@ -84,6 +93,8 @@ class Started:
     problem: str | None = None
     """Why it cannot run (options read back from Redis that are malformed or out of
     bounds); the executor dead-letters it with this reason."""
+    expired: bool = False
+    """Its ``expires=`` passed before it started: the executor records it cancelled."""
 
     @classmethod
     def parse(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.core.model import LIVE_STATUSES, JobInfo, Status
+from engine.core.priority import lane_queue
 from engine.inspector.cursors import InvalidCursor, decode_cursor, encode_cursor
 from engine.inspector.jobs import dead_info, read_info
 
@@ -67,7 +68,12 @@ async def scan_live(
     gateway = await engine.ready()
     wanted = set(statuses)
     kinds = [kind for kind, statuses_of in _SOURCES if wanted & statuses_of]
-    sources = [(q, kind) for kind in kinds for q in engine.layout.expand(queues)]
+    expanded = engine.layout.expand(queues)
+    lanes = await gateway.reads.lanes(expanded) if "stream" in kinds else {}
+    # A queue's priority lanes are walked in the order their jobs run (engine.core.priority).
+    sources = [
+        (name, kind) for kind in kinds for q in expanded for name in (lanes[q] if kind == "stream" else [q])
+    ]
     index, position = _scan_position(decode_cursor(cursor, "scan"), [kind for _, kind in sources])
     jobs: list[JobInfo] = []
     scanned = 0
@@ -81,7 +87,7 @@ async def scan_live(
         for (pos, job_id, fields), h in zip(batch, hashes, strict=True):
             scanned += 1
             position = pos
-            info = _info(q, job_id, h, fields if kind == "dlq" else None)
+            info = _info(lane_queue(q), job_id, h, fields if kind == "dlq" else None)
             if info is None or str(info.status) not in wanted or not match(info):
                 continue
             jobs.append(info)

@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import threading
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -44,7 +45,7 @@ from engine.history.pruner import Pruner
 from engine.history.shipper import Shipper
 from engine.runtime import Runtime
 from engine.worker.completer import Completer
-from engine.worker.duties import Heartbeat, LeaseKeeper, Listener, Promoter, Reclaimer
+from engine.worker.duties import Heartbeat, Lanes, LeaseKeeper, Listener, Promoter, Reclaimer
 from engine.worker.executor import Executor
 from engine.worker.fetcher import Fetcher, fetch_until_stopped
 from engine.worker.flow import FlowGate
@@ -141,7 +142,8 @@ class Worker:
         self.stopped = anyio.Event()
         self._started_at = self.clock.time()
         self._stopping = anyio.Event()
-        self._inflight: dict[str, set[str]] = {q: set() for q in self.queues}  # leases to renew
+        # Queue, partition or priority lane -> its entries whose leases to renew.
+        self._inflight: defaultdict[str, set[str]] = defaultdict(set)
         self._executor = Executor(engine, anyio.CapacityLimiter(concurrency))
         self._runners = Runners(self._executor, concurrency, self._inflight)
         # The parts that talk to Redis are made by run(), from the gateway it checked.
@@ -194,10 +196,9 @@ class Worker:
         engine, clock = self.engine, self.clock
         gateway = await engine.ready()
         self.queues = engine.layout.expand(self.queues)
-        for queue in set(self._inflight) - set(self.queues):
-            del self._inflight[queue]
+        self._inflight.clear()
+        await gateway.refresh_lanes(self.queues)
         for queue in self.queues:
-            self._inflight.setdefault(queue, set())
             await gateway.ensure_group(queue)
         await engine.announce_tasks()
         if self.process_jobs:
@@ -247,8 +248,15 @@ class Worker:
             clock,
             on_recorded=None if self.max_jobs is None else self._check_max_jobs,
         )
+        lanes = Lanes(gateway, self.queues, clock)
         listener = Listener(
-            gateway, self.queues, promoter.poke, self._executor.cancel, clock, on_flow=gate.release
+            gateway,
+            self.queues,
+            promoter.poke,
+            self._executor.cancel,
+            clock,
+            on_flow=gate.release,
+            on_lanes=lanes.poke,
         )
         heartbeat = Heartbeat(gateway, self._describe, clock)
         self._started_at = clock.time()
@@ -268,6 +276,7 @@ class Worker:
                 if self.process_jobs:
                     maintenance.start_soon(promoter.run, self.id)
                     maintenance.start_soon(forever, "lease keeper", leases.run_once, self.id, clock)
+                    maintenance.start_soon(forever, "lanes", lanes.run_once, self.id, clock)
                     maintenance.start_soon(listener.run, self.id)
                     maintenance.start_soon(forever, "heartbeat", heartbeat.run_once, self.id, clock)
                     # No job before the cancel channels are listened to (a cancel sent in

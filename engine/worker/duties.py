@@ -3,6 +3,7 @@
 - :class:`Promoter` moves due delayed jobs (retries, ``delay=``) back to their streams.
 - :class:`LeaseKeeper` renews the leases of this worker's in-flight entries.
 - :class:`Reclaimer` takes over entries whose lease lapsed (their worker died).
+- :class:`Lanes` keeps what the worker knows of its queues' priority lanes fresh.
 - :class:`Listener` turns pub/sub messages into wake-ups and cancel requests.
 - :class:`Heartbeat` publishes this worker's :class:`WorkerBeat`.
 
@@ -22,10 +23,11 @@ import structlog
 
 from engine.broker import RedisError
 from engine.broker.gateway import Gateway
-from engine.core import flow
+from engine.core import flow, priority
 from engine.core.backoff import reconnect_delay
 from engine.core.clock import Clock
 from engine.core.model import WorkerBeat
+from engine.core.priority import lane_queue
 from engine.worker.loop import until
 
 log = structlog.get_logger("engine.worker")
@@ -140,7 +142,7 @@ class Reclaimer:
 
     async def run_once(self) -> float:
         before = self.reclaimed
-        for queue in self.queues:
+        for queue in [name for q in self.queues for name in self.gateway.lanes_of(q)]:
             free = self.free_slots()
             if free <= 0:
                 break
@@ -150,13 +152,38 @@ class Reclaimer:
                 log.info(
                     "reclaimed jobs of a dead or stalled worker",
                     worker=self.worker_id,
-                    queue=queue,
+                    queue=lane_queue(queue),
                     count=len(entries),
                 )
                 await self.dispatch(entries)
         if self.reclaimed > before:
             self.on_reclaimed(self.reclaimed - before)
         return self.interval
+
+
+class Lanes:
+    """Which priority lanes (engine.core.priority) the worker's queues have, kept in the
+    gateway for the reads: looked up when a queue announces a new one (``poke``), and every
+    ``REFRESH_S`` should an announcement be lost."""
+
+    REFRESH_S = 5.0
+
+    def __init__(self, gateway: Gateway, queues: Sequence[str], clock: Clock) -> None:
+        self.gateway = gateway
+        self.queues = list(queues)
+        self.clock = clock
+        self._poked = anyio.Event()
+
+    def poke(self) -> None:
+        self._poked.set()
+
+    async def run_once(self) -> float:
+        await until(self._poked, self.REFRESH_S, self.clock)
+        self._poked = anyio.Event()
+        for queue in await self.gateway.refresh_lanes(self.queues):
+            # enqueue.lua made the lane's group; again here, should it be gone (a FLUSHALL).
+            await self.gateway.ensure_group(queue)
+        return 0.0
 
 
 class Heartbeat:
@@ -196,12 +223,14 @@ class Listener:
         on_cancel: Callable[[str], Any],
         clock: Clock,
         on_flow: Callable[[str], None] | None = None,
+        on_lanes: Callable[[], None] | None = None,
     ) -> None:
         self.gateway = gateway
         self.queues = list(queues)
         self.on_wake = on_wake
         self.on_cancel = on_cancel
         self.on_flow = on_flow
+        self.on_lanes = on_lanes
         self.clock = clock
         self.subscribed = anyio.Event()
         """Set once the first subscription is in place: a cancel request sent before that
@@ -230,6 +259,9 @@ class Listener:
                     elif message["data"] == flow.NOTICE:
                         if self.on_flow is not None:
                             self.on_flow(wake_channels.get(message["channel"], ""))
+                    elif message["data"] == priority.NOTICE:
+                        if self.on_lanes is not None:
+                            self.on_lanes()
                     else:
                         self.on_wake()
             except (RedisError, OSError) as exc:

@@ -23,6 +23,7 @@ from engine.context import JobContext
 from engine.core.errors import JobTimeout, Retry, UnrecoverableError
 from engine.core.limits import MAX_DELAY_S, MAX_WORKER_DEATHS
 from engine.core.model import ms_to_datetime, payload_decoder
+from engine.core.priority import lane_queue
 from engine.core.taskdef import TaskDef
 from engine.core.transitions import Outcome, Started
 from engine.runtime import Runtime
@@ -80,6 +81,9 @@ class Executor:
         return outcome
 
     async def _run(self, job: Started) -> Outcome:
+        if job.expired:
+            log.info("job expired before it started; not run", **_bound(job))
+            return Outcome(job.queue, job.entry_id, job.job_id, "cancelled", "expired", task=job.task)
         if job.problem is not None:
             return self._dead(job, job.problem, "")
         if job.deliveries > MAX_WORKER_DEATHS:
@@ -119,7 +123,7 @@ class Executor:
         ctx = JobContext(
             job_id=job.job_id,
             task=job.task,
-            queue=job.queue,
+            queue=lane_queue(job.queue),
             attempt=job.attempt,
             max_attempts=max_attempts,
             timeout=timeout,
@@ -210,7 +214,7 @@ class Executor:
 
 
 def _bound(job: Started) -> dict[str, Any]:
-    return {"job_id": job.job_id, "task": job.task, "queue": job.queue, "attempt": job.attempt}
+    return {"job_id": job.job_id, "task": job.task, "queue": lane_queue(job.queue), "attempt": job.attempt}
 
 
 def describe(exc: BaseException) -> str:

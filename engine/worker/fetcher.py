@@ -16,6 +16,7 @@ from engine.broker.delivery import StartBatch
 from engine.broker.gateway import Gateway, runnable_entry
 from engine.core.backoff import reconnect_delay
 from engine.core.clock import Clock
+from engine.core.priority import lane_queue
 from engine.core.transitions import Started
 from engine.worker.flow import FlowGate
 from engine.worker.loop import forever
@@ -181,7 +182,7 @@ class Fetcher:
         runners, gated = self.runners, self.gate.gated
         ready = {}
         for queue, entry_id, fields in entries:
-            job = None if queue in gated else runnable_entry(queue, entry_id, fields)
+            job = None if lane_queue(queue) in gated else runnable_entry(queue, entry_id, fields)
             if job is not None:
                 ready[entry_id] = job
         runners.hand_over(list(ready.values()))

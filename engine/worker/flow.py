@@ -19,16 +19,23 @@ import anyio
 
 from engine.broker.delivery import Entry, StartBatch
 from engine.core.clock import Clock
+from engine.core.priority import lane_queue
 
 # How soon a queue whose concurrency slots are all taken is tried again: a slot may free
 # on any worker, and nothing announces it.
 FULL_RECHECK_S = 0.05
 # How soon a paused queue is looked at again, should its resume announcement be lost.
 PAUSED_RECHECK_S = 1.0
+# Entries a worker holds for a queue whose concurrency keys are full, at most: beyond it
+# the worker reads no more of the queue until some have started (one hot key's backlog is
+# not all read into one worker's memory).
+HELD_CAP = 1000
 
 
 class FlowGate:
-    """Shared by a worker's fetch loops and its reclaimer."""
+    """Shared by a worker's fetch loops and its reclaimer. It knows queues (or partitions):
+    a queue's priority lanes (engine.core.priority) share its flow control, so an entry of
+    a lane counts under its queue and keeps its lane's name (where it is pending)."""
 
     def __init__(self, clock: Clock, inflight: dict[str, set[str]]) -> None:
         self.clock = clock
@@ -38,6 +45,9 @@ class FlowGate:
         never straight from a blocking read's entries."""
         self._until: dict[str, float] = {}
         self._held: dict[str, list[Entry]] = {}
+        self._held_until: dict[str, float] = {}
+        """When entries held for a full concurrency key are worth offering again: the queue
+        stays open meanwhile for its other keys' jobs."""
         self.changed = anyio.Event()
         """Set when a queue is released before its re-check (a resume): waiting loops look again."""
 
@@ -54,18 +64,20 @@ class FlowGate:
                 self._until[queue] = now + PAUSED_RECHECK_S
             else:
                 self._until.pop(queue, None)
+            if throttle.key_held:
+                self._held_until[queue] = now + FULL_RECHECK_S
         for job in batch:
-            if job.queue not in batch.throttles:
-                self.gated.discard(job.queue)
+            queue = lane_queue(job.queue)
+            if queue not in batch.throttles:
+                self.gated.discard(queue)
         self.hold(batch.held)
 
     def hold(self, entries: Iterable[Entry]) -> None:
         """Keep entries pending to this worker for a later start (their leases renewed like
         those of running jobs)."""
         for entry in entries:
-            queue = entry[0]
-            self._held.setdefault(queue, []).append(entry)
-            self.inflight.setdefault(queue, set()).add(entry[1])
+            self._held.setdefault(lane_queue(entry[0]), []).append(entry)
+            self.inflight.setdefault(entry[0], set()).add(entry[1])
 
     def release(self, queue: str) -> None:
         """A resume (or a limit lifted) was announced: look at the queue again now."""
@@ -76,22 +88,31 @@ class FlowGate:
     def open(self, queues: Iterable[str]) -> list[str]:
         """The queues worth a start.lua call or a blocking read now."""
         now = self.clock.monotonic()
-        return [q for q in queues if self._until.get(q, 0.0) <= now]
+        held = self._held
+        return [
+            q for q in queues if self._until.get(q, 0.0) <= now and (q not in held or len(held[q]) < HELD_CAP)
+        ]
 
     def take_held(self, queues: Iterable[str]) -> list[Entry]:
         """The held entries of the open ones among ``queues``, to offer start.lua again (what
         it holds back again comes back through :meth:`note`)."""
         out: list[Entry] = []
-        for queue in self.open(queues):
+        now = self.clock.monotonic()
+        for queue in queues:
+            if self._until.get(queue, 0.0) > now or self._held_until.get(queue, 0.0) > now:
+                continue
             entries = self._held.pop(queue, None)
             if entries:
                 out += entries
-                for _, entry_id, _fields in entries:
-                    self.inflight.get(queue, set()).discard(entry_id)
+                for name, entry_id, _fields in entries:
+                    self.inflight.get(name, set()).discard(entry_id)
         return out
 
     def next_check_in(self, queues: Iterable[str]) -> float:
         """Seconds until the first re-check of ``queues`` is due (inf: none is pending)."""
         now = self.clock.monotonic()
         due = [until - now for q in queues if (until := self._until.get(q)) is not None]
+        due += [
+            until - now for q in queues if q in self._held and (until := self._held_until.get(q)) is not None
+        ]
         return max(0.0, min(due)) if due else math.inf

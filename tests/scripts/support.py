@@ -36,6 +36,7 @@ def enqueue_call(
         cron_last=qk.cron_last,
         outbox_extra=qk.outbox_extra,
         flow=qk.flow,
+        lanes=qk.lanes,
         job_prefix=qk.job_prefix,
         idem_prefix=qk.idem_prefix,
         now_ms=gw.now_ms() if now_ms is None else now_ms,

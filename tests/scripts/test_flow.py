@@ -19,7 +19,7 @@ async def test_a_paused_queue_reads_nothing_and_holds_what_it_is_given(gateway: 
     await gateway.set_flow(Q, {"paused": "1"})
     await waiting(gateway, "a", "b")
     rows = await gateway.scripts.run(start_call(gateway, read=10))
-    assert list(rows) == [] and rows.throttle == ("paused", 0, 0)
+    assert list(rows) == [] and rows.throttle == ("paused", 0, 0, 0)
     assert await pending_to(gateway) == {}  # nothing delivered: the entries wait in the stream
 
     # Entries a blocking read delivered anyway are held: still pending, untouched.
@@ -27,7 +27,7 @@ async def test_a_paused_queue_reads_nothing_and_holds_what_it_is_given(gateway: 
     pairs = [(entry_id, fields["j"]) for _, entry_id, fields in read]
     rows = await gateway.scripts.run(start_call(gateway, entries=pairs))
     assert [(r.job_id, r.run, r.held) for r in rows] == [("a", False, True), ("b", False, True)]
-    assert rows.throttle == ("paused", 0, 0)
+    assert rows.throttle == ("paused", 0, 0, 0)
     assert len(await pending_to(gateway)) == 2
     h = await gateway.redis.hgetall(qk.job("a"))
     assert h["status"] == "waiting" and h["attempts"] == "0"
@@ -45,7 +45,7 @@ async def test_concurrency_slots_are_taken_at_the_start_and_given_back_by_the_ou
     await gateway.set_flow(Q, Limits.declare(Q, concurrency=2).fields())
     await waiting(gateway, *"abcde")
     rows = await gateway.scripts.run(start_call(gateway, read=10))
-    assert [r.job_id for r in rows] == ["a", "b"] and rows.throttle == ("concurrency", 0, 2)
+    assert [r.job_id for r in rows] == ["a", "b"] and rows.throttle == ("concurrency", 0, 2, 0)
     slots = await gateway.redis.zrange(qk.running, 0, -1, withscores=True)
     now = gateway.now_ms()
     assert {entry for entry, _ in slots} == {r.entry_id for r in rows}

@@ -17,6 +17,7 @@ import msgspec
 from engine.broker.scripts.runner import Call
 from engine.core.errors import ScriptCode, script_error
 from engine.core.keys import GROUP
+from engine.core.priority import DEFAULT_PRIORITY
 from engine.core.transitions import Outcome
 
 _msgpack = msgspec.msgpack.Encoder().encode
@@ -47,6 +48,10 @@ class StartRow(NamedTuple):
     payload: str = ""
     options: tuple[Any, ...] = ()  # attempts, timeout, max_attempts, tick, created
     held: bool = False
+    expired: bool = False
+    """Not started: its ``expires=`` passed (still pending: record it cancelled)."""
+    lane: int = 0
+    """Which of the streams read it came from (an index into ``lanes``; 0 otherwise)."""
 
 
 class Throttle(NamedTuple):
@@ -57,6 +62,8 @@ class Throttle(NamedTuple):
     reason: str
     wait_ms: int
     allowance: int
+    key_held: int = 0
+    """Entries held because their concurrency key's slots were all taken."""
 
 
 class StartRows(list[StartRow]):
@@ -99,6 +106,7 @@ def enqueue(
     cron_last: str,
     outbox_extra: str,
     flow: str,
+    lanes: str,
     job_prefix: str,
     idem_prefix: str,
     now_ms: int,
@@ -114,6 +122,10 @@ def enqueue(
     idempotency_key: str | None = None,
     idempotency_ttl_ms: int = 0,
     tick_ms: int | None = None,
+    priority: int = DEFAULT_PRIORITY,
+    expires_ms: int = 0,
+    concurrency_key: str | None = None,
+    group: str = GROUP,
     sharded: bool,
     jobs: Sequence[tuple[str, bytes | str]],
 ) -> Call[list[tuple[str, bool]]]:
@@ -122,11 +134,12 @@ def enqueue(
     :class:`FenceRejected` (FENCED, FIRED) and nothing written unless the caller holds the
     leader lock and the tick is newer than the schedule's last. ``sharded``: publish the
     wake-up with SPUBLISH (Redis >= 7.0, Valkey), else PUBLISH."""
-    keys = [stream, delayed, stats, outbox, joblog_flag, cron_leader, cron_last, outbox_extra, flow]
+    keys = [stream, delayed, stats, outbox, joblog_flag, cron_leader, cron_last, outbox_extra, flow, lanes]
     args: list[Any] = [job_prefix, idem_prefix, now_ms, wake_channel, queue]
     args += [fence_token, fence_schedule, fence_tick_ms, task, due_ms]
     args += ["" if timeout is None else repr(timeout), _text(max_attempts), idempotency_key or ""]
     args += [idempotency_ttl_ms, _text(tick_ms), _flag(sharded)]
+    args += ["" if priority == DEFAULT_PRIORITY else priority, expires_ms or "", group, concurrency_key or ""]
     for job_id, payload in jobs:
         args += (job_id, payload)
     return Call("enqueue", keys, args, _written)
@@ -140,9 +153,11 @@ def _start_rows(reply: Any) -> StartRows:
     for row in reply:
         code = row[2]
         if code == 1:
-            rows.append(StartRow(row[0], row[1], True, row[3], row[4], tuple(row[5:10])))
+            rows.append(StartRow(row[0], row[1], True, row[3], row[4], tuple(row[5:10]), lane=int(row[10])))
         elif code == 2:
-            rows.throttle = Throttle(str(row[3]), int(row[4]), int(row[5]))
+            rows.throttle = Throttle(str(row[3]), int(row[4]), int(row[5]), int(row[6]))
+        elif code == 4:
+            rows.append(StartRow(row[0], row[1], False, row[3], expired=True, lane=int(row[4])))
         else:
             rows.append(StartRow(row[0], row[1], False, held=code == 3))
     return rows
@@ -161,16 +176,19 @@ def start(
     worker: str,
     entries: Sequence[tuple[str, str]] = (),
     read: int | None = None,
+    lanes: Sequence[str] = (),
 ) -> Call[StartRows]:
-    """Mark entries (entry id, job id) active, or with ``read``, up to that many new ones
-    the script reads itself (no blocking), as far as the queue's flow control allows."""
+    """Mark entries (entry id, job id) of ``stream`` active, or with ``read``, up to that
+    many new ones the script reads itself (no blocking), as far as the queue's flow control
+    allows: from ``stream``, or from each of ``lanes`` in turn (a queue's priority lanes'
+    streams, first to last; rows say which)."""
     args: list[Any] = [job_prefix, group, lease_ms, worker]
     if read is not None:
         args += ("read", read)
     else:
         for pair in entries:
             args += pair
-    return Call("start", [stream, dlq, flow, running, rate], args, _start_rows)
+    return Call("start", [stream, dlq, flow, running, rate, *lanes], args, _start_rows)
 
 
 def finish(

@@ -1,7 +1,7 @@
 --[[
   Cancel a job that has not finished.
 
-  KEYS[1] stream  KEYS[2] delayed zset  KEYS[3] stats hash  KEYS[4] outbox stream
+  KEYS[1] stream (of the default priority; a job of another is in its lane's)  KEYS[2] delayed zset  KEYS[3] stats hash  KEYS[4] outbox stream
   KEYS[5] job-log flag
   ARGV[1] job key prefix  ARGV[2] job id  ARGV[3] now (ms)  ARGV[4] retention (ms, 0 = keep)
   ARGV[5] notification channel prefix  ARGV[6] cancel-request channel
@@ -22,18 +22,23 @@ if status == "active" then
   return 2  -- CANCEL_REQUESTED
 end
 if status == "delayed" then redis.call("ZREM", KEYS[2], ARGV[2]) end
-local msg = redis.call("HGET", jobKey, "msg")
+-- The job's lane (engine.core.priority): its priority's stream, KEYS[1] for the default.
+local function laneStream(pr)
+  return (pr and string.match(pr, "^[0-46-9]$")) and (KEYS[1] .. ":" .. pr) or KEYS[1]
+end
+local h = redis.call("HMGET", jobKey, "msg", "pr")
+local msg, stream = h[1], laneStream(h[2])
 -- Deleting the entry keeps it from ever being delivered; if a worker read it already, its
 -- start script sees the status and drops it.
 if status == "waiting" and msg then
   -- A fresh job's payload lives in its entry until it starts: keep it for the record.
-  local e = redis.call("XRANGE", KEYS[1], msg, msg)[1]
+  local e = redis.call("XRANGE", stream, msg, msg)[1]
   if e and redis.call("HEXISTS", jobKey, "payload") == 0 then
     for j = 1, #e[2], 2 do
       if e[2][j] == "p" then redis.call("HSET", jobKey, "payload", e[2][j + 1]) end
     end
   end
-  redis.call("XDEL", KEYS[1], msg)
+  redis.call("XDEL", stream, msg)
 end
 redis.call("HSET", jobKey, "status", "cancelled", "finished", ARGV[3])
 redis.call("HDEL", jobKey, "msg", "due")

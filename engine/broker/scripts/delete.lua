@@ -3,7 +3,7 @@
   dead letter, and, while the job log is on, its history in PostgreSQL: a "deleted" event
   in the outbox has the shipper delete the job's rows (see engine/history/store.py, JobLog.write).
 
-  KEYS[1] stream  KEYS[2] delayed zset  KEYS[3] dlq stream  KEYS[4] outbox stream
+  KEYS[1] stream (of the default priority; a job of another is in its lane's)  KEYS[2] delayed zset  KEYS[3] dlq stream  KEYS[4] outbox stream
   KEYS[5] job-log flag (exists while a shipper drains the outbox)
   ARGV[1] job key prefix  ARGV[2] job id  ARGV[3] queue name
 
@@ -13,10 +13,14 @@
   it first), -1 NO_SUCH_JOB.
 ]]
 local jobKey = ARGV[1] .. ARGV[2]
-local h = redis.call("HMGET", jobKey, "status", "msg", "dlq")
+-- The job's lane (engine.core.priority): its priority's stream, KEYS[1] for the default.
+local function laneStream(pr)
+  return (pr and string.match(pr, "^[0-46-9]$")) and (KEYS[1] .. ":" .. pr) or KEYS[1]
+end
+local h = redis.call("HMGET", jobKey, "status", "msg", "dlq", "pr")
 if not h[1] then return -1 end  -- NO_SUCH_JOB
 if h[1] == "active" then return -2 end  -- JOB_RUNNING
-if h[2] then redis.call("XDEL", KEYS[1], h[2]) end
+if h[2] then redis.call("XDEL", laneStream(h[4]), h[2]) end
 if h[3] then redis.call("XDEL", KEYS[3], h[3]) end
 redis.call("ZREM", KEYS[2], ARGV[2])
 redis.call("DEL", jobKey, jobKey .. ":logs")

@@ -9,6 +9,8 @@
   KEYS[6] cron leader lock  KEYS[7] cron last-fired zset (both used only by a fenced call)
   KEYS[8] the outbox's count of events beyond one per entry (see engine/history/shipper.py)
   KEYS[9] the queue's flow hash (engine.core.flow): while it exists, entries are marked "g"
+  KEYS[10] the queue's lanes set (engine.core.priority); KEYS[1] is then the stream of the
+           jobs' priority (their lane)
   ARGV[1] job key prefix  ARGV[2] idempotency key prefix
   ARGV[3] now (ms, the producer's clock, compared with the due time)
   ARGV[4] promoter wake-up channel  ARGV[5] queue name
@@ -17,7 +19,11 @@
   ARGV[12] max_attempts (or "")  ARGV[13] idempotency key (or "")
   ARGV[14] idempotency ttl (ms)  ARGV[15] tick of a cron job (ms or "")
   ARGV[16] "1": publish with SPUBLISH (sharded pub/sub, Redis >= 7.0), "0": PUBLISH
-  ARGV[17..] pairs: job id, payload (JSON)
+  ARGV[17] priority ("" for the default, whose lane is the queue's own stream)
+  ARGV[18] expiry (ms since the epoch, or ""): not started by then, the job is not run
+  ARGV[19] the workers' consumer group (created on a lane's first use)
+  ARGV[20] concurrency key (or "")
+  ARGV[21..] pairs: job id, payload (JSON)
 
   Returns a flat array: for each job, its id (the first job's id when the idempotency key
   was already taken, or when a job with that id exists) and 1 if it was added, 0 if not.
@@ -40,6 +46,8 @@ local jobPrefix, idemPrefix, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local queue, outbox = ARGV[5], redis.call("EXISTS", KEYS[5]) == 1
 local task, due, timeout, maxAttempts = ARGV[9], tonumber(ARGV[10]), ARGV[11], ARGV[12]
 local idem, idemTtl, tick = ARGV[13], ARGV[14], ARGV[15]
+local priority, expires = ARGV[17], ARGV[18]
+local publish = ARGV[16] == "1" and "SPUBLISH" or "PUBLISH"
 local status = due > now and "delayed" or "waiting"
 -- Fields every job of the batch shares; each HSET adds the job's own after them.
 local shared = {"task", task, "created", created, "attempts", 0, "status", status}
@@ -47,19 +55,30 @@ if timeout ~= "" then shared[#shared + 1] = "timeout"; shared[#shared + 1] = tim
 if maxAttempts ~= "" then shared[#shared + 1] = "max_attempts"; shared[#shared + 1] = maxAttempts end
 if tick ~= "" then shared[#shared + 1] = "tick"; shared[#shared + 1] = tick end
 if status == "delayed" then shared[#shared + 1] = "due"; shared[#shared + 1] = ARGV[10] end
+if priority ~= "" then shared[#shared + 1] = "pr"; shared[#shared + 1] = priority end
+if expires ~= "" then shared[#shared + 1] = "exp"; shared[#shared + 1] = expires end
+if ARGV[20] ~= "" then shared[#shared + 1] = "ck"; shared[#shared + 1] = ARGV[20] end
 local nShared = #shared
 -- A waiting job's stream entry: j id, t task, p payload, then the per-job overrides.
 local entry = {"j", "", "t", task, "p", ""}
 if timeout ~= "" then entry[#entry + 1] = "o"; entry[#entry + 1] = timeout end
 if maxAttempts ~= "" then entry[#entry + 1] = "m"; entry[#entry + 1] = maxAttempts end
 if tick ~= "" then entry[#entry + 1] = "k"; entry[#entry + 1] = tick end
+-- An expiring job goes through start.lua (which drops it once expired), never straight
+-- from its entry.
+if expires ~= "" then entry[#entry + 1] = "x"; entry[#entry + 1] = expires end
 -- Paused or limited: no worker may run the job before start.lua has let it start.
 if redis.call("EXISTS", KEYS[9]) == 1 then entry[#entry + 1] = "g"; entry[#entry + 1] = "1" end
 local out = {}
 local added = 0
 -- The job-log events of the batch: one outbox entry for all of them (see finish.lua).
 local events = {}
-for b = 17, #ARGV, 2 do
+-- A lane's first job: its stream and group come to be, and workers hear of it.
+if priority ~= "" and redis.call("SADD", KEYS[10], priority) == 1 then
+  redis.pcall("XGROUP", "CREATE", KEYS[1], ARGV[19], "0", "MKSTREAM")
+  redis.call(publish, ARGV[4], "lanes")
+end
+for b = 21, #ARGV, 2 do
   local id, payload = ARGV[b], ARGV[b + 1]
   local jobKey = jobPrefix .. id
   local existing = false
@@ -104,6 +123,6 @@ if #events > 0 then
 end
 if added > 0 then redis.call("HINCRBY", KEYS[3], "enqueued", added) end
 if added > 0 and status == "delayed" then
-  redis.call(ARGV[16] == "1" and "SPUBLISH" or "PUBLISH", ARGV[4], KEYS[2])
+  redis.call(publish, ARGV[4], KEYS[2])
 end
 return out

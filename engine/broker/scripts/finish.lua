@@ -74,6 +74,7 @@ local function count(task, kind)
 end
 local queue, outbox = ARGV[8], redis.call("EXISTS", KEYS[6]) == 1
 local slots = redis.call("EXISTS", KEYS[9]) == 1
+local keyed = redis.call("EXISTS", KEYS[9] .. ":keys") == 1  -- concurrency keys' slots (start.lua)
 
 -- The job-log events of the batch, written as one outbox entry at the end of this script
 -- (so in the same atomic step as the outcomes): one entry per batch rather than per job is
@@ -116,6 +117,13 @@ for i = 1, #outcomes, 8 do
   if redis.call("XACK", KEYS[1], group, entry) == 1 then
     redis.call("XDEL", KEYS[1], entry)
     if slots then redis.call("ZREM", KEYS[9], entry) end
+    if keyed then
+      local key = redis.call("HGET", KEYS[9] .. ":keys", entry)
+      if key then
+        redis.call("ZREM", KEYS[9] .. ":" .. key, entry)
+        redis.call("HDEL", KEYS[9] .. ":keys", entry)
+      end
+    end
     -- Read through pcall: a job key of another type must not fail the batch (the outcomes
     -- before it would stay recorded, those after it not, and the batch would be retried).
     status = redis.pcall("HGET", jobKey, "status")

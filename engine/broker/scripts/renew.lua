@@ -13,8 +13,10 @@
 ]]
 local group, me = ARGV[1], ARGV[2]
 local slots = KEYS[2] ~= nil and redis.call("EXISTS", KEYS[2]) == 1
+-- Entries holding a slot of their concurrency key: entry -> key (see start.lua).
+local keyed = KEYS[2] ~= nil and redis.call("EXISTS", KEYS[2] .. ":keys") == 1
 local deadline = nil
-if slots then
+if slots or keyed then
   local clock = redis.call("TIME")
   deadline = clock[1] * 1000 + math.floor(clock[2] / 1000) + tonumber(ARGV[3])
 end
@@ -25,6 +27,10 @@ for i = 4, #ARGV do
   if p[1] and p[1][2] == me then
     redis.call("XCLAIM", KEYS[1], group, me, 0, entry, "JUSTID")
     if slots then redis.call("ZADD", KEYS[2], "XX", deadline, entry) end
+    if keyed then
+      local key = redis.call("HGET", KEYS[2] .. ":keys", entry)
+      if key then redis.call("ZADD", KEYS[2] .. ":" .. key, "XX", deadline, entry) end
+    end
   elseif p[1] then
     lost[#lost + 1] = entry
   end

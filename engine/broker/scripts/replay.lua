@@ -1,20 +1,24 @@
 --[[
   Replay a dead-lettered (failed) job: a fresh run with its attempts reset, same id.
 
-  KEYS[1] stream  KEYS[2] dlq stream  KEYS[3] stats hash  KEYS[4] outbox stream
+  KEYS[1] stream (of the default priority; a job of another goes to its lane's)  KEYS[2] dlq stream  KEYS[3] stats hash  KEYS[4] outbox stream
   KEYS[5] job-log flag
   ARGV[1] job key prefix  ARGV[2] job id  ARGV[3] now (ms)  ARGV[4] queue name
 
   Returns (engine.core.errors.ScriptCode) 1 DONE: replayed, -3 NOT_FAILED: nothing done,
   -1 NO_SUCH_JOB: its data is gone.
 ]]
+-- The job's lane (engine.core.priority): its priority's stream, KEYS[1] for the default.
+local function laneStream(pr)
+  return (pr and string.match(pr, "^[0-46-9]$")) and (KEYS[1] .. ":" .. pr) or KEYS[1]
+end
 local jobKey = ARGV[1] .. ARGV[2]
 local status = redis.call("HGET", jobKey, "status")
 if not status then return -1 end  -- NO_SUCH_JOB
 if status ~= "failed" then return -3 end  -- NOT_FAILED
 local dlqEntry = redis.call("HGET", jobKey, "dlq")
 if dlqEntry then redis.call("XDEL", KEYS[2], dlqEntry) end
-local msg = redis.call("XADD", KEYS[1], "*", "j", ARGV[2])
+local msg = redis.call("XADD", laneStream(redis.call("HGET", jobKey, "pr")), "*", "j", ARGV[2])
 redis.call("PERSIST", jobKey)
 redis.call("HSET", jobKey, "status", "waiting", "attempts", 0, "msg", msg, "replayed", ARGV[3])
 redis.call("HDEL", jobKey, "dlq", "finished", "result")

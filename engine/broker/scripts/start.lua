@@ -10,24 +10,32 @@
   this script reported flow control for: those wait for this script.
 
   Flow control (engine.core.flow), from the flow hash: paused, concurrency (slots in the
-  running zset, scored by lease deadline, expired ones dropped here) and a rate (a GCRA:
-  the rate key holds when the next start is due). Read mode reads no more entries than may
-  start; given entries beyond that are held: left pending, untouched, code 3.
+  running zset, scored by lease deadline, expired ones dropped here), a rate (a GCRA:
+  the rate key holds when the next start is due) and key concurrency (a job with a
+  concurrency key, "ck" in its hash, takes a slot in the zset <running>:<key>, and the
+  hash <running>:keys maps its entry to its key for renew.lua and finish.lua). Read mode
+  reads no more entries than may start; given entries beyond that, and entries whose key
+  is full, are held: left pending, untouched, code 3.
 
   KEYS[1] stream   KEYS[2] dlq stream   KEYS[3] flow hash   KEYS[4] running zset
   KEYS[5] rate key
+  KEYS[6..] in read mode, optional: the streams to read in turn (a queue's priority lanes,
+            engine.core.priority, first to last) instead of KEYS[1]
   ARGV[1] job key prefix  ARGV[2] group  ARGV[3] lease (ms, a concurrency slot's life
   without renewal)  ARGV[4] worker id (consumer)
   ARGV[5..] pairs: entry id, job id ("" when the entry has no job id field);
             or "read", count
 
   For each pair returns {entry id, job id, code, task, payload, attempts, timeout,
-  max_attempts, tick, created}; code 1 = run it, 0 = skipped (cancelled, or poison moved
-  to the DLQ; the entry was acknowledged and deleted), 3 = held by flow control. When the
-  queue has flow control a last row {"", "", 2, reason, wait ms, allowance} follows:
-  reason "paused", "concurrency" or "rate" when that bound this call ("" when none did),
-  wait ms until the rate allows the next start, allowance how many this call could start
-  (-1: no bound).
+  max_attempts, tick, created, lane}; code 1 = run it, 0 = skipped (cancelled, or poison
+  moved to the DLQ; the entry was acknowledged and deleted), 3 = held by flow control,
+  4 = expired ({entry id, job id, 4, task, lane}: its expires= passed before it started;
+  left pending, for the worker to record it cancelled with finish.lua). lane: the index
+  in KEYS[6..] of the stream the entry was read from (0 when read from KEYS[1]). When the
+  queue has flow control a last row {"", "", 2, reason, wait ms, allowance, key held}
+  follows: reason "paused", "concurrency" or "rate" when that bound this call ("" when
+  none did), wait ms until the rate allows the next start, allowance how many this call
+  could start (-1: no bound), key held: how many entries it held because their key was full.
 
   No entry or job hash, whatever it holds, makes this script fail (its writes so far would
   stay, and the entries it read would be stuck pending): reads of a job's key that can fail
@@ -45,12 +53,28 @@ local started = {}  -- entry ids started by this call
 -- Flow control: how many may start now (allowance, -1 = no bound) and what bounds it.
 -- Read through pcall, and a field that is not a number ignored: no flow hash written by
 -- hand may stop a queue's every start.
-local flow = redis.pcall("HMGET", KEYS[3], "paused", "concurrency", "rate_interval", "rate_burst")
+local flow = redis.pcall("HMGET", KEYS[3], "paused", "concurrency", "rate_interval", "rate_burst",
+  "key_concurrency")
 if flow.err then flow = {} end
-local slots, interval = tonumber(flow[2]), tonumber(flow[3])
+local slots, interval, keySlots = tonumber(flow[2]), tonumber(flow[3]), tonumber(flow[5])
 if interval and interval <= 0 then interval = nil end
 local burst = tonumber(flow[4]) or 1
-local gated = flow[1] or slots or interval
+local gated = flow[1] or slots or interval or keySlots
+local keyHeld = 0
+local keyTaken = {}  -- key -> slots taken (counted once per call, then kept up to date)
+local startedKeys = {}  -- entry -> its key, for the entries this call starts
+-- Whether a job of concurrency key ``key`` may start now (its key's slots not all taken).
+local function keyFree(key)
+  local taken = keyTaken[key]
+  if taken == nil then
+    local zset = KEYS[4] .. ":" .. key
+    redis.pcall("ZREMRANGEBYSCORE", zset, "-inf", nowMs)
+    taken = redis.pcall("ZCARD", zset)
+    if type(taken) ~= "number" then taken = 0 end
+  end
+  keyTaken[key] = taken
+  return taken < keySlots
+end
 local allowance, reason, tat = -1, "", nil
 local function bound(n, why)
   if allowance < 0 or n < allowance then allowance, reason = math.max(n, 0), why end
@@ -67,37 +91,42 @@ if interval then
   bound(math.floor(burst - (tat - nowMs) / interval + 1e-9), "rate")
 end
 
-local function drop(entry)
-  redis.call("XACK", KEYS[1], group, entry)
-  redis.call("XDEL", KEYS[1], entry)
+local function drop(stream, entry)
+  redis.call("XACK", stream, group, entry)
+  redis.call("XDEL", stream, entry)
 end
 
--- (entry id, job id, the entry's payload or false) per entry to start.
+-- (entry id, job id, the entry's payload or false, stream, lane index) per entry to start.
 local todo = {}
 local reading, readCount = ARGV[5] == "read", 0
 if reading then
   readCount = tonumber(ARGV[6])
   if allowance >= 0 and allowance < readCount then readCount = allowance end
-  local reply = readCount > 0 and redis.call("XREADGROUP", "GROUP", group, worker, "COUNT",
-    readCount, "STREAMS", KEYS[1], ">")
-  if reply then
-    for _, e in ipairs(reply[1][2]) do
-      local id, payload = "", false
-      local fields = e[2]
-      for j = 1, #fields, 2 do
-        if fields[j] == "j" then id = fields[j + 1] elseif fields[j] == "p" then payload = fields[j + 1] end
+  local first, last = 1, 1
+  if #KEYS >= 6 then first, last = 6, #KEYS end
+  for k = first, last do
+    local want = readCount - #todo
+    if want <= 0 then break end
+    local reply = redis.call("XREADGROUP", "GROUP", group, worker, "COUNT", want, "STREAMS", KEYS[k], ">")
+    if reply then
+      for _, e in ipairs(reply[1][2]) do
+        local id, payload = "", false
+        local fields = e[2]
+        for j = 1, #fields, 2 do
+          if fields[j] == "j" then id = fields[j + 1] elseif fields[j] == "p" then payload = fields[j + 1] end
+        end
+        todo[#todo + 1] = {e[1], id, payload, KEYS[k], k == 1 and 0 or k - 5}
       end
-      todo[#todo + 1] = {e[1], id, payload}
     end
   end
 else
-  for i = 5, #ARGV, 2 do todo[#todo + 1] = {ARGV[i], ARGV[i + 1], false} end
+  for i = 5, #ARGV, 2 do todo[#todo + 1] = {ARGV[i], ARGV[i + 1], false, KEYS[1], 0} end
 end
 local heldAny = false
 
 -- A fresh job's payload is in its stream entry until it starts (see enqueue.lua).
-local function entryPayload(entry)
-  local e = redis.call("XRANGE", KEYS[1], entry, entry)[1]
+local function entryPayload(stream, entry)
+  local e = redis.call("XRANGE", stream, entry, entry)[1]
   if not e then return false end
   for j = 1, #e[2], 2 do
     if e[2][j] == "p" then return e[2][j + 1] end
@@ -105,61 +134,77 @@ local function entryPayload(entry)
   return false
 end
 
-local function poison(entry, id, reason)
+local function poison(stream, entry, id, reason)
   redis.call("XADD", KEYS[2], "*", "j", id, "entry", entry, "error", reason, "at", now)
-  drop(entry)
+  drop(stream, entry)
   out[#out + 1] = {entry, id, 0}
 end
 
 for _, t in ipairs(todo) do
-  local entry, id = t[1], t[2]
+  local entry, id, stream = t[1], t[2], t[4]
   local jobKey = jobPrefix .. id
   local h = nil
   if id ~= "" then
     h = redis.pcall("HMGET", jobKey, "status", "task", "payload", "timeout", "max_attempts",
-      "tick", "created")
+      "tick", "created", "exp", "ck")
   end
   local attempts = nil
   local runnable = h ~= nil and h.err == nil and h[1] and h[1] ~= "cancelled"
     and h[1] ~= "completed" and h[1] ~= "failed"
-  local held = runnable and allowance >= 0 and #started >= allowance
-  if runnable and not held then
+  local expired = runnable and h[8] and (tonumber(h[8]) or math.huge) <= nowMs
+  local held = runnable and not expired and allowance >= 0 and #started >= allowance
+  local key = runnable and keySlots and h[9] or nil
+  if key and not held and not expired and not keyFree(key) then
+    held = true
+    keyHeld = keyHeld + 1
+  end
+  if runnable and not held and not expired then
     attempts = redis.pcall("HINCRBY", jobKey, "attempts", 1)
   end
-  if held then
+  if expired then
+    out[#out + 1] = {entry, id, 4, h[2] or "", t[5]}
+  elseif held then
     heldAny = true
     out[#out + 1] = {entry, id, 3}
   elseif h ~= nil and h.err ~= nil then
-    poison(entry, id, "job data unreadable: " .. h.err)
+    poison(stream, entry, id, "job data unreadable: " .. h.err)
   elseif h == nil or not h[1] then
     -- A poison entry: no job id, or a job hash that does not exist. Keep the evidence.
-    poison(entry, id, id == "" and "stream entry has no job id" or "job data missing")
+    poison(stream, entry, id, id == "" and "stream entry has no job id" or "job data missing")
   elseif h[1] == "cancelled" or h[1] == "completed" or h[1] == "failed" then
-    drop(entry)
+    drop(stream, entry)
     out[#out + 1] = {entry, id, 0}
   elseif type(attempts) ~= "number" then
     local reason = "job data unreadable: attempts: " .. tostring(attempts.err)
     redis.pcall("HSET", jobKey, "status", "failed", "error", reason, "finished", now)
-    poison(entry, id, reason)
+    poison(stream, entry, id, reason)
   else
     local payload = h[3]
     if payload then
       redis.call("HSET", jobKey, "status", "active", "processed", now, "worker", worker,
         "msg", entry)
     else
-      payload = t[3] or entryPayload(entry) or ""
+      payload = t[3] or entryPayload(stream, entry) or ""
       redis.call("HSET", jobKey, "status", "active", "processed", now, "worker", worker,
         "msg", entry, "payload", payload)
     end
     out[#out + 1] = {entry, id, 1, h[2], payload, attempts, h[4] or "", h[5] or "", h[6] or "",
-      h[7] or ""}
+      h[7] or "", t[5]}
     started[#started + 1] = entry
+    if key then
+      keyTaken[key] = keyTaken[key] + 1
+      startedKeys[entry] = key
+    end
   end
 end
 if gated then
+  local deadline = nowMs + tonumber(ARGV[3])
   if slots and #started > 0 then
-    local deadline = nowMs + tonumber(ARGV[3])
     for _, entry in ipairs(started) do redis.pcall("ZADD", KEYS[4], deadline, entry) end
+  end
+  for entry, key in pairs(startedKeys) do
+    redis.pcall("ZADD", KEYS[4] .. ":" .. key, deadline, entry)
+    redis.pcall("HSET", KEYS[4] .. ":keys", entry, key)
   end
   -- A bound is reported only if it held something back: a read that got fewer entries than it
   -- asked for drained the stream, and one the bound did not cut read what it asked for.
@@ -173,6 +218,6 @@ if gated then
     end
     wait = math.max(0, math.ceil(tat - (burst - 1) * interval - nowMs))
   end
-  out[#out + 1] = {"", "", 2, reason, wait, allowance}
+  out[#out + 1] = {"", "", 2, reason, wait, allowance, keyHeld}
 end
 return out
