@@ -1,6 +1,6 @@
 """What flow control costs: one worker process draining no-op jobs from a plain queue, and
-from the same queue with limits configured (far above what it runs: they never bind), and
-with limits that bind.
+from the same queue with limits configured (far above what it runs: they never bind), with
+priorities, concurrency keys and expiry in use, and with limits that bind.
 
     python -m benchmarks.flow [--jobs 20000] [--reps 3] [--concurrency 100]
 
@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -41,18 +42,46 @@ async def noop(ctx: JobContext, n: int) -> None:
     return None
 
 
-SCENARIOS: dict[str, dict[str, object]] = {
-    "plain": {},
-    "concurrency (not binding)": {"concurrency": 100_000},
-    "rate (not binding)": {"rate_limit": "1000000/s"},
-    "both (not binding)": {"concurrency": 100_000, "rate_limit": "1000000/s"},
-    "concurrency=20 (binding)": {"concurrency": 20},
-    "rate=5000/s (binding)": {"rate_limit": "5000/s"},
+CHUNK = 1000
+
+
+def _plain(chunk: int) -> dict[str, object]:
+    return {}
+
+
+def _two_priorities(chunk: int) -> dict[str, object]:
+    return {"priority": 0 if chunk % 2 else 9}
+
+
+def _keys(chunk: int) -> dict[str, object]:
+    return {"concurrency_key": f"customer-{chunk}"}
+
+
+def _expiring(chunk: int) -> dict[str, object]:
+    return {"expires": 3600}
+
+
+# name -> (the queue's limits, the enqueue options of each chunk of CHUNK jobs)
+SCENARIOS: dict[str, tuple[dict[str, object], Callable[[int], dict[str, object]]]] = {
+    "plain": ({}, _plain),
+    "concurrency (not binding)": ({"concurrency": 100_000}, _plain),
+    "rate (not binding)": ({"rate_limit": "1000000/s"}, _plain),
+    "both (not binding)": ({"concurrency": 100_000, "rate_limit": "1000000/s"}, _plain),
+    "priorities 0 and 9": ({}, _two_priorities),
+    "key concurrency (not binding)": ({"key_concurrency": 100_000}, _keys),
+    "expires set": ({}, _expiring),
+    "concurrency=20 (binding)": ({"concurrency": 20}, _plain),
+    "rate=5000/s (binding)": ({"rate_limit": "5000/s"}, _plain),
 }
 
 
 async def drain(
-    url: str, server_pid: int | None, limits: dict[str, object], jobs: int, concurrency: int
+    url: str,
+    server_pid: int | None,
+    limits: dict[str, object],
+    options: Callable[[int], dict[str, object]],
+    jobs: int,
+    concurrency: int,
 ) -> dict[str, float]:
     namespace = f"flow{time.time_ns()}"
     env = {**os.environ, "ENGINE_REDIS_URL": url, "ENGINE_NAMESPACE": namespace, "PYTHONPATH": str(ROOT)}
@@ -64,7 +93,9 @@ async def drain(
     async with client:
         from engine.producer import Options
 
-        await client._enqueue(noop.spec, [((i,), {}) for i in range(jobs)], Options())
+        for chunk, start in enumerate(range(0, jobs, CHUNK)):
+            calls = [((i,), {}) for i in range(start, min(jobs, start + CHUNK))]
+            await client._enqueue(noop.spec, calls, Options(**options(chunk)))  # type: ignore[arg-type]
         gateway = client.gateway
         proc = await anyio.open_process(argv, cwd=ROOT, env=env, stdin=None, stdout=None, stderr=None)
         try:
@@ -99,8 +130,8 @@ async def run(
 ) -> dict[str, dict[str, float]]:
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in SCENARIOS}
     for rep in range(reps):
-        for name, limits in SCENARIOS.items():
-            result = await drain(url, server_pid, limits, jobs, concurrency)
+        for name, (limits, options) in SCENARIOS.items():
+            result = await drain(url, server_pid, limits, options, jobs, concurrency)
             samples[name].append(result)
             print(
                 f"  rep {rep + 1}: {name:28} {result['jobs_per_s']:8.0f} jobs/s  "

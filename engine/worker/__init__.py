@@ -247,6 +247,7 @@ class Worker:
             self._stopping.is_set,
             clock,
             on_recorded=None if self.max_jobs is None else self._check_max_jobs,
+            on_finished=gate.finished,
         )
         lanes = Lanes(gateway, self.queues, clock)
         listener = Listener(

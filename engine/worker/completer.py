@@ -36,6 +36,7 @@ class Completer:
         stopping: Callable[[], bool],
         clock: Clock,
         on_recorded: Callable[[int], object] | None = None,
+        on_finished: Callable[[set[str]], object] | None = None,
     ) -> None:
         self.gateway = gateway
         self.retention = retention
@@ -45,6 +46,7 @@ class Completer:
         self.clock = clock
         self.processed = 0
         self.on_recorded = on_recorded  # the total after each batch: max_jobs stops a worker here
+        self.on_finished = on_finished  # the queues of each batch recorded: slots they gave back
         self._log = log.bind(worker=worker_id)
 
     async def run(self, receive: MemoryObjectReceiveStream[Outcome]) -> None:
@@ -92,6 +94,8 @@ class Completer:
         inflight = self.inflight
         for outcome in batch:
             inflight[outcome.queue].discard(outcome.entry_id)
+        if self.on_finished is not None:
+            self.on_finished({outcome.queue for outcome in batch})
         self.processed += len(batch)
         if self.on_recorded is not None:
             self.on_recorded(self.processed)

@@ -46,6 +46,8 @@ class FlowGate:
         self._until: dict[str, float] = {}
         self._held: dict[str, list[Entry]] = {}
         self._held_until: dict[str, float] = {}
+        self._full: set[str] = set()
+        """Queues start.lua last found with every concurrency slot taken."""
         """When entries held for a full concurrency key are worth offering again: the queue
         stays open meanwhile for its other keys' jobs."""
         self.changed = anyio.Event()
@@ -60,10 +62,13 @@ class FlowGate:
                 self._until[queue] = now + throttle.wait_ms / 1000
             elif throttle.reason == "concurrency":
                 self._until[queue] = now + FULL_RECHECK_S
+                self._full.add(queue)
             elif throttle.reason == "paused":
                 self._until[queue] = now + PAUSED_RECHECK_S
             else:
                 self._until.pop(queue, None)
+            if throttle.reason != "concurrency":
+                self._full.discard(queue)
             if throttle.key_held:
                 self._held_until[queue] = now + FULL_RECHECK_S
         for job in batch:
@@ -82,6 +87,20 @@ class FlowGate:
     def release(self, queue: str) -> None:
         """A resume (or a limit lifted) was announced: look at the queue again now."""
         if self._until.pop(queue, None) is not None:
+            self.changed.set()
+            self.changed = anyio.Event()
+
+    def finished(self, names: Iterable[str]) -> None:
+        """This worker recorded outcomes of these queues (or lanes): the slots they held are
+        free, so a queue whose slots (or keys) were full is worth a look now rather than at
+        its re-check (slots freed by other workers still wait for that)."""
+        woke = False
+        for queue in {lane_queue(name) for name in names}:
+            if queue in self._full:
+                self._full.discard(queue)
+                woke = self._until.pop(queue, None) is not None or woke
+            woke = self._held_until.pop(queue, None) is not None or woke
+        if woke:
             self.changed.set()
             self.changed = anyio.Event()
 
