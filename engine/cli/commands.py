@@ -327,11 +327,13 @@ async def _queue(app: Engine, args: argparse.Namespace) -> int:
             stats = (await app.stats()).get(args.queue, {})
             settings = await app.gateway.flow_settings(app.layout.partitions(args.queue)[:1])
             first = next(iter(settings.values()), {})
+            keyed = first.get("key_concurrency", "")
             status = {
                 "queue": args.queue,
                 "paused": paused,
                 "concurrency": stats.get("concurrency") or None,
                 "rate_limit": first.get("rate") or None,
+                "key_concurrency": int(keyed) if keyed.isdigit() else None,
                 "running": stats.get("running", 0),
                 "throttled": stats.get("throttled", 0),
                 "waiting": stats.get("waiting", 0),
