@@ -9,6 +9,7 @@ from engine.broker.scripts import bindings
 from engine.broker.scripts.bindings import StartRow
 from engine.broker.scripts.runner import Call
 from engine.core.keys import GROUP
+from engine.core.priority import lane
 from engine.core.transitions import Fence, NewJob, Outcome, Retention
 
 Q = "q"
@@ -27,7 +28,7 @@ def enqueue_call(
     qk = gw.keys.queue(queue)
     first = jobs[0]
     return bindings.enqueue(
-        stream=qk.stream,
+        stream=gw.keys.queue(lane(queue, first.priority)).stream,
         delayed=qk.delayed,
         stats=qk.stats,
         outbox=qk.outbox,
@@ -52,6 +53,9 @@ def enqueue_call(
         idempotency_key=first.idempotency_key,
         idempotency_ttl_ms=first.idempotency_ttl_ms,
         tick_ms=first.tick_ms,
+        priority=first.priority,
+        expires_ms=first.expires_ms,
+        concurrency_key=first.concurrency_key,
         sharded=bool(gw.sharded),
         jobs=[(j.id, j.payload) for j in jobs],
     )

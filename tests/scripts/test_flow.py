@@ -10,7 +10,7 @@ import anyio
 from engine.broker.gateway import Gateway
 from engine.core.flow import Limits
 from engine.core.transitions import Outcome
-from tests.scripts.support import KEEP, WORKER, Q, pending_to, waiting
+from tests.scripts.support import KEEP, WORKER, Q, enqueue_call, job, pending_to, waiting
 from tests.scripts.test_start import start_call
 
 
@@ -136,3 +136,28 @@ async def _next_message(subscriber: Any, within: float) -> str | None:
             if message is not None:
                 return str(message["data"])
     return None
+
+
+async def test_a_full_concurrency_key_holds_its_jobs_and_not_the_others(gateway: Gateway) -> None:
+    running = gateway.keys.queue(Q).running
+    await gateway.set_flow(Q, Limits.declare(Q, key_concurrency=1).fields())
+    await gateway.ensure_group(Q)
+    for job_id, key in (("a1", "a"), ("a2", "a"), ("b1", "b")):
+        await gateway.scripts.run(enqueue_call(gateway, [job(job_id, concurrency_key=key)]))
+    batch = await gateway.fetch([Q], WORKER, 10)
+    assert [j.job_id for j in batch] == ["a1", "b1"]
+    assert [(q, fields) for q, _, fields in batch.held] == [(Q, {"j": "a2"})]
+    assert batch.throttles[Q].key_held == 1 and batch.throttles[Q].reason == ""
+    assert await gateway.redis.zcard(running + ":a") == 1
+    assert await gateway.redis.hgetall(running + ":keys") == {batch[0].entry_id: "a", batch[1].entry_id: "b"}
+
+    # Renewed with the lease, given back by the outcome; then the held job may start.
+    before = await gateway.redis.zscore(running + ":a", batch[0].entry_id)
+    await anyio.sleep(0.01)
+    assert await gateway.renew(WORKER, {Q: [batch[0].entry_id]}) == []
+    assert await gateway.redis.zscore(running + ":a", batch[0].entry_id) > before
+    assert list(await gateway.start_entries(WORKER, batch.held)) == []  # a1 still runs
+    await gateway.finish([Outcome(Q, batch[0].entry_id, "a1", "completed", "1")], KEEP)
+    assert await gateway.redis.zcard(running + ":a") == 0
+    assert batch[0].entry_id not in await gateway.redis.hgetall(running + ":keys")
+    assert [j.job_id for j in await gateway.start_entries(WORKER, batch.held)] == ["a2"]

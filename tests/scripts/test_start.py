@@ -6,7 +6,8 @@ from engine.broker.gateway import Gateway
 from engine.broker.scripts import bindings
 from engine.broker.scripts.bindings import StartRow
 from engine.broker.scripts.runner import Call
-from tests.scripts.support import PAYLOAD, WORKER, Q, pending_to, waiting
+from engine.core.transitions import Outcome
+from tests.scripts.support import KEEP, PAYLOAD, WORKER, Q, enqueue_call, job, pending_to, waiting
 
 
 def start_call(
@@ -88,3 +89,35 @@ async def test_the_gateway_starts_only_the_runnable(gateway: Gateway) -> None:
     await gateway.redis.hset(gateway.keys.queue(Q).job("b"), "status", "cancelled")
     started = await gateway.fetch([Q], WORKER, 10)
     assert [(s.job_id, s.attempt, s.payload) for s in started] == [("a", 1, PAYLOAD.decode())]
+
+
+async def test_a_read_takes_the_lanes_lowest_priority_number_first(gateway: Gateway) -> None:
+    await waiting(gateway, "plain1", "plain2")
+    for job_id, priority in (("late", 9), ("urgent", 0), ("soon", 3)):
+        await gateway.scripts.run(enqueue_call(gateway, [job(job_id, priority=priority)]))
+    assert await gateway.refresh_lanes([Q]) == [Q]
+    assert gateway.lanes_of(Q) == (f"{Q}!0", f"{Q}!3", Q, f"{Q}!9")
+    batch = await gateway.fetch([Q], WORKER, 4)
+    assert [(j.job_id, j.queue) for j in batch] == [
+        ("urgent", f"{Q}!0"),
+        ("soon", f"{Q}!3"),
+        ("plain1", Q),
+        ("plain2", Q),
+    ]
+    # Each entry is pending in its lane's stream, where its outcome acknowledges it.
+    await gateway.finish([Outcome(j.queue, j.entry_id, j.job_id, "completed", "1") for j in batch], KEEP)
+    assert await pending_to(gateway) == {}
+    assert [j.job_id for j in await gateway.fetch([Q], WORKER, 4)] == ["late"]
+
+
+async def test_an_expired_job_is_reported_not_started(gateway: Gateway) -> None:
+    qk = gateway.keys.queue(Q)
+    now = gateway.now_ms()
+    await gateway.ensure_group(Q)
+    await gateway.scripts.run(enqueue_call(gateway, [job("old", expires_ms=now - 1)]))
+    await gateway.scripts.run(enqueue_call(gateway, [job("new", expires_ms=now + 60_000)]))
+    rows = await gateway.scripts.run(start_call(gateway, read=10))
+    assert [(r.job_id, r.run, r.expired) for r in rows] == [("old", False, True), ("new", True, False)]
+    h = await gateway.redis.hgetall(qk.job("old"))
+    assert (h["status"], h["attempts"]) == ("waiting", "0")  # left for the worker to record
+    assert len(await pending_to(gateway)) == 2
