@@ -11,6 +11,12 @@ finds the lock taken reads its remaining time (``PTTL``) and sleeps until the lo
 never a whole poll interval past it, then fires the tick that became due meanwhile (per the
 misfire policy), at once rather than at the next tick.
 
+A schedule can be paused (held in Redis, under its queue's hash tag, so every scheduler
+process sees it and it survives restarts): the leader counts its due ticks as done without
+firing them and records them as skipped; resuming moves its last tick to the moment of the
+resume, so it fires from the next tick on with no catch-up burst. Each fired tick, skipped
+tick and "run now" is added to the schedule's recent runs (a capped list, best effort).
+
 The schedules themselves (expressions, zones, ticks, misfire policies) are pure and live
 in ``engine.core.schedule``; their names are re-exported here.
 """
@@ -21,14 +27,14 @@ import contextlib
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import msgspec
 import structlog
 
 from engine.broker import RedisError
-from engine.broker.gateway import Fence, FenceRejected, ScriptCode
+from engine.broker.gateway import Fence, FenceRejected, Gateway, ScriptCode
 from engine.core.backoff import reconnect_delay
 from engine.core.clock import now_utc
 from engine.core.partitions import base_queue
@@ -51,6 +57,41 @@ log = structlog.get_logger("engine.cron")
 # millisecond and Redis expires a key only once its time is strictly past, so waking exactly
 # on time could find it still there and cost a further sleep.
 TAKEOVER_SLACK_S = 0.005
+RUNS_KEPT = 20
+"""Recent runs kept per schedule: what the dashboard shows, not a history (the job log is)."""
+
+
+class CronRun(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One entry of a schedule's recent runs, as stored in Redis."""
+
+    kind: Literal["tick", "manual", "skipped"]
+    at_ms: int
+    """When it was recorded (the recorder's clock)."""
+    job_id: str | None = None
+    tick_ms: int | None = None
+
+
+_run_decoder = msgspec.json.Decoder(CronRun)
+
+
+def decode_runs(raws: list[str]) -> list[CronRun]:
+    """The runs that decode (an entry of another version is left out, not an error)."""
+    out = []
+    for raw in raws:
+        try:
+            out.append(_run_decoder.decode(raw))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+    return out
+
+
+async def record_run(gateway: Gateway, queue: str, schedule: str, run: CronRun) -> None:
+    """Add ``run`` to the schedule's recent runs; a failure is logged, never raised: the job
+    is enqueued (or the tick skipped) already, and the list only informs."""
+    try:
+        await gateway.record_cron_run(queue, schedule, msgspec.json.encode(run), RUNS_KEPT)
+    except (RedisError, OSError) as exc:
+        log.warning("cron: could not record a run", schedule=schedule, error=str(exc))
 
 
 class Scheduler:
@@ -126,13 +167,15 @@ class Scheduler:
         wake_at = await self._elect()
         now = now_utc(self.clock)
         for queue, lease_end in list(self.leading.items()):
+            # Read at every cycle, so a pause from any process holds from the next tick on.
+            paused = await self.engine.gateway.cron_pauses(queue)
             for schedule in self.by_queue[queue]:
                 if self.clock.monotonic() >= lease_end:
                     # The lease may have lapsed unrenewed: stop at once (fencing would refuse anyway).
                     self.leading.pop(queue, None)
                     self._log.warning("lost cron leadership: the lease ran out unrenewed", queue=queue)
                     break
-                await self._fire_due(schedule, now)
+                await self._fire_due(schedule, now, paused=schedule.name in paused)
                 later, read_at = now_utc(self.clock), self.clock.monotonic()
                 upcoming = next_tick(schedule.expr, schedule.tz, max(now, later))
                 wake_at = min(wake_at, read_at + (upcoming - later).total_seconds())
@@ -169,13 +212,26 @@ class Scheduler:
             # -1, a lock without expiry (set by hand), can only be polled for.
         return wake_at
 
-    async def _fire_due(self, schedule: Schedule, now: datetime) -> None:
+    async def _fire_due(self, schedule: Schedule, now: datetime, *, paused: bool = False) -> None:
         gateway = self.engine.gateway
         last_ms = await gateway.cron_last_fired_ms(schedule.queue, schedule.name)
         last = self._baseline if last_ms is None else datetime.fromtimestamp(last_ms / 1000, tz=UTC)
         for tick in schedule.due(last, now):
-            if not await self.fire(schedule, tick):
+            if paused:
+                await self.skip(schedule, tick)
+            elif not await self.fire(schedule, tick):
                 return
+
+    async def skip(self, schedule: Schedule, tick: datetime) -> None:
+        """Count a tick of a paused schedule as done, unfired, and record it as skipped.
+
+        Not fenced: a deposed leader can only move the last tick to one that was due while
+        the schedule was paused, and a resume moves it to its own time, past any of those."""
+        tick_ms = int(tick.timestamp() * 1000)
+        if await self.engine.gateway.skip_cron_tick(schedule.queue, schedule.name, tick_ms):
+            self._log.info("cron tick skipped: the schedule is paused", schedule=schedule.name)
+            run = CronRun(kind="skipped", at_ms=int(self.clock.time() * 1000), tick_ms=tick_ms)
+            await record_run(self.engine.gateway, schedule.queue, schedule.name, run)
 
     async def fire(self, schedule: Schedule, tick: datetime) -> bool:
         """Enqueue one tick (fenced); False when leadership was lost."""
@@ -201,6 +257,8 @@ class Scheduler:
             return True  # already fired (by this or another leader)
         self.fired += 1
         self._log.info("cron tick enqueued", schedule=schedule.name, tick=tick.isoformat(), job_id=job.id)
+        run = CronRun(kind="tick", at_ms=int(self.clock.time() * 1000), job_id=job.id, tick_ms=tick_ms)
+        await record_run(gateway, schedule.queue, schedule.name, run)
         self.signals.scheduler_fired.emit((schedule.name, tick))
         return True
 

@@ -188,6 +188,52 @@ class Admin(GatewayBase):
         score = await self.redis.zscore(self.keys.queue(queue).cron_last, schedule)
         return None if score is None else int(score)
 
+    # -- cron: paused schedules and recent runs (engine.cron) ------------------------------
+
+    async def cron_pauses(self, queue: str) -> dict[str, int]:
+        """Schedule name -> when it was paused (epoch ms), of the schedules of this queue."""
+        raw = await self.redis.hgetall(self.keys.queue(queue).cron_paused)
+        return {name: _ms(at) for name, at in raw.items()}
+
+    async def pause_cron(self, queue: str, schedule: str, now_ms: int) -> None:
+        """Mark a schedule paused (kept until resumed; an earlier pause keeps its time)."""
+        await self.redis.hsetnx(self.keys.queue(queue).cron_paused, schedule, now_ms)
+
+    async def resume_cron(self, queue: str, schedule: str, now_ms: int) -> bool:
+        """Unpause a schedule so that it fires from its next tick on: its last-fired tick moves
+        to now first (``ZADD GT``), then the mark goes, in that order on one node, so a leader
+        reading between the two still sees it paused and none ever fires the skipped ticks.
+        False (nothing done) when it was not paused: a tick due and not fired yet stays due."""
+        qk = self.keys.queue(queue)
+        if not await self.redis.hexists(qk.cron_paused, schedule):
+            return False
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(qk.cron_last, {schedule: now_ms}, gt=True)
+            pipe.hdel(qk.cron_paused, schedule)
+            await pipe.execute()
+        return True
+
+    async def skip_cron_tick(self, queue: str, schedule: str, tick_ms: int) -> bool:
+        """Count a tick of a paused schedule as done without firing it (``ZADD GT CH``);
+        False when it already was (by this or another leader)."""
+        changed = await self.redis.zadd(
+            self.keys.queue(queue).cron_last, {schedule: tick_ms}, gt=True, ch=True
+        )
+        return bool(changed)
+
+    async def record_cron_run(self, queue: str, schedule: str, entry: bytes, keep: int) -> None:
+        """Add an encoded run to the schedule's recent runs, keeping the newest ``keep``."""
+        key = self.keys.queue(queue).cron_runs(schedule)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, entry)
+            pipe.ltrim(key, 0, keep - 1)
+            await pipe.execute()
+
+    async def cron_runs(self, queue: str, schedule: str, count: int) -> list[str]:
+        """The schedule's newest ``count`` runs, encoded, newest first."""
+        key = self.keys.queue(queue).cron_runs(schedule)
+        return list(await self.redis.lrange(key, 0, count - 1))
+
     async def write_beat(self, worker_id: str, beat: bytes | str, seen_at: float | None = None) -> None:
         """Store a worker's heartbeat under its own key, expiring after :data:`BEAT_TTL_S`
         unless renewed, and note it as seen at ``seen_at`` (default: now, the engine's clock)
@@ -253,6 +299,14 @@ class Admin(GatewayBase):
         :meth:`~engine.broker.base.GatewayBase.sharded_pubsub`); the caller subscribes,
         reads and closes it."""
         return Subscriber(self.redis, self.sharded_pubsub)
+
+
+def _ms(value: str) -> int:
+    """A time written as ms; 0 for anything else (set by hand): still a pause, never a crash."""
+    try:
+        return int(float(value))
+    except ValueError:
+        return 0
 
 
 def _wrong_type(reply: object) -> bool:

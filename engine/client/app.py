@@ -14,6 +14,7 @@ import anyio
 
 from engine.broker.gateway import Gateway, Retention, check_redis_url
 from engine.client import sync
+from engine.client.cronctl import CronControl
 from engine.client.dlq import DeadLetters
 from engine.client.flowctl import FlowControl
 from engine.client.handle import Job, Notifier
@@ -43,7 +44,7 @@ ENQUEUE_CHUNK = 1000
 """Jobs per script call of a bulk enqueue (one call runs atomically on one partition)."""
 
 
-class Engine(Registry, FlowControl):
+class Engine(Registry, FlowControl, CronControl):
     """A job engine bound to one Redis (and optionally one PostgreSQL) and a namespace.
 
     Guarantees: a job is delivered at least once; it is acknowledged only after its outcome

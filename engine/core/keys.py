@@ -113,6 +113,15 @@ class QueueKeys:
         """Zset schedule name -> last fired tick (ms); only ever moves forward."""
         return self.prefix + "cron:last"
 
+    @property
+    def cron_paused(self) -> str:
+        """Hash schedule name -> when it was paused (ms): its ticks are skipped meanwhile."""
+        return self.prefix + "cron:paused"
+
+    def cron_runs(self, schedule: str) -> str:
+        """List of a schedule's recent runs (engine.cron.CronRun JSON), newest first, capped."""
+        return f"{self.prefix}cron:runs:{schedule}"
+
     def logs(self, job_id: str) -> str:
         """List of a job's log lines; ``finish.lua`` derives it as job key + ":logs"."""
         return self.job(job_id) + ":logs"

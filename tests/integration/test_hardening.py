@@ -365,8 +365,10 @@ _VALUE = st.one_of(
 )
 _HASH = st.dictionaries(
     st.sampled_from(
-        [b"status", b"task", b"payload", b"attempts", b"timeout", b"max_attempts", b"tick", b"created", b"v"]
-        + [b"exp", b"ck", b"pr", b"ran", b"worker"]
+        [
+            *(b"status", b"task", b"payload", b"attempts", b"timeout", b"max_attempts", b"tick", b"created"),
+            *(b"v", b"exp", b"ck", b"pr", b"ran", b"worker"),
+        ]
     ),
     _VALUE,
     max_size=14,
