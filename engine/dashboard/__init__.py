@@ -27,7 +27,7 @@ from starlette.types import ASGIApp
 
 from engine import log as _log  # noqa: F401  (the engine's loggers are stdlib loggers)
 from engine.core.errors import ConfigurationError
-from engine.dashboard import api, pages
+from engine.dashboard import api, live, pages
 from engine.dashboard.auth import AuthHook, Security, Throttle, check_secret
 from engine.dashboard.errors import DashboardError
 from engine.dashboard.guard import BODY_LIMIT, Guard, parse_allowed_hosts
@@ -193,6 +193,7 @@ def create_app(
             Mount("/static", StaticFiles(packages=[("engine.dashboard", "static")]), name="static"),
             Route("/api", api.index),
             Mount("/api", routes=api.routes()),
+            Route("/events", live.events, methods=["GET"]),
             *pages.routes(),
         ],
         exception_handlers=handlers,

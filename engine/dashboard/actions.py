@@ -1,9 +1,10 @@
-"""What the dashboard changes: retry, cancel, delete, replay and purge dead letters, enqueue."""
+"""What the dashboard changes: retry, cancel, delete (one job or a filtered selection), replay
+and purge dead letters, pause queues and cron schedules, run a schedule now, enqueue."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
@@ -20,6 +21,10 @@ from engine.dashboard.checks import (
 )
 from engine.dashboard.errors import Conflict, Invalid, NotFound
 from engine.dashboard.schemas import (
+    BULK_SCAN_BUDGET,
+    MAX_BULK_JOBS,
+    BulkRequest,
+    BulkResult,
     Cancelled,
     Deleted,
     Enqueued,
@@ -28,14 +33,25 @@ from engine.dashboard.schemas import (
     QueueFlow,
     Replayed,
     Retried,
+    ScheduleRan,
+    ScheduleState,
     Skipped,
 )
 from engine.dashboard.search import matcher
 
 if TYPE_CHECKING:
     from engine.client.app import Engine
+    from engine.client.cronctl import ScheduleTarget
 
 ENQUEUE_OPTIONS = ("delay", "queue", "idempotency_key", "max_attempts", "timeout")
+BulkAction = Literal["retry", "cancel", "delete"]
+# The live statuses each bulk action applies to: a running job cannot be deleted (cancel
+# it first) and only a failed one retried.
+BULK_STATUSES: dict[str, tuple[Status, ...]] = {
+    "retry": (Status.FAILED,),
+    "cancel": (Status.WAITING, Status.DELAYED, Status.ACTIVE),
+    "delete": (Status.WAITING, Status.DELAYED, Status.FAILED),
+}
 
 
 async def retry_job(engine: Engine, job_id: str) -> Retried:
@@ -119,6 +135,86 @@ async def purge_dead(engine: Engine, queue: str, task: str | None, search: str |
         if await gateway.delete(queue, info.id) == 1:
             purged += 1
     return Purged(purged=purged)
+
+
+async def bulk(engine: Engine, queue: str, action: BulkAction, request: BulkRequest) -> BulkResult:
+    """Retry, cancel or delete every job of the selection (see ``BulkRequest``), one by one;
+    refused whole past ``MAX_BULK_JOBS``. A job that changed state since it was read is
+    skipped, not an error."""
+    name = await require_queue(engine, queue)
+    allowed = BULK_STATUSES[action]
+    if request.status is not None and request.status not in allowed:
+        raise Invalid(
+            f"{action} applies to {', '.join(allowed)} jobs, not {request.status} ones: "
+            "pick another status or leave it out"
+        )
+    statuses = (request.status,) if request.status else allowed
+    match = matcher(request.task or None, request.search or None)
+    # One past the limit: enough to tell "too many" from "all of them".
+    page = await inspector.scan_live(
+        engine, [name], statuses, match, limit=MAX_BULK_JOBS + 1, budget=BULK_SCAN_BUDGET
+    )
+    if len(page.jobs) > MAX_BULK_JOBS:
+        raise Invalid(
+            f"the selection holds more than {MAX_BULK_JOBS:,} jobs, and a bulk {action} touches at "
+            f"most {MAX_BULK_JOBS:,} per request: narrow it by status, task or search"
+        )
+    if page.next_cursor is not None:
+        raise Invalid(
+            f"the queue holds more than {BULK_SCAN_BUDGET:,} live jobs of those statuses, more than "
+            f"a bulk {action} examines per request: narrow it by status"
+        )
+    done = 0
+    if not request.dry_run:
+        for info in page.jobs:
+            done += await _apply(engine, action, info.id, base_queue(info.queue))
+    return BulkResult(
+        action=action,
+        queue=name,
+        matched=len(page.jobs),
+        done=done,
+        skipped=0 if request.dry_run else len(page.jobs) - done,
+        dry_run=request.dry_run,
+        limit=MAX_BULK_JOBS,
+    )
+
+
+async def _apply(engine: Engine, action: BulkAction, job_id: str, queue: str) -> int:
+    """1 when ``action`` was done to the job, 0 when its state no longer allowed it."""
+    try:
+        if action == "retry":
+            return int(await engine.dlq(queue).replay(job_id))
+        if action == "cancel":
+            return int(await engine.job(job_id, queue).cancel())
+        return int(await engine.job(job_id, queue).delete())
+    except (JobNotFound, JobRunning):
+        return 0
+
+
+async def _schedule(engine: Engine, name: str) -> ScheduleTarget:
+    """This app's schedule or an announced one; NotFound naming the known ones otherwise."""
+    try:
+        return await engine.schedule_target(name)
+    except ConfigurationError as exc:
+        raise NotFound(str(exc)) from None
+
+
+async def set_schedule_paused(engine: Engine, name: str, paused: bool) -> ScheduleState:
+    name = (await _schedule(engine, name)).name
+    if paused:
+        await engine.pause_schedule(name)
+    else:
+        await engine.resume_schedule(name)
+    return ScheduleState(schedule=name, paused=paused)
+
+
+async def run_schedule(engine: Engine, name: str) -> ScheduleRan:
+    target = await _schedule(engine, name)
+    try:
+        job = await engine.run_schedule(target.name)
+    except UnknownTaskError as exc:
+        raise NotFound(str(exc)) from None
+    return ScheduleRan(schedule=target.name, id=job.id, queue=target.queue)
 
 
 async def set_paused(engine: Engine, queue: str, paused: bool) -> QueueFlow:

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from engine import inspector
-from engine.dashboard import actions, checks, decoding, schemas
+from engine.dashboard import actions, breakdown, checks, decoding, schemas
 from engine.dashboard import overview as figures
 from engine.dashboard import search as lookup
 from engine.dashboard.detail import job_detail
@@ -244,6 +244,40 @@ async def resume(call: Call) -> Any:
     return await actions.set_paused(call.engine, call.path("queue"), False)
 
 
+async def _bulk(call: Call, action: actions.BulkAction) -> Any:
+    body: schemas.BulkRequest = call.body
+    return await actions.bulk(call.engine, call.path("queue"), action, body)
+
+
+@handles("bulk_retry")
+async def bulk_retry(call: Call) -> Any:
+    return await _bulk(call, "retry")
+
+
+@handles("bulk_cancel")
+async def bulk_cancel(call: Call) -> Any:
+    return await _bulk(call, "cancel")
+
+
+@handles("bulk_delete")
+async def bulk_delete(call: Call) -> Any:
+    return await _bulk(call, "delete")
+
+
+@handles("queue_tasks")
+async def queue_tasks(call: Call) -> Any:
+    engine = call.engine
+    return await breakdown.task_breakdown(engine, await checks.require_queue(engine, call.path("queue")))
+
+
+@handles("queue_errors")
+async def queue_errors(call: Call) -> Any:
+    query: schemas.ErrorsQuery = call.query
+    engine = call.engine
+    queue = await checks.require_queue(engine, call.path("queue"))
+    return await breakdown.error_groups(engine, queue, query.task)
+
+
 @handles("workers")
 async def workers(call: Call) -> Any:
     return {"workers": await figures.workers(call.engine)}
@@ -251,7 +285,28 @@ async def workers(call: Call) -> Any:
 
 @handles("cron")
 async def cron(call: Call) -> Any:
-    return {"schedules": await figures.cron(call.engine)}
+    return {"schedules": await breakdown.cron_rows(call.engine)}
+
+
+@handles("cron_schedule")
+async def cron_schedule(call: Call) -> Any:
+    query: schemas.CronRunsQuery = call.query
+    return await breakdown.cron_detail(call.engine, call.path("schedule"), query.limit)
+
+
+@handles("cron_run")
+async def cron_run(call: Call) -> Any:
+    return await actions.run_schedule(call.engine, call.path("schedule"))
+
+
+@handles("cron_pause")
+async def cron_pause(call: Call) -> Any:
+    return await actions.set_schedule_paused(call.engine, call.path("schedule"), True)
+
+
+@handles("cron_resume")
+async def cron_resume(call: Call) -> Any:
+    return await actions.set_schedule_paused(call.engine, call.path("schedule"), False)
 
 
 @handles("tasks")

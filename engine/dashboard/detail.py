@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import structlog
 
 from engine import inspector
 from engine.core.model import FINAL_STATUSES, STATUSES, Status
+from engine.core.taskdef import TaskAnnouncement
 from engine.dashboard.checks import check_job_id
 from engine.dashboard.errors import NotFound
 from engine.dashboard.overview import task_max_attempts
 from engine.dashboard.views import HISTORY_ERRORS, HISTORY_NOTICE, history_enabled, history_view, job_view
+from engine.dashboard.web import TEXT_LIMIT, compact_json, shown_json
 
 if TYPE_CHECKING:
     from engine.client.app import Engine
@@ -121,3 +126,166 @@ def timeline(view: dict[str, Any], logs: Sequence[dict[str, Any]]) -> list[dict[
         add(view.get("finished_at"), view["status"], view["status"])
     steps.sort(key=lambda s: s["at"] or _EPOCH)
     return steps
+
+
+# --- the job page: arguments by name, the traceback once ---------------------------------------
+
+_TRACEBACK_START = (
+    "Traceback (most recent call last):",
+    "  + Exception Group Traceback (most recent call last):",
+)
+
+
+async def task_signature(engine: Engine, task: str | None) -> inspect.Signature | None:
+    """The signature of ``task`` as this app knows it or a worker announced it; None when
+    neither does (a task of another app whose workers have not started yet)."""
+    if not task:
+        return None
+    local = engine.tasks.get(task)
+    if local is not None:
+        return local.spec.signature
+    gateway = await engine.ready()
+    raw = (await gateway.reads.task_announcements()).get(task)
+    if raw is None:
+        return None
+    try:
+        return msgspec.json.decode(raw, type=TaskAnnouncement).signature()
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError, KeyError):
+        return None  # an announcement from another engine version: show the raw arguments
+
+
+def named_arguments(
+    signature: inspect.Signature | None, args: Any, kwargs: Any
+) -> list[dict[str, Any]] | None:
+    """The job's arguments as (parameter name, value) rows, in the signature's order, or None
+    when the signature is unknown or the arguments do not bind to it (the page then shows
+    them as sent). A parameter the job leaves out is a row without a value: an announced
+    signature says only that it has a default, not which."""
+    if signature is None or not isinstance(args, list) or not isinstance(kwargs, dict):
+        return None
+    if not all(isinstance(key, str) for key in kwargs):
+        return None
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:
+        return None
+    rows: list[dict[str, Any]] = []
+    for index, (name, param) in enumerate(signature.parameters.items()):
+        if name not in bound.arguments:
+            if param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                rows.append({"name": name, "given": False, "how": "default"})
+            continue
+        value = bound.arguments[name]
+        if param.kind is param.VAR_POSITIONAL:
+            rows.append({"name": "*" + name, "given": True, "value": list(value), "how": "extra positional"})
+        elif param.kind is param.VAR_KEYWORD:
+            how = f"in **{name}"
+            rows.extend({"name": key, "given": True, "value": v, "how": how} for key, v in value.items())
+        else:
+            by_position = param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD)
+            how = "positional" if by_position and index < len(args) else "keyword"
+            rows.append({"name": name, "given": True, "value": value, "how": how})
+    return rows
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failure as the page shows it: the error message, then the stack without the
+    exception line(s) that repeat that message (Python ends a traceback with them)."""
+
+    error: str
+    frames: str
+
+
+def _tail_at(traceback: str, error: str) -> int | None:
+    """Where the exception line(s) repeating ``error`` start at the end of ``traceback``:
+    ``ValueError: boom``, or ``mymodule.MyError: boom`` (the error names the class only)."""
+    if not error or not traceback.endswith(error):
+        return None
+    start = len(traceback) - len(error)
+    line_start = traceback.rfind("\n", 0, start) + 1
+    prefix = traceback[line_start:start]
+    if prefix and not (prefix.endswith(".") and all(part.isidentifier() for part in prefix[:-1].split("."))):
+        return None
+    return line_start
+
+
+def split_failure(error: str | None, traceback: str | None) -> Failure:
+    """The error once: the traceback's last line(s) are dropped when they say what the
+    error says (the usual case); otherwise both are kept whole."""
+    message = (error or "").strip()
+    stack = (traceback or "").rstrip()
+    at = _tail_at(stack, message)
+    if at is not None and stack[:at].strip():
+        return Failure(message, stack[:at].rstrip())
+    return Failure(message, stack)
+
+
+def _split_log_message(message: str) -> tuple[str, str] | None:
+    """(error, traceback) of a failed attempt's log line (``error\\n\\ntraceback``, as the
+    job log writes it), or of any line that ends with a traceback; None for other lines."""
+    for marker in _TRACEBACK_START:
+        at = message.find(marker)
+        if at == 0 or (at > 0 and message[at - 1] == "\n"):
+            return message[:at].strip(), message[at:]
+    return None
+
+
+def collapse_tracebacks(logs: list[dict[str, Any]], shown_frames: str) -> list[dict[str, Any]]:
+    """The log lines with each traceback kept only the first time: a failed attempt's line
+    whose stack is the one the page shows above, or one an earlier line showed, keeps its
+    error and says where its stack is (``same_as``); a stack seen first here stays, without
+    the exception line that repeats the line's error."""
+    seen: dict[str, str] = {}
+    if shown_frames.strip():
+        seen[shown_frames.strip()] = "above"
+    out: list[dict[str, Any]] = []
+    for line in logs:
+        parts = _split_log_message(str(line.get("message", "")))
+        if parts is None:
+            out.append(line)
+            continue
+        error, traceback = parts
+        failure = split_failure(error, traceback) if error else Failure("", traceback.rstrip())
+        key = failure.frames.strip()
+        earlier = seen.get(key)
+        if earlier is not None:
+            out.append({**line, "message": error or "(traceback only)", "same_as": earlier})
+            continue
+        seen[key] = _dt_label(line.get("at"))
+        text = f"{error}\n\n{failure.frames}" if error else failure.frames
+        out.append({**line, "message": text})
+    return out
+
+
+def _dt_label(at: Any) -> str:
+    """How a later repeat names this line: by its time."""
+    if isinstance(at, datetime):
+        return at.astimezone(UTC).strftime("%H:%M:%S")
+    return "an earlier line"
+
+
+INLINE_VALUE = 80
+"""A value this short in one line of JSON is shown on its parameter's line; longer ones indented."""
+
+
+def shown_arguments(
+    rows: list[dict[str, Any]] | None, limit: int = TEXT_LIMIT
+) -> list[dict[str, Any]] | None:
+    """The rows of :func:`named_arguments` with each value as bounded text: together no
+    more than the page shows of the raw arguments (``limit`` characters)."""
+    if rows is None:
+        return None
+    each = max(1024, limit // max(1, len(rows)))
+    out = []
+    for row in rows:
+        if not row["given"]:
+            out.append({**row, "text": "", "block": False, "truncated": False})
+            continue
+        line = compact_json(row["value"], INLINE_VALUE + 1)
+        if len(line) <= INLINE_VALUE:
+            out.append({**row, "text": line, "block": False, "truncated": False})
+            continue
+        shown = shown_json(row["value"], each)
+        out.append({**row, "text": shown.text, "block": True, "truncated": shown.truncated})
+    return out

@@ -22,7 +22,7 @@ ERROR_DESCRIPTIONS = {
     400: "The request is malformed (an invalid Content-Length header)",
     401: "Authentication required",
     403: "CSRF check failed, the dashboard is read-only, or the Host is not one it answers to",
-    404: "Unknown queue or job",
+    404: "Unknown queue, job or schedule",
     409: "The job is not in a state that allows this",
     413: "The request body is over the limit (2 MiB, or the payload limit)",
     422: "Bad parameters or body; the message says which and why",
@@ -43,6 +43,7 @@ ERROR_NAMES = {
 PATH_PARAMETERS: dict[str, tuple[Any, str]] = {
     "queue": (schemas.QueueName, "Queue name."),
     "job_id": (schemas.JobId, "Job id."),
+    "schedule": (schemas.ScheduleName, "Cron schedule name."),
 }
 
 
@@ -144,6 +145,38 @@ OPERATIONS: tuple[Operation, ...] = (
         "Resume a paused queue",
         schemas.QueueFlow,
     ),
+    *(
+        Operation(
+            "POST",
+            f"/queues/{{queue}}/jobs/{action}",
+            f"bulk_{action}",
+            f"{action.capitalize()} every {what} job of the queue matching status, task and search "
+            f"(at most {schemas.MAX_BULK_JOBS:,} per request; dry_run counts them)",
+            schemas.BulkResult,
+            body=schemas.BulkRequest,
+            body_required=False,
+        )
+        for action, what in (
+            ("retry", "failed"),
+            ("cancel", "waiting, delayed or running"),
+            ("delete", "waiting, delayed or failed"),
+        )
+    ),
+    Operation(
+        "GET",
+        "/queues/{queue}/tasks",
+        "queue_tasks",
+        "Per task: outcomes, failure rate and estimated p50/p95 run time",
+        schemas.TaskBreakdown,
+    ),
+    Operation(
+        "GET",
+        "/queues/{queue}/errors",
+        "queue_errors",
+        "Dead letters grouped by their error's first line, biggest group first",
+        schemas.ErrorGroups,
+        query=schemas.ErrorsQuery,
+    ),
     Operation(
         "GET",
         "/throughput",
@@ -217,6 +250,35 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET", "/workers", "workers", "Live workers: heartbeat, load and running jobs", schemas.WorkerList
     ),
     Operation("GET", "/cron", "cron", "Cron schedules: next and last run, leader", schemas.CronList),
+    Operation(
+        "GET",
+        "/cron/{schedule}",
+        "cron_schedule",
+        "A cron schedule with its recent runs",
+        schemas.ScheduleDetail,
+        query=schemas.CronRunsQuery,
+    ),
+    Operation(
+        "POST",
+        "/cron/{schedule}/run",
+        "cron_run",
+        "Enqueue the schedule's task once now (not a tick: the next tick fires as planned)",
+        schemas.ScheduleRan,
+    ),
+    Operation(
+        "POST",
+        "/cron/{schedule}/pause",
+        "cron_pause",
+        "Pause a schedule: the leader skips its ticks (recorded as skipped) until resumed",
+        schemas.ScheduleState,
+    ),
+    Operation(
+        "POST",
+        "/cron/{schedule}/resume",
+        "cron_resume",
+        "Resume a schedule: it fires again from its next tick, with no catch-up of skipped ones",
+        schemas.ScheduleState,
+    ),
     Operation("GET", "/tasks", "tasks", "Known tasks and their signatures", schemas.TaskList),
 )
 

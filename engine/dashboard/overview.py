@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -76,10 +75,6 @@ async def workers(engine: Engine) -> list[dict[str, Any]]:
         }
         for beat in await inspector.workers(engine)
     ]
-
-
-async def cron(engine: Engine) -> list[dict[str, Any]]:
-    return [asdict(row) for row in await inspector.cron_schedules(engine)]
 
 
 async def tasks(engine: Engine) -> list[dict[str, Any]]:

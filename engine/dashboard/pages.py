@@ -12,16 +12,24 @@ from starlette.routing import BaseRoute, Route
 
 from engine import inspector
 from engine.core.clock import now_utc
-from engine.dashboard import checks, views
+from engine.dashboard import breakdown, checks, views
 from engine.dashboard import metrics as prometheus
 from engine.dashboard import overview as figures
 from engine.dashboard import search as lookup
 from engine.dashboard.auth import SESSION_COOKIE, SESSION_TTL_S, Security, cookie_header, revoke, safe_next
 from engine.dashboard.charts import throughput_chart
-from engine.dashboard.detail import job_detail
+from engine.dashboard.detail import (
+    collapse_tracebacks,
+    job_detail,
+    named_arguments,
+    shown_arguments,
+    split_failure,
+    task_signature,
+)
 from engine.dashboard.web import TEXT_LIMIT, engine_of, shown_json, shown_text
 
 REFRESH_MS = 1500
+CRON_RUNS_SHOWN = 5
 
 
 def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
@@ -95,11 +103,16 @@ async def queue(request: Request) -> Response:
     listing = await _listing(request, name)
     summary = await figures.queue_summary(engine, name)
     series = await figures.throughput(engine, [name])
-    return render(
-        request,
-        "queue.html",
-        {**listing, "queue": summary, "chart": throughput_chart(series), "nav": "overview"},
-    )
+    context = {
+        **listing,
+        "queue": summary,
+        "chart": throughput_chart(series),
+        "nav": "overview",
+        "task_rows": (await breakdown.task_breakdown(engine, name))["tasks"],
+        "errors": await _error_groups(engine, name, None) if summary["dlq"] else None,
+        "bulk": breakdown.bulk_choices(listing["status"]),
+    }
+    return render(request, "queue.html", context)
 
 
 MAX_LOG_ROWS = 300
@@ -123,20 +136,30 @@ def _shown_logs(logs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     return shown, len(logs) - len(shown)
 
 
+async def _error_groups(engine: Any, queue: str, task: str | None) -> dict[str, Any]:
+    groups = await breakdown.error_groups(engine, queue, task, scan=breakdown.PAGE_ERROR_SCAN)
+    groups["shown"] = groups["groups"][: breakdown.PAGE_GROUPS]
+    return groups
+
+
 async def job(request: Request) -> Response:
-    detail = await job_detail(engine_of(request), request.path_params["job_id"])
-    # Everything a job carries is bounded here: a page (refreshed every 1.5 s) costs at
-    # most a few hundred kilobytes of formatting, whatever the payload; the full data is
-    # one click away (/api/jobs/{id}/raw).
+    engine = engine_of(request)
+    detail = await job_detail(engine, request.path_params["job_id"])
+    failure = split_failure(detail["error"], detail["traceback"])
+    signature = await task_signature(engine, detail["task"])
+    arguments = named_arguments(signature, detail["args"], detail["kwargs"])
+    # Everything a job carries is bounded here: a page (re-rendered every second while it
+    # is open) costs at most a few hundred kilobytes of formatting, whatever the payload;
+    # the full data is one click away (/api/jobs/{id}/raw).
     shown = {
         "args": shown_json(detail["args"]),
         "kwargs": shown_json(detail["kwargs"]),
         "result": shown_json(detail["result"]),
         "raw_payload": shown_text(detail["raw_payload"]),
-        "error": shown_text(detail["error"]),
-        "traceback": shown_text(detail["traceback"], keep_end=True),
+        "error": shown_text(failure.error),
+        "traceback": shown_text(failure.frames, keep_end=True),
     }
-    logs, logs_omitted = _shown_logs(detail["logs"])
+    logs, logs_omitted = _shown_logs(collapse_tracebacks(detail["logs"], failure.frames))
     timeline = detail["timeline"][:MAX_TIMELINE_STEPS]
     context = {
         "job": detail,
@@ -147,6 +170,7 @@ async def job(request: Request) -> Response:
         "timeline": timeline,
         "timeline_omitted": len(detail["timeline"]) - len(timeline),
         "text_limit": TEXT_LIMIT,
+        "arguments": shown_arguments(arguments),
         "nav": "",
     }
     return render(request, "job.html", context)
@@ -183,13 +207,18 @@ async def dead_letters(request: Request) -> Response:
             "search": search_text or "",
             "cursor": _q(request, "cursor") or "",
             "filtered": bool(task or search_text),
+            "errors": await _error_groups(engine, chosen, task) if chosen else None,
             "nav": "dlq",
         },
     )
 
 
 async def cron(request: Request) -> Response:
-    return render(request, "cron.html", {"schedules": await figures.cron(engine_of(request)), "nav": "cron"})
+    engine = engine_of(request)
+    schedules = await breakdown.cron_rows(engine)
+    for row in schedules:
+        row["runs"] = await breakdown.recent_runs(engine, row["name"], CRON_RUNS_SHOWN)
+    return render(request, "cron.html", {"schedules": schedules, "nav": "cron"})
 
 
 async def workers(request: Request) -> Response:

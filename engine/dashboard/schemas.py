@@ -32,6 +32,12 @@ STATUS_CHOICES: tuple[str, ...] = tuple(
 MAX_LIMIT = 200
 MAX_SEARCH = 200
 MAX_BULK_IDS = 1000
+MAX_BULK_JOBS = 10_000
+"""Jobs one bulk retry/cancel/delete of a filtered selection may touch: past it the request
+is refused whole (narrow the filter), so one click never changes a million jobs."""
+BULK_SCAN_BUDGET = 200_000
+"""Live entries one bulk request may examine to find its selection: a filter that matches
+few jobs of a huge queue is refused rather than walking all of it."""
 JOB_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 _NAME_RULE = "1-100 letters, digits, '_', '.' or '-', starting with a letter or digit"
 
@@ -108,6 +114,30 @@ class DeadLettersQuery(Struct, kw_only=True):
     cursor: Cursor | None = None
 
 
+ScheduleName = Annotated[
+    str,
+    Meta(
+        pattern=NAME_PATTERN.pattern,
+        title="schedule name",
+        description=_NAME_RULE,
+        extra={"rule": _NAME_RULE},
+    ),
+]
+CRON_RUNS_SHOWN = 20
+
+
+class CronRunsQuery(Struct, kw_only=True):
+    """``GET /api/cron/{schedule}``."""
+
+    limit: Annotated[int, Meta(ge=1, le=CRON_RUNS_SHOWN, description="recent runs to list")] = 10
+
+
+class ErrorsQuery(Struct, kw_only=True):
+    """``GET /api/queues/{queue}/errors``."""
+
+    task: Annotated[TaskName, Meta(description="only this task's failures")] | None = None
+
+
 # --- request bodies ---------------------------------------------------------------------------
 
 
@@ -163,6 +193,21 @@ class PurgeRequest(Struct, kw_only=True, forbid_unknown_fields=True):
 
     task: Annotated[TaskName, Meta(description="only this task's")] | None = None
     search: Annotated[SearchText, Meta(description="only those containing this text")] | None = None
+
+
+BulkStatus = Literal["waiting", "active", "delayed", "failed"]
+
+
+class BulkRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A filtered selection of a queue's live jobs for a bulk retry, cancel or delete: every
+    job the action applies to (retry: failed; cancel: waiting, delayed, active; delete:
+    waiting, delayed, failed) that matches status, task and search. At most
+    ``MAX_BULK_JOBS`` (10,000) per request: a bigger selection is refused, nothing done."""
+
+    status: Annotated[BulkStatus, Meta(description="only jobs in this status")] | None = None
+    task: Annotated[TaskName, Meta(description="only this task's jobs")] | None = None
+    search: Annotated[SearchText, Meta(description="only jobs containing this text")] | None = None
+    dry_run: Annotated[bool, Meta(description="count the selection, change nothing")] = False
 
 
 # --- responses --------------------------------------------------------------------------------
@@ -388,6 +433,69 @@ class Purged(Struct, kw_only=True, forbid_unknown_fields=True):
     purged: int
 
 
+class BulkResult(Struct, kw_only=True, forbid_unknown_fields=True):
+    """What a bulk action matched and did: ``done`` of ``matched`` (the others changed state
+    meanwhile, or are running, for a delete); with dry_run, only ``matched``."""
+
+    action: Literal["retry", "cancel", "delete"]
+    queue: str
+    matched: int
+    done: int
+    skipped: int
+    dry_run: bool
+    limit: Annotated[int, Meta(description="the most jobs one request may touch")]
+
+
+class TaskFigures(Struct, kw_only=True, forbid_unknown_fields=True):
+    """One task's outcomes in a queue since its counters began, and its run times."""
+
+    task: str
+    completed: int
+    failed: int
+    retried: int
+    cancelled: int
+    failure_rate: Annotated[float, Meta(ge=0, le=1, description="failed / (completed + failed)")]
+    attempts: Annotated[int, Meta(description="attempts timed (the duration histogram's count)")]
+    mean_seconds: float | None
+    p50_seconds: Annotated[float | None, Meta(description="median run time, estimated from buckets")]
+    p95_seconds: Annotated[float | None, Meta(description="95th percentile, estimated from buckets")]
+
+
+class TaskBreakdown(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A queue's figures per task, from its stats counters (partitions added up). The
+    quantiles are estimates: interpolated within the duration histogram's buckets."""
+
+    queue: str
+    tasks: list[TaskFigures]
+    estimated: Literal[True]
+    bounds: Annotated[list[float], Meta(description="the histogram's bucket bounds (s)")]
+
+
+class ErrorGroup(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Failed jobs sharing an error's first line."""
+
+    error: Annotated[str, Meta(description="the error's first line (the exception and message)")]
+    kind: Annotated[str, Meta(description="the exception class, or '' when the line names none")]
+    count: int
+    tasks: list[str]
+    latest_id: Annotated[str, Meta(description="its newest dead letter (or failed job of the history)")]
+    search: Annotated[str, Meta(description="search text that finds the group's jobs (maybe a few more)")]
+
+
+class ErrorGroups(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A queue's failed jobs grouped by error, biggest group first: its dead letters, and
+    with the job log on the failed jobs of its history too."""
+
+    queue: str
+    groups: list[ErrorGroup]
+    scanned: Annotated[int, Meta(description="failed jobs read (the newest, up to a bound)")]
+    complete: Annotated[bool, Meta(description="false when older failed jobs were not read")]
+    source: Annotated[
+        Literal["redis", "history"],
+        Meta(description="redis: dead letters only; history: and the job log's failed jobs"),
+    ]
+
+
 class Schedule(Struct, kw_only=True, forbid_unknown_fields=True):
     """A cron schedule some worker announced."""
 
@@ -399,10 +507,43 @@ class Schedule(Struct, kw_only=True, forbid_unknown_fields=True):
     next_run: UTCTime | None
     last_run: UTCTime | None
     leader: Annotated[str, Meta(description="the scheduler that holds the queue's lease")] | None
+    paused: Annotated[bool, Meta(description="its ticks are skipped until it is resumed")] = False
+    paused_at: UTCTime | None = None
 
 
 class CronList(Struct, kw_only=True, forbid_unknown_fields=True):
     schedules: list[Schedule]
+
+
+class CronRun(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A job a schedule fired (or a tick it skipped while paused), newest first."""
+
+    kind: Annotated[Literal["tick", "manual", "skipped"], Meta(description="manual: run now")]
+    job_id: str | None
+    tick: Annotated[UTCTime | None, Meta(description="the tick it was for (None: run now)")]
+    at: UTCTime
+    status: Annotated[str | None, Meta(description="the job's status now (None: gone)")]
+
+
+class ScheduleDetail(Schedule, kw_only=True, forbid_unknown_fields=True):
+    """A schedule and its recent runs."""
+
+    runs: list[CronRun]
+
+
+class ScheduleState(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A schedule paused or resumed: the leader skips (or fires again) from its next tick."""
+
+    schedule: str
+    paused: bool
+
+
+class ScheduleRan(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A schedule's task enqueued now, outside its ticks (its next tick fires as planned)."""
+
+    schedule: str
+    id: str
+    queue: str
 
 
 class TaskInfo(Struct, kw_only=True, forbid_unknown_fields=True):

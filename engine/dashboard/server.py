@@ -10,6 +10,8 @@ import anyio
 import uvicorn
 from starlette.types import ASGIApp
 
+from engine.dashboard.live import end_streams
+
 
 class _Server(uvicorn.Server):
     """A uvicorn server that leaves signal handling to its host program."""
@@ -27,6 +29,11 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Open event streams would keep uvicorn waiting for their responses to end.
+        end_streams()
+        await super().shutdown(sockets)
 
 
 @contextlib.asynccontextmanager

@@ -366,6 +366,15 @@ def metric(text: str, name: str, **labels: str) -> float:
     return float(match.group(1))
 
 
+def queue_sum(text: str, name: str, queue: str, **labels: str) -> float:
+    """A per-(queue, task) series summed over its tasks."""
+    rest = "".join(f',{k}="{v}"' for k, v in labels.items())
+    pattern = "^" + re.escape(name) + r'\{queue="' + re.escape(queue) + r'",task="[^"]*"' + re.escape(rest)
+    found = re.findall(pattern + r"\} (\S+)$", text, re.MULTILINE)
+    assert found, f"{name}{{queue={queue!r}, task=...{rest}}} not in metrics"
+    return sum(float(v) for v in found)
+
+
 @pytest.mark.cluster_too
 async def test_prometheus_metrics(app: Engine) -> None:
     gate = anyio.Event()
@@ -401,17 +410,15 @@ async def test_prometheus_metrics(app: Engine) -> None:
             assert metric(text, "engine_queue_depth", queue="slow") == 0
             assert metric(text, "engine_queue_lag_seconds", queue="slow") == 0
             assert metric(text, "engine_workers_alive") == 1
-            assert metric(text, "engine_jobs_failed_total", queue="default") == 1
+            assert queue_sum(text, "engine_jobs_failed_total", "default") == 1
             assert metric(text, "engine_jobs_enqueued_total", queue="default") == 4
-            count = metric(text, "engine_job_duration_seconds_count", queue="default")
-            assert (
-                count == 4 == metric(text, "engine_job_duration_seconds_bucket", queue="default", le="+Inf")
-            )
+            count = queue_sum(text, "engine_job_duration_seconds_count", "default")
+            assert count == 4 == queue_sum(text, "engine_job_duration_seconds_bucket", "default", le="+Inf")
             buckets = re.findall(
-                r'engine_job_duration_seconds_bucket\{queue="default",le="[^"]+"\} (\d+)', text
+                r'engine_job_duration_seconds_bucket\{queue="default",task="resize",le="[^"]+"\} (\d+)', text
             )
             assert [int(b) for b in buckets] == sorted(int(b) for b in buckets)  # cumulative
-            assert metric(text, "engine_job_duration_seconds_sum", queue="default") < 4 * 5
+            assert queue_sum(text, "engine_job_duration_seconds_sum", "default") < 4 * 5
             gate.set()
         assert (await c.get("/metrics")).headers["content-type"].startswith("text/plain; version=0.0.4")
 
@@ -421,7 +428,10 @@ async def _metrics_text(c: httpx.AsyncClient) -> str:
 
 
 async def _metric_is(c: httpx.AsyncClient, name: str, queue: str, value: float) -> bool:
-    return metric(await _metrics_text(c), name, queue=queue) == value
+    text = await _metrics_text(c)
+    if name == "engine_jobs_completed_total":  # a series per (queue, task)
+        return queue_sum(text, name, queue) == value
+    return metric(text, name, queue=queue) == value
 
 
 async def _lag_at_least(c: httpx.AsyncClient, queue: str, seconds: float) -> bool:

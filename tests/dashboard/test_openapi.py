@@ -126,8 +126,10 @@ def register(app: Engine, gate: anyio.Event) -> None:
         pass
 
 
-def _concrete(path: str, queue: str = "default", job_id: str = "01NOSUCHJOB") -> str:
-    return path.replace("{queue}", queue).replace("{job_id}", job_id)
+def _concrete(
+    path: str, queue: str = "default", job_id: str = "01NOSUCHJOB", schedule: str = "monthly_report"
+) -> str:
+    return path.replace("{queue}", queue).replace("{job_id}", job_id).replace("{schedule}", schedule)
 
 
 async def test_every_documented_response_fits_the_document(app: Engine, redis_url: str) -> None:
@@ -197,6 +199,15 @@ async def test_every_documented_response_fits_the_document(app: Engine, redis_ur
         await call("GET", "/api/workers")
         assert (await call("GET", "/api/cron"))["schedules"][0]["name"] == "monthly_report"
         await call("GET", "/api/tasks")
+        await call("POST", "/api/queues/default/jobs/cancel", json={"task": "resize", "dry_run": True})
+        await call("POST", "/api/queues/default/jobs/retry", json={"dry_run": True})
+        await call("POST", "/api/queues/default/jobs/delete", json={"status": "delayed", "task": "nope"})
+        await call("GET", "/api/queues/default/tasks")
+        await call("GET", "/api/queues/default/errors", params={"task": "charge"})
+        await call("GET", "/api/cron/monthly_report", params={"limit": "3"})
+        await call("POST", "/api/cron/monthly_report/pause")
+        await call("POST", "/api/cron/monthly_report/resume")
+        await call("POST", "/api/cron/monthly_report/run")
         created = await call("POST", "/api/jobs", json={"task": "record", "args": [2], "delay": 60})
         assert created["queue"] == "events" and created["partition"] and created["status"] == "delayed"
         await call("POST", "/api/jobs", json={"task": "resize", "kwargs": {"image": 1}, "max_attempts": 2})
@@ -233,8 +244,8 @@ async def test_every_documented_response_fits_the_document(app: Engine, redis_ur
         for op in OPERATIONS:
             path = op.documented_path
             if "{" in path:
-                await call(op.method, _concrete(path, "nope"))  # 404: unknown queue or job
-                await call(op.method, _concrete(path, "a b", "a b"))  # 422
+                await call(op.method, _concrete(path, "nope", schedule="nope"))  # 404: unknown
+                await call(op.method, _concrete(path, "a b", "a b", "a b"))  # 422
             if op.body is not None:
                 await call(op.method, _concrete(path), content=big)  # 413
             # 400: a Content-Length that is not one.

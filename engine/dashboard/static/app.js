@@ -1,4 +1,4 @@
-// engine dashboard: live refresh of [data-live] regions and the action buttons.
+// engine dashboard: live updates of [data-live] regions and the action buttons.
 // Plain JavaScript, no dependencies, no inline scripts (the pages send a strict CSP).
 "use strict";
 
@@ -6,9 +6,17 @@
   const meta = (name) => (document.querySelector(`meta[name="${name}"]`) || {}).content || "";
   // Read at each use: a refresh may bring a new token (after a restart or a new session).
   const csrf = () => meta("csrf-token");
+  const base = meta("base-path");
   const refreshMs = parseInt(document.body.dataset.refreshMs || "1500", 10);
+  // Errors in a row before the page gives up on its event stream and polls instead.
+  const MAX_STREAM_ERRORS = 3;
+  // While polling, how long before it tries the event stream again.
+  const RETRY_STREAM_MS = 30000;
   let busy = false;
   let timer = null;
+  let source = null;
+  let streamErrors = 0;
+  let pollingSince = 0;
 
   function toast(message, bad) {
     const box = document.getElementById("toast");
@@ -20,7 +28,17 @@
     box._hide = setTimeout(() => { box.hidden = true; }, bad ? 8000 : 4000);
   }
 
-  // --- live refresh: fetch this page again and swap its live regions --------------------
+  function setMode(text) {
+    const mode = document.getElementById("live-mode");
+    if (mode) mode.textContent = text;
+  }
+
+  function setCsrf(token) {
+    const current = document.querySelector('meta[name="csrf-token"]');
+    if (token && current) current.content = token;
+  }
+
+  // --- swapping live regions ------------------------------------------------------------------
   function keepState(oldRegion, newRegion) {
     const checked = new Set(
       Array.from(oldRegion.querySelectorAll('input[type="checkbox"][name="ids"]:checked')).map((el) => el.value)
@@ -36,8 +54,16 @@
     });
   }
 
+  function swap(region, fresh) {
+    keepState(region, fresh);
+    region.replaceWith(fresh);
+  }
+
+  const liveRegions = () => document.querySelectorAll("[data-live][id]");
+
+  // --- polling: fetch this page again (no EventSource, or its stream keeps failing) ------------
   async function refresh() {
-    const regions = document.querySelectorAll("[data-live][id]");
+    const regions = liveRegions();
     if (!regions.length || busy || document.visibilityState === "hidden") return;
     try {
       const response = await fetch(window.location.href, {
@@ -52,13 +78,10 @@
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const doc = new DOMParser().parseFromString(await response.text(), "text/html");
       const token = doc.querySelector('meta[name="csrf-token"]');
-      const current = document.querySelector('meta[name="csrf-token"]');
-      if (token && current && token.content) current.content = token.content;
+      if (token) setCsrf(token.content);
       regions.forEach((region) => {
         const fresh = doc.getElementById(region.id);
-        if (!fresh) return;
-        keepState(region, fresh);
-        region.replaceWith(document.importNode(fresh, true));
+        if (fresh) swap(region, document.importNode(fresh, true));
       });
       document.body.classList.remove("stale");
     } catch (err) {
@@ -66,12 +89,76 @@
     }
   }
 
-  function schedule() {
+  function poll() {
     clearTimeout(timer);
+    if (!pollingSince) pollingSince = Date.now();
+    setMode(`refreshes every ${(refreshMs / 1000).toFixed(1)} s`);
     timer = setTimeout(async () => {
       await refresh();
-      schedule();
+      if (window.EventSource && Date.now() - pollingSince >= RETRY_STREAM_MS) {
+        connect(); // the stream may work again (a proxy came back, the server restarted)
+        return;
+      }
+      poll();
     }, refreshMs);
+  }
+
+  // --- server-sent events: the server pushes the regions that changed --------------------------
+  function closeStream() {
+    if (source) source.close();
+    source = null;
+  }
+
+  function onUpdate(event) {
+    streamErrors = 0;
+    const data = JSON.parse(event.data);
+    setCsrf(data.csrf);
+    Object.entries(data.regions || {}).forEach(([id, html]) => {
+      const region = document.getElementById(id);
+      if (!region) return;
+      const template = document.createElement("template");
+      template.innerHTML = html; // our own server-rendered, autoescaped page fragment
+      const fresh = template.content.firstElementChild;
+      if (fresh && fresh.id === id) swap(region, fresh);
+    });
+    document.body.classList.remove("stale");
+  }
+
+  function connect() {
+    clearTimeout(timer);
+    closeStream();
+    if (!liveRegions().length || document.visibilityState === "hidden") return;
+    if (!window.EventSource) {
+      poll();
+      return;
+    }
+    pollingSince = 0;
+    const page = window.location.pathname.slice(base.length) + window.location.search;
+    const stream = new EventSource(`${base}/events?page=${encodeURIComponent(page || "/")}`);
+    source = stream;
+    setMode("updates as they happen");
+    stream.addEventListener("update", onUpdate);
+    stream.addEventListener("problem", () => document.body.classList.add("stale"));
+    stream.addEventListener("reauth", () => {
+      closeStream();
+      window.location.reload(); // the session ended: the reload leads to the login
+    });
+    stream.addEventListener("bye", () => {
+      // The server stops or asks for a fresh stream: reconnect, and count it only if it fails.
+      closeStream();
+      timer = setTimeout(connect, 1000);
+    });
+    stream.addEventListener("error", () => {
+      if (source !== stream) return;
+      document.body.classList.add("stale");
+      streamErrors += 1;
+      // CLOSED: refused (401, 404, 503): the browser gives up on its own; polling shows why.
+      if (stream.readyState === EventSource.CLOSED || streamErrors >= MAX_STREAM_ERRORS) {
+        closeStream();
+        streamErrors = 0;
+        poll();
+      }
+    });
   }
 
   // --- actions ------------------------------------------------------------------------------
@@ -152,8 +239,14 @@
   });
 
   document.addEventListener("visibilitychange", () => {
-    if (document.visibilityState === "visible") refresh();
+    if (document.visibilityState === "visible") {
+      // Caught up at once, then live again.
+      refresh();
+      if (!source) connect();
+    } else if (source) {
+      closeStream(); // a hidden tab holds no stream open
+    }
   });
 
-  schedule();
+  connect();
 })();

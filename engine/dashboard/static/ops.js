@@ -1,0 +1,71 @@
+// engine dashboard: bulk actions on a queue's filtered selection (retry, cancel, delete).
+// Counts the selection first (dry_run), asks for confirmation with that count, then acts.
+// Plain JavaScript, no inline scripts (the pages send a strict CSP); app.js does the rest.
+"use strict";
+
+(function () {
+  const meta = (name) => (document.querySelector(`meta[name="${name}"]`) || {}).content || "";
+
+  function toast(message, bad) {
+    const box = document.getElementById("toast");
+    if (!box) return;
+    box.textContent = message; // textContent: never HTML
+    box.classList.toggle("bad", !!bad);
+    box.hidden = false;
+    clearTimeout(box._hide);
+    box._hide = setTimeout(() => { box.hidden = true; }, bad ? 8000 : 4000);
+  }
+
+  async function post(url, body) {
+    const response = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": meta("csrf-token") },
+      body: JSON.stringify(body),
+    });
+    let data = {};
+    try {
+      data = await response.json();
+    } catch (err) {
+      data = {};
+    }
+    if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
+    return data;
+  }
+
+  const VERBS = { retry: "Retried", cancel: "Cancelled", delete: "Deleted" };
+
+  async function bulk(button) {
+    const bar = button.closest("[data-bulk-bar]");
+    const selection = {};
+    ["status", "task", "search"].forEach((name) => {
+      if (bar.dataset[name]) selection[name] = bar.dataset[name];
+    });
+    button.disabled = true;
+    try {
+      const counted = await post(button.dataset.url, { ...selection, dry_run: true });
+      if (!counted.matched) {
+        toast(`No job of the selection can be ${button.dataset.past}.`, true);
+        return;
+      }
+      const question = `${button.dataset.question.replace("{n}", counted.matched.toLocaleString())}`;
+      if (!window.confirm(question)) return;
+      const done = await post(button.dataset.url, selection);
+      const skipped = done.skipped ? ` (${done.skipped} had changed meanwhile)` : "";
+      // The page's live regions show the result (app.js keeps them up to date).
+      toast(`${VERBS[done.action]} ${done.done} of ${done.matched} job(s)${skipped}`);
+    } catch (err) {
+      toast(err.message, true);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  document.addEventListener("click", (event) => {
+    const target = event.target instanceof Element ? event.target : null;
+    const button = target && target.closest("button[data-bulk-op]");
+    if (!button) return;
+    event.preventDefault();
+    bulk(button);
+  });
+})();
