@@ -27,6 +27,7 @@
     clearTimeout(box._hide);
     box._hide = setTimeout(() => { box.hidden = true; }, bad ? 8000 : 4000);
   }
+  window.engineToast = toast; // ops.js (the queue page's bulk actions) says things here too
 
   function setMode(text) {
     const mode = document.getElementById("live-mode");

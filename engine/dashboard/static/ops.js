@@ -6,15 +6,8 @@
 (function () {
   const meta = (name) => (document.querySelector(`meta[name="${name}"]`) || {}).content || "";
 
-  function toast(message, bad) {
-    const box = document.getElementById("toast");
-    if (!box) return;
-    box.textContent = message; // textContent: never HTML
-    box.classList.toggle("bad", !!bad);
-    box.hidden = false;
-    clearTimeout(box._hide);
-    box._hide = setTimeout(() => { box.hidden = true; }, bad ? 8000 : 4000);
-  }
+  // app.js's (loaded first: both are deferred, base.html's comes first).
+  const toast = (message, bad) => window.engineToast(message, bad);
 
   async function post(url, body) {
     const response = await fetch(url, {
