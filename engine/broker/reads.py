@@ -98,6 +98,24 @@ class Reads:
                 out[queue] = ms if known is None else min(known, ms)
         return out
 
+    async def task_throughput(
+        self, queues: Sequence[str], minutes: Sequence[int]
+    ) -> dict[str, tuple[int, int]]:
+        """Task -> (completed, failed) over ``minutes``, summed over ``queues``: finish.lua
+        counts each task's outcomes per minute (``c:<task>``, ``f:<task>``) too."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                for minute in minutes:
+                    pipe.hgetall(self.keys.queue(queue).throughput(minute))
+            hashes = await pipe.execute()
+        out: dict[str, list[int]] = {}
+        for fields in hashes:
+            for field, value in fields.items():
+                kind, _, task = field.partition(":")
+                if task and kind in ("c", "f") and str(value).isdigit():
+                    out.setdefault(task, [0, 0])[kind == "f"] += int(value)
+        return {task: (completed, failed) for task, (completed, failed) in out.items()}
+
     async def throughput(self, queues: Sequence[str], minutes: Sequence[int]) -> list[tuple[int, int]]:
         """(completed, failed) of each minute (minutes since the epoch), summed over ``queues``,
         in one pipeline."""

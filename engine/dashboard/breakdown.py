@@ -40,14 +40,20 @@ Failure = tuple[str, str, str | None]
 # --- per task -------------------------------------------------------------------------------
 
 
+RECENT_MINUTES = 60
+"""The per-task throughput's window (the throughput hashes are kept two hours)."""
+
+
 async def task_breakdown(engine: Engine, queue: str) -> dict[str, Any]:
     """Each task's counters and estimated run-time quantiles in ``queue`` (checked by the
     caller), from the stats hashes of its partitions (Redis alone: no job log needed)."""
     gateway = await engine.ready()
     hashes = [(await gateway.reads.scrape(p, ())).stats for p in engine.layout.partitions(queue)]
     _, tasks = summed(hashes)
+    recent = await inspector.task_throughput(engine, queue, RECENT_MINUTES)
     rows = []
     for task, figures in sorted(tasks.items()):
+        done, failed = recent.get(task, (0, 0))
         counts = figures.counts
         finished = counts["completed"] + counts["failed"]
         timed = figures.observed
@@ -57,6 +63,9 @@ async def task_breakdown(engine: Engine, queue: str) -> dict[str, Any]:
                 "task": task,
                 **counts,
                 "failure_rate": round(counts["failed"] / finished, 4) if finished else 0.0,
+                "last_hour_completed": done,
+                "last_hour_failed": failed,
+                "per_minute": round((done + failed) / RECENT_MINUTES, 2),
                 "attempts": timed,
                 "mean_seconds": round(figures.sum_ms / 1000 / timed, 4) if timed else None,
                 "p50_seconds": None if p50 is None else round(p50, 4),

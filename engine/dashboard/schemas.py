@@ -455,6 +455,9 @@ class TaskFigures(Struct, kw_only=True, forbid_unknown_fields=True):
     retried: int
     cancelled: int
     failure_rate: Annotated[float, Meta(ge=0, le=1, description="failed / (completed + failed)")]
+    last_hour_completed: Annotated[int, Meta(description="completed in the last 60 minutes")]
+    last_hour_failed: Annotated[int, Meta(description="failed for good in the last 60 minutes")]
+    per_minute: Annotated[float, Meta(description="jobs finished per minute over the last 60 minutes")]
     attempts: Annotated[int, Meta(description="attempts timed (the duration histogram's count)")]
     mean_seconds: float | None
     p50_seconds: Annotated[float | None, Meta(description="median run time, estimated from buckets")]

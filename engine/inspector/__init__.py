@@ -15,7 +15,7 @@ through the gateway (``gateway.reads`` for the read-only queries), the time only
 from engine.inspector.cursors import InvalidCursor, decode_cursor, encode_cursor, is_cursor
 from engine.inspector.fleet import ALIVE_WITHIN_S, CronRow, cron_schedules, workers
 from engine.inspector.jobs import LiveJob, dead_info, live_info, live_job, read_info
-from engine.inspector.queues import queue_lags, queue_names, throughput, throughput_totals
+from engine.inspector.queues import queue_lags, queue_names, task_throughput, throughput, throughput_totals
 from engine.inspector.scan import SCAN_BUDGET, LivePage, dead_matching, everything, queue_jobs, scan_live
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "queue_names",
     "read_info",
     "scan_live",
+    "task_throughput",
     "throughput",
     "throughput_totals",
     "workers",

@@ -43,6 +43,12 @@ async def throughput(engine: Runtime, queue: str, minutes: int = 60) -> list[tup
     return await throughput_totals(engine, [queue], minutes)
 
 
+async def task_throughput(engine: Runtime, queue: str, minutes: int = 60) -> dict[str, tuple[int, int]]:
+    """Task -> (completed, failed) in ``queue`` over the last ``minutes`` minutes."""
+    gateway = await engine.ready()
+    return await gateway.reads.task_throughput(engine.layout.expand([queue]), _minutes(engine, minutes))
+
+
 async def throughput_totals(
     engine: Runtime, queues: Sequence[str], minutes: int
 ) -> list[tuple[int, int, int]]:

@@ -164,6 +164,10 @@ async def test_per_task_figures_and_errors_grouped(app: Engine) -> None:
         )
         for row in rows.values():
             assert row["p50_seconds"] is not None and 0 <= row["p50_seconds"] <= row["p95_seconds"] <= 0.5
+        # Throughput over the last hour, from the per-minute counts.
+        assert (rows["resize"]["last_hour_completed"], rows["resize"]["last_hour_failed"]) == (3, 0)
+        assert (rows["charge"]["last_hour_completed"], rows["charge"]["last_hour_failed"]) == (0, 4)
+        assert rows["charge"]["per_minute"] == round(4 / 60, 2)
         assert (await c.get("/api/queues/nope/tasks")).status_code == 404
 
         errors = (await c.get("/api/queues/default/errors")).json()

@@ -5,7 +5,8 @@
 
   KEYS[1] stream  KEYS[2] delayed zset  KEYS[3] dlq stream  KEYS[4] stats hash
   KEYS[5] outbox stream  KEYS[6] job-log flag (exists while a shipper drains the outbox)
-  KEYS[7] this minute's throughput hash (completed/failed counts, kept two hours)
+  KEYS[7] this minute's throughput hash (completed/failed counts, and c:<task>/f:<task> per
+          task, kept two hours)
   KEYS[8] the outbox's count of events beyond one per entry (see engine/history/shipper.py)
   KEYS[9] the queue's concurrency slots (engine.core.flow): an outcome gives its slot back
   ARGV[1] job key prefix  ARGV[2] group  ARGV[3] unused (times come from the server clock)
@@ -192,6 +193,8 @@ for task, t in pairs(perTask) do
   for _, kind in ipairs({"completed", "failed", "retried", "cancelled"}) do
     if t[kind] then redis.call("HINCRBY", KEYS[4], "t:" .. task .. ":" .. kind, t[kind]) end
   end
+  if t.completed then redis.call("HINCRBY", KEYS[7], "c:" .. task, t.completed) end
+  if t.failed then redis.call("HINCRBY", KEYS[7], "f:" .. task, t.failed) end
   for label, n in pairs(t.buckets) do redis.call("HINCRBY", KEYS[4], "td:" .. task .. ":" .. label, n) end
   if t.sum > 0 then redis.call("HINCRBY", KEYS[4], "td:" .. task .. ":sum_ms", t.sum) end
 end
