@@ -32,7 +32,10 @@ async def queue_summary(engine: Engine, queue: str) -> dict[str, Any]:
     summary = next(q for q in await queue_summaries(engine) if q["name"] == queue)
     gateway = await engine.ready()
     settings = await gateway.flow_settings(engine.layout.partitions(queue)[:1])
-    summary["rate_limit"] = next(iter(settings.values()), {}).get("rate") or None
+    first = next(iter(settings.values()), {})
+    summary["rate_limit"] = first.get("rate") or None
+    keyed = first.get("key_concurrency", "")
+    summary["key_concurrency"] = int(keyed) if keyed.isdigit() else None
     if engine.layout.count(queue) > 1:
         partitions = await engine.partition_stats(queue)
         summary["partitions"] = [{"name": name, **counts} for name, counts in partitions.items()]

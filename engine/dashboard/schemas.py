@@ -275,6 +275,9 @@ class QueueDetail(Queue, kw_only=True, forbid_unknown_fields=True):
 
     throughput: list[Minute]
     rate_limit: Annotated[str | None, Meta(description='its rate limit ("100/s"), if any')] = None
+    key_concurrency: Annotated[
+        int | None, Meta(description="jobs of one concurrency key at once, if limited")
+    ] = None
     partitions: list[Partition] | UnsetType = UNSET
 
 

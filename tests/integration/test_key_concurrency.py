@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from engine import ConfigurationError, Engine, JobContext
+from engine.dashboard.overview import queue_summary
 from engine.testing import worker_running
 
 
@@ -77,6 +78,8 @@ async def test_a_key_allowed_two_runs_two_at_a_time(redis_url: str, namespace: s
         # Every slot was given back with its outcome.
         assert await gateway.redis.zcard(running + ":k") == 0
         assert await gateway.redis.hlen(running + ":keys") == 0
+        # Published by the worker, shown by the dashboard.
+        assert (await queue_summary(app, "q"))["key_concurrency"] == 2
     assert _overlaps(runs) == 2
 
 
