@@ -8,6 +8,8 @@ it propagates and the job's entry stays pending, to be reclaimed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import math
 import traceback
@@ -44,20 +46,21 @@ class Executor:
         self.engine = engine
         self.clock = engine.clock
         self.thread_limiter = thread_limiter
-        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._cancels: dict[str, Callable[[], object]] = {}  # running job -> what cancels it
         self._cancelled: set[str] = set()
+        self._asyncio: bool | None = None  # on asyncio: its own timeouts (see _attempt)
 
     def running(self) -> list[str]:
         """Ids of the jobs running here now."""
-        return list(self._scopes)
+        return list(self._cancels)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a running attempt (a user's cancel request); True if it runs here."""
-        scope = self._scopes.get(job_id)
-        if scope is None:
+        cancel = self._cancels.get(job_id)
+        if cancel is None:
             return False
         self._cancelled.add(job_id)
-        scope.cancel()
+        cancel()
         return True
 
     async def run(self, job: Started) -> Outcome:
@@ -136,13 +139,9 @@ class Executor:
             meta=payload.meta_or_empty,
         )
         args: list[Any] = [ctx, *call_args] if task.takes_ctx else call_args
-        # One scope serves both the timeout (its deadline) and a user's cancel request
-        # (cancel() below), which is told apart by being recorded first.
-        scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
-        self._scopes[job.job_id] = scope
         try:
-            with scope:
-                result = await self._through_middleware(ctx, task, args, call_kwargs)
+            finished, result = await self._attempt(job.job_id, timeout, ctx, task, args, call_kwargs)
+            if finished:
                 return Outcome(
                     job.queue, job.entry_id, job.job_id, "completed", _encode(result).decode(), task=job.task
                 )
@@ -157,8 +156,48 @@ class Executor:
                     log.error("failure hook raised", hook=hook, error=describe(error), **_bound(job))
             return self._failure(job, task, max_attempts, exc)
         finally:
-            del self._scopes[job.job_id]
+            self._cancels.pop(job.job_id, None)
             self._cancelled.discard(job.job_id)
+
+    async def _attempt(
+        self,
+        job_id: str,
+        timeout: float,
+        ctx: JobContext,
+        task: TaskDef,
+        args: list[Any],
+        kwargs: dict[str, Any],
+    ) -> tuple[bool, Any]:
+        """(True, the result), or (False, None) when the attempt was stopped: timed out, or
+        cancelled by :meth:`cancel` (which records it first, to tell the two apart).
+
+        One limit serves both. On asyncio it is asyncio's own timeout: an anyio CancelScope
+        per job cost a sixth of a worker's CPU on a drain of no-op jobs. A TimeoutError the
+        task raises itself is its failure, not ours (the limit tells: it did not expire)."""
+        if self._asyncio is None:
+            self._asyncio = _on_asyncio()
+        if not self._asyncio:
+            scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
+            self._cancels[job_id] = scope.cancel
+            with scope:
+                return True, await self._through_middleware(ctx, task, args, kwargs)
+            return False, None
+        loop = asyncio.get_running_loop()
+        limit = asyncio.timeout(timeout)
+
+        def stop() -> None:
+            # A cancel landing after the limit was left (failure hooks still running) is late.
+            with contextlib.suppress(RuntimeError):
+                limit.reschedule(loop.time())
+
+        self._cancels[job_id] = stop
+        try:
+            async with limit:
+                return True, await self._through_middleware(ctx, task, args, kwargs)
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            return False, None
 
     async def _through_middleware(
         self, ctx: JobContext, task: TaskDef, args: list[Any], kwargs: dict[str, Any]
@@ -211,6 +250,14 @@ class Executor:
     @staticmethod
     def _dead(job: Started, error: str, tb: str) -> Outcome:
         return Outcome(job.queue, job.entry_id, job.job_id, "failed", error, tb, task=job.task)
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # another event loop (trio): anyio's scopes then
+        return False
+    return True
 
 
 def _bound(job: Started) -> dict[str, Any]:
