@@ -188,6 +188,11 @@ class Admin(GatewayBase):
         score = await self.redis.zscore(self.keys.queue(queue).cron_last, schedule)
         return None if score is None else int(score)
 
+    async def mark_waiters(self, queue: str, ttl_ms: int) -> None:
+        """Someone waits on a job of ``queue`` (``QueueKeys.waiters``): finish.lua announces
+        job ends on their done channels while this lasts."""
+        await self.redis.set(self.keys.queue(queue).waiters, "1", px=ttl_ms)
+
     # -- cron: paused schedules and recent runs (engine.cron) ------------------------------
 
     async def cron_pauses(self, queue: str) -> dict[str, int]:

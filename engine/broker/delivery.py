@@ -244,6 +244,7 @@ class Delivery(GatewayBase):
                     throughput=qk.throughput(now // 60_000),
                     outbox_extra=qk.outbox_extra,
                     running=qk.running,
+                    waiters=qk.waiters,
                     job_prefix=qk.job_prefix,
                     now_ms=now,
                     completed_retention_ms=retention.completed_ms,

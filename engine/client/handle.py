@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 import anyio
@@ -25,6 +27,10 @@ log = structlog.get_logger("engine")
 # Pub/sub drops messages across a reconnect; a waiter re-reads the job at least this often
 # so a lost notification costs at most this much latency, never a hang.
 RECHECK_INTERVAL_S = 5.0
+# The waiters mark outlives a waiter's re-check (RECHECK_INTERVAL_S) by far, and is renewed
+# well before it lapses.
+WAITERS_TTL_S = 60.0
+WAITERS_RENEW_S = 20.0
 
 
 class Notifier:
@@ -33,10 +39,21 @@ class Notifier:
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
+        self._marked: dict[str, float] = {}  # queue -> when this process last marked it waited on
         self._subscriber: Subscriber | None = None
         self._waiters: dict[str, set[anyio.Event]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._lock = anyio.Lock()
+
+    async def mark_waiting(self, queue: str) -> None:
+        """Tell the workers someone waits on a job of ``queue`` (``QueueKeys.waiters``, a key
+        with a TTL): they announce a job's end only while it exists. Set at most every
+        WAITERS_RENEW_S per queue and process; a waiter re-marks at each of its re-checks."""
+        now = time.monotonic()
+        if now - self._marked.get(queue, -math.inf) < WAITERS_RENEW_S:
+            return
+        await self._gateway.mark_waiters(queue, int(WAITERS_TTL_S * 1000))
+        self._marked[queue] = now
 
     async def subscribe(self, channel: str) -> anyio.Event:
         event = anyio.Event()
@@ -184,6 +201,9 @@ class Job(Generic[R]):
         channel = gateway.keys.queue(queue).done_channel(self.id)
         deadline = None if timeout is None else anyio.current_time() + timeout
         while True:
+            # Before the subscription and the read of the status: a job ending after the mark
+            # is announced, one ending before it is seen by the read.
+            await notifier.mark_waiting(queue)
             event = await notifier.subscribe(channel)
             try:
                 h = await self._hash()

@@ -127,6 +127,12 @@ class QueueKeys:
         return self.job(job_id) + ":logs"
 
     @property
+    def waiters(self) -> str:
+        """Exists (with a TTL, renewed) while someone waits on a job of the queue: finish.lua
+        announces a job's end on its done channel only then."""
+        return self.prefix + "waiters"
+
+    @property
     def flow(self) -> str:
         """Hash of the queue's flow control (engine.core.flow): paused, concurrency, rate;
         absent for a queue without any, which start.lua then reads as one HMGET."""

@@ -25,6 +25,7 @@ def finish_call(gateway: Gateway, outcomes: list[Outcome], retention: Retention 
         throughput=qk.throughput(now // 60_000),
         outbox_extra=qk.outbox_extra,
         running=qk.running,
+        waiters=qk.waiters,
         job_prefix=qk.job_prefix,
         now_ms=now,
         completed_retention_ms=retention.completed_ms,
@@ -104,6 +105,7 @@ async def test_outcomes_are_announced_on_the_queues_channels(gateway: Gateway, s
     qk = gateway.keys.queue(Q)
     rows = await active(gateway, "ok", "again")
     entries = {row.job_id: row.entry_id for row in rows}
+    await gateway.mark_waiters(Q, 60_000)  # someone waits: job ends are announced
     async with gateway.subscriber() as subscriber:
         await subscriber.subscribe(qk.done_channel("ok"), qk.wake_channel)
         outcomes = [
@@ -119,6 +121,17 @@ async def test_outcomes_are_announced_on_the_queues_channels(gateway: Gateway, s
             if len(got) == 2:
                 break
     assert got == {qk.done_channel("ok"): "completed", qk.wake_channel: qk.delayed}
+
+
+async def test_no_one_waiting_no_job_end_is_announced(gateway: Gateway) -> None:
+    qk = gateway.keys.queue(Q)
+    (row,) = await active(gateway, "quiet")
+    async with gateway.subscriber() as subscriber:
+        await subscriber.subscribe(qk.done_channel("quiet"))
+        done = Outcome(Q, row.entry_id, "quiet", "completed", "1")
+        assert await gateway.scripts.run(finish_call(gateway, [done])) == [True]
+        for _ in range(5):
+            assert await subscriber.get_message(timeout=0.05) is None
 
 
 async def test_counters_are_kept_per_task_and_each_attempt_keeps_its_worker(gateway: Gateway) -> None:
@@ -156,3 +169,17 @@ async def test_counters_are_kept_per_task_and_each_attempt_keeps_its_worker(gate
     info = await gateway.redis.hgetall(qk.job("b"))
     assert (info["worker"], info["ran"]) == ("w2", "w1\n")
     assert JobInfo.from_hash("b", Q, info).attempt_workers == ["w1", "w2"]
+
+
+async def test_log_lines_expire_with_their_job(gateway: Gateway) -> None:
+    qk = gateway.keys.queue(Q)
+    rows = await active(gateway, "chatty", "silent")
+    entries = {row.job_id: row.entry_id for row in rows}
+    await gateway.append_log(Q, "chatty", "info", "hello", 100)
+    outcomes = [Outcome(Q, entries[j], j, "completed", "1") for j in ("chatty", "silent")]
+    retention = Retention(completed_ms=60_000, failed_ms=0)
+    assert await gateway.scripts.run(finish_call(gateway, outcomes, retention)) == [True, True]
+    for job_id in ("chatty", "silent"):
+        assert 0 < await gateway.redis.pttl(qk.job(job_id)) <= 60_000
+    assert 0 < await gateway.redis.pttl(qk.logs("chatty")) <= 60_000
+    assert await gateway.redis.exists(qk.logs("silent")) == 0

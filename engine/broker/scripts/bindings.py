@@ -202,6 +202,7 @@ def finish(
     throughput: str,
     outbox_extra: str,
     running: str,
+    waiters: str,
     job_prefix: str,
     group: str = GROUP,
     now_ms: int,
@@ -216,7 +217,7 @@ def finish(
     """Record outcomes and acknowledge their entries; per outcome, whether it was recorded
     (False: its entry was no longer pending, another worker's outcome won). ``sharded``:
     publish with SPUBLISH, else PUBLISH."""
-    keys = [stream, delayed, dlq, stats, outbox, joblog_flag, throughput, outbox_extra, running]
+    keys = [stream, delayed, dlq, stats, outbox, joblog_flag, throughput, outbox_extra, running, waiters]
     args = [job_prefix, group, now_ms, completed_retention_ms, failed_retention_ms]
     packed = _msgpack([value for outcome in outcomes for value in outcome.argv()])
     args += [done_channel_prefix, wake_channel, queue, _flag(sharded), packed]

@@ -9,6 +9,7 @@
           task, kept two hours)
   KEYS[8] the outbox's count of events beyond one per entry (see engine/history/shipper.py)
   KEYS[9] the queue's concurrency slots (engine.core.flow): an outcome gives its slot back
+  KEYS[10] exists while someone waits on a job of the queue (QueueKeys.waiters)
   ARGV[1] job key prefix  ARGV[2] group  ARGV[3] unused (times come from the server clock)
   ARGV[4] completed retention (ms, 0 = keep)  ARGV[5] failed retention (ms, 0 = keep)
   ARGV[6] notification channel prefix  ARGV[7] promoter wake-up channel
@@ -75,6 +76,9 @@ local function count(task, kind)
 end
 local queue, outbox = ARGV[8], redis.call("EXISTS", KEYS[6]) == 1
 local slots = redis.call("EXISTS", KEYS[9]) == 1
+-- Someone waits for a job of this queue (job.result(): engine.client.handle): only then is a
+-- job's end announced on its done channel.
+local notify = redis.call("EXISTS", KEYS[10]) == 1
 local keyed = redis.call("EXISTS", KEYS[9] .. ":keys") == 1  -- concurrency keys' slots (start.lua)
 
 -- The job-log events of the batch, written as one outbox entry at the end of this script
@@ -100,12 +104,16 @@ local function event(jobKey, id, kind, result, err, tb, due, finished)
     error = err, traceback = tb, due = due, finished = finished, worker = job[6] or nil}
 end
 
--- A job's log lines live beside its hash and go when it goes.
-local function expire(jobKey, ms)
+-- A job's log lines live beside its hash and go when it goes ("logs" in the hash: it has
+-- some, see log.lua; most jobs have none, and a PEXPIRE each would cost them).
+local function expire(jobKey, ms, hasLogs)
   redis.call("PEXPIRE", jobKey, ms)
-  redis.call("PEXPIRE", jobKey .. ":logs", ms)
+  if hasLogs then redis.call("PEXPIRE", jobKey .. ":logs", ms) end
 end
 
+-- Entries acknowledged by this call: deleted together at the end (one XDEL per call, not
+-- per entry).
+local acked = {}
 local outcomes = cmsgpack.unpack(ARGV[10])
 for i = 1, #outcomes, 8 do
   local entry, id, kind, value, tb = outcomes[i], outcomes[i + 1], outcomes[i + 2],
@@ -114,9 +122,9 @@ for i = 1, #outcomes, 8 do
   local ran = tonumber(outcomes[i + 6])
   local task = type(outcomes[i + 7]) == "string" and outcomes[i + 7] or ""
   local jobKey = jobPrefix .. id
-  local status = nil
+  local status, hasLogs = nil, false
   if redis.call("XACK", KEYS[1], group, entry) == 1 then
-    redis.call("XDEL", KEYS[1], entry)
+    acked[#acked + 1] = entry
     if slots then redis.call("ZREM", KEYS[9], entry) end
     if keyed then
       local key = redis.call("HGET", KEYS[9] .. ":keys", entry)
@@ -127,7 +135,8 @@ for i = 1, #outcomes, 8 do
     end
     -- Read through pcall: a job key of another type must not fail the batch (the outcomes
     -- before it would stay recorded, those after it not, and the batch would be retried).
-    status = redis.pcall("HGET", jobKey, "status")
+    local h = redis.pcall("HMGET", jobKey, "status", "logs")
+    if h.err then status = h else status, hasLogs = h[1], h[2] ~= false end
   end
   if status == nil then
     out[#out + 1] = 0
@@ -140,14 +149,13 @@ for i = 1, #outcomes, 8 do
   else
     -- A cancel that arrived while the attempt ran wins over its outcome.
     if status == "cancelled" then kind = "cancelled" end
-    redis.call("HDEL", jobKey, "msg")
     observe(ran, task)
     if kind == "completed" then
       redis.call("HSET", jobKey, "status", "completed", "result", value, "finished", now)
       event(jobKey, id, "completed", value, nil, nil, nil, now)
-      if keepDone > 0 then expire(jobKey, keepDone) end
+      if keepDone > 0 then expire(jobKey, keepDone, hasLogs) end
       count(task, "completed")
-      redis.call(publish, channel .. id, "completed")
+      if notify then redis.call(publish, channel .. id, "completed") end
     elseif kind == "retry" then
       redis.call("HSET", jobKey, "status", "delayed", "error", value, "traceback", tb, "due", due)
       local ranBy = redis.call("HMGET", jobKey, "worker", "ran")
@@ -166,19 +174,22 @@ for i = 1, #outcomes, 8 do
         "traceback", tb, "attempts", job[1] or "0", "at", now)
       redis.call("HSET", jobKey, "dlq", dead)
       event(jobKey, id, "failed", nil, value, tb, nil, now)
-      if keepFailed > 0 then expire(jobKey, keepFailed) end
+      if keepFailed > 0 then expire(jobKey, keepFailed, hasLogs) end
       count(task, "failed")
-      redis.call(publish, channel .. id, "failed")
+      if notify then redis.call(publish, channel .. id, "failed") end
     else
       redis.call("HSET", jobKey, "status", "cancelled", "finished", now)
       if value ~= "" then redis.call("HSET", jobKey, "error", value) end
       event(jobKey, id, "cancelled", nil, value, nil, nil, now)
-      if keepDone > 0 then expire(jobKey, keepDone) end
+      if keepDone > 0 then expire(jobKey, keepDone, hasLogs) end
       count(task, "cancelled")
-      redis.call(publish, channel .. id, "cancelled")
+      if notify then redis.call(publish, channel .. id, "cancelled") end
     end
     out[#out + 1] = 1
   end
+end
+for first = 1, #acked, 500 do
+  redis.call("XDEL", KEYS[1], unpack(acked, first, math.min(first + 499, #acked)))
 end
 if #events > 0 then
   redis.call("XADD", KEYS[5], "*", "q", queue, "t", now, "n", #events, "b", cjson.encode(events))

@@ -8,6 +8,9 @@
 ]]
 redis.call("RPUSH", KEYS[1], ARGV[7])
 redis.call("LTRIM", KEYS[1], -tonumber(ARGV[6]), -1)
+-- Tell finish.lua the job has log lines to expire with it (the list is the job key + ":logs").
+local jobKey = string.sub(KEYS[1], 1, -6)
+if redis.call("EXISTS", jobKey) == 1 then redis.call("HSET", jobKey, "logs", "1") end
 if redis.call("EXISTS", KEYS[3]) == 1 then
   redis.call("XADD", KEYS[2], "*", "e", "log", "j", ARGV[1], "q", ARGV[2], "t", ARGV[3],
     "level", ARGV[4], "message", ARGV[5])
