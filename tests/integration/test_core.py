@@ -185,6 +185,19 @@ async def test_timeout_fails_the_job_with_a_timeout_error(app: Engine) -> None:
     assert info.error is not None and info.error.startswith("JobTimeout")
 
 
+async def test_a_timeout_error_the_task_raises_is_its_own_failure(app: Engine) -> None:
+    @app.task(timeout=30, max_attempts=1)
+    async def calls_out(ctx: JobContext) -> None:
+        raise TimeoutError("the partner API did not answer")
+
+    async with worker_running(app):
+        job = await calls_out.enqueue()
+        with pytest.raises(JobFailed, match="the partner API did not answer"):
+            await job.result(timeout=10)
+    info = await job.info()
+    assert info is not None and info.error is not None and info.error.startswith("TimeoutError")
+
+
 @pytest.mark.cluster_too
 async def test_result_wakes_promptly_after_completion(app: Engine) -> None:
     release = anyio.Event()
