@@ -84,3 +84,13 @@ async def fresh_database(server_url: str) -> str:
     finally:
         await conn.close()
     return f"{server_url.rpartition('/')[0]}/{name}"
+
+
+def peak_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most (start, end) intervals open at one instant."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    peak = current = 0
+    for _, step in events:
+        current += step
+        peak = max(peak, current)
+    return peak

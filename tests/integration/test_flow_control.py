@@ -15,16 +15,14 @@ import pytest
 
 from engine import ConfigurationError, Engine, JobContext
 from engine.testing import worker_running
-from tests.helpers import enqueue_by_spec, eventually, start_worker_process, stop_process, task_announced
-
-
-def _peak_overlap(intervals: list[tuple[float, float]]) -> int:
-    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    peak = current = 0
-    for _, step in events:
-        current += step
-        peak = max(peak, current)
-    return peak
+from tests.helpers import (
+    enqueue_by_spec,
+    eventually,
+    peak_overlap,
+    start_worker_process,
+    stop_process,
+    task_announced,
+)
 
 
 @pytest.mark.cluster_too
@@ -185,7 +183,7 @@ async def test_queue_concurrency_holds_across_worker_processes(redis_url: str, n
             stop_process(proc)
     intervals = [(float(r.split()[0]), float(r.split()[1])) for r in runs]
     assert len(intervals) == 30
-    peak = _peak_overlap(intervals)
+    peak = peak_overlap(intervals)
     assert 2 <= peak <= 3, f"peak overlap {peak} with concurrency=3"
 
 
@@ -217,7 +215,7 @@ async def test_a_killed_workers_slots_come_back_with_its_lease(redis_url: str, n
     finally:
         for proc in procs:
             stop_process(proc)
-    assert _peak_overlap([(float(r.split()[0]), float(r.split()[1])) for r in runs]) <= 3
+    assert peak_overlap([(float(r.split()[0]), float(r.split()[1])) for r in runs]) <= 3
 
 
 async def _limit_published(app: Engine) -> bool:

@@ -15,15 +15,7 @@ import pytest
 from engine import ConfigurationError, Engine, JobContext
 from engine.dashboard.overview import queue_summary
 from engine.testing import worker_running
-
-
-def _overlaps(intervals: list[tuple[float, float]]) -> int:
-    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    peak = current = 0
-    for _, step in events:
-        current += step
-        peak = max(peak, current)
-    return peak
+from tests.helpers import peak_overlap
 
 
 @pytest.mark.cluster_too
@@ -51,10 +43,10 @@ async def test_jobs_of_one_key_never_overlap_and_other_keys_run_meanwhile(
                 await job.result(timeout=30)
     for customer in ("a", "b", "c"):
         assert len(runs[customer]) == 4
-        assert _overlaps(runs[customer]) == 1, (customer, runs[customer])
+        assert peak_overlap(runs[customer]) == 1, (customer, runs[customer])
     everything = [interval for key in ("a", "b", "c") for interval in runs[key]]
-    assert _overlaps(everything) >= 2  # keys ran side by side
-    assert _overlaps(runs["free"]) >= 2  # jobs without a key are not limited by it
+    assert peak_overlap(everything) >= 2  # keys ran side by side
+    assert peak_overlap(runs["free"]) >= 2  # jobs without a key are not limited by it
 
 
 async def test_a_key_allowed_two_runs_two_at_a_time(redis_url: str, namespace: str) -> None:
@@ -80,7 +72,7 @@ async def test_a_key_allowed_two_runs_two_at_a_time(redis_url: str, namespace: s
         assert await gateway.redis.hlen(running + ":keys") == 0
         # Published by the worker, shown by the dashboard.
         assert (await queue_summary(app, "q"))["key_concurrency"] == 2
-    assert _overlaps(runs) == 2
+    assert peak_overlap(runs) == 2
 
 
 @pytest.mark.parametrize("bad", [0, -1, "1", True, 1.5])

@@ -27,7 +27,6 @@
     clearTimeout(box._hide);
     box._hide = setTimeout(() => { box.hidden = true; }, bad ? 8000 : 4000);
   }
-  window.engineToast = toast; // ops.js (the queue page's bulk actions) says things here too
 
   function setMode(text) {
     const mode = document.getElementById("live-mode");
@@ -179,6 +178,8 @@
     if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
     return data;
   }
+  // ops.js (the queue page's bulk actions) speaks and sends through these too.
+  window.engineDashboard = { toast, send };
 
   async function run(button, method, url, body, done) {
     if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;

@@ -4,27 +4,9 @@
 "use strict";
 
 (function () {
-  const meta = (name) => (document.querySelector(`meta[name="${name}"]`) || {}).content || "";
-
   // app.js's (loaded first: both are deferred, base.html's comes first).
-  const toast = (message, bad) => window.engineToast(message, bad);
-
-  async function post(url, body) {
-    const response = await fetch(url, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": meta("csrf-token") },
-      body: JSON.stringify(body),
-    });
-    let data = {};
-    try {
-      data = await response.json();
-    } catch (err) {
-      data = {};
-    }
-    if (!response.ok) throw new Error(data.error || `HTTP ${response.status}`);
-    return data;
-  }
+  const { toast, send } = window.engineDashboard;
+  const post = (url, body) => send("POST", url, body);
 
   const VERBS = { retry: "Retried", cancel: "Cancelled", delete: "Deleted" };
 
