@@ -10,12 +10,13 @@ from redis.exceptions import ResponseError
 
 from engine.broker import connection
 from engine.broker.base import GatewayBase
+from engine.broker.reads import read_lanes
 from engine.broker.scripts import bindings
 from engine.broker.scripts.bindings import Throttle
 from engine.broker.scripts.runner import script_failed
 from engine.core.errors import ScriptCode
 from engine.core.keys import GROUP
-from engine.core.priority import lane_queue, lanes_in_order
+from engine.core.priority import lane_queue
 from engine.core.transitions import Outcome, Retention, Started
 
 # The field under which reclaim() reports how often an entry was delivered (not a field of
@@ -74,13 +75,9 @@ class Delivery(GatewayBase):
     async def refresh_lanes(self, queues: Sequence[str]) -> list[str]:
         """Learn which priority lanes ``queues`` have (one pipeline; enqueue.lua records a
         lane and creates its group when its first job comes): the queues whose lanes changed."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for queue in queues:
-                pipe.smembers(self.keys.queue(queue).lanes)
-            replies = await pipe.execute()
         changed = []
-        for queue, members in zip(queues, replies, strict=True):
-            lanes = tuple(lanes_in_order(queue, members))
+        for queue, found in (await read_lanes(self.redis, self.keys, queues)).items():
+            lanes = tuple(found)
             if lanes != self.lanes_of(queue):
                 changed.append(queue)
                 if len(lanes) > 1:

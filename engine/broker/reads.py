@@ -26,6 +26,21 @@ class Scrape:
     """How many of the job ids asked about are this queue's."""
 
 
+async def read_lanes(
+    redis: Any, keys: Keys, queues: Sequence[str], *, raise_on_error: bool = True
+) -> dict[str, list[str]]:
+    """The lanes sets of ``queues`` in one pipeline, each as its lanes first to last; a
+    queue whose set cannot be read (``raise_on_error=False``) counts as having none."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.smembers(keys.queue(queue).lanes)
+        replies = await pipe.execute(raise_on_error=raise_on_error)
+    return {
+        queue: lanes_in_order(queue, () if isinstance(members, Exception) else members)
+        for queue, members in zip(queues, replies, strict=True)
+    }
+
+
 class Reads:
     """Read-only queries over one namespace's keys (``gateway.reads``)."""
 
@@ -39,14 +54,7 @@ class Reads:
     async def lanes(self, queues: Sequence[str]) -> dict[str, list[str]]:
         """Each queue's (or partition's) priority lanes, first to last (engine.core.priority):
         the queue alone for one that never had a job of another priority."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for queue in queues:
-                pipe.smembers(self.keys.queue(queue).lanes)
-            replies = await pipe.execute(raise_on_error=False)
-        return {
-            queue: lanes_in_order(queue, () if isinstance(members, Exception) else members)
-            for queue, members in zip(queues, replies, strict=True)
-        }
+        return await read_lanes(self.redis, self.keys, queues, raise_on_error=False)
 
     async def delayed_ids(self, queue: str, offset: int, count: int) -> list[str]:
         """Job ids of the delayed set, soonest due first, from position ``offset``."""
