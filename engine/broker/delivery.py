@@ -20,7 +20,7 @@ from engine.core.priority import lane_queue
 from engine.core.transitions import Outcome, Retention, Started
 
 # The field under which reclaim() reports how often an entry was delivered (not a field of
-# the entry: entries hold j, t, p, o, m and k, see enqueue.lua).
+# the entry: entries hold j, t, p and one-letter options, see enqueue.lua).
 DELIVERIES = "#deliveries"
 
 Entry = tuple[str, str, dict[str, str]]
@@ -174,6 +174,8 @@ class Delivery(GatewayBase):
                     flow=qk.flow,
                     running=qk.running,
                     rate=qk.rate,
+                    waiting=qk.waiting,
+                    joblog_flag=qk.joblog_flag,
                     job_prefix=qk.job_prefix,
                     lease_ms=self.lease_ms,
                     worker=worker_id,
@@ -265,6 +267,7 @@ class Delivery(GatewayBase):
                 stream=qk.stream,
                 dlq=qk.dlq,
                 stats=qk.stats,
+                waiting=qk.waiting,
                 job_prefix=qk.job_prefix,
                 entry_id=entry_id,
                 job_id=job_id,

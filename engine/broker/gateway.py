@@ -99,13 +99,44 @@ class Gateway(Producing, Delivery, Admin):
         return [decode_log_line(line) for line in lines]
 
     async def job_hashes(self, queue: str, job_ids: Sequence[str]) -> list[dict[str, str]]:
+        """The hash of each job ({} when there is none), a fresh job's (one that has not
+        started: it has none yet, see enqueue.lua) as it would be, read from its entry."""
         qk = self.keys.queue(queue)
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hgetall(qk.job(job_id))
             hashes: list[dict[str, str]] = await pipe.execute()
+        if any(not h for h in hashes):
+            await self._fill_fresh(queue, job_ids, hashes)
         await self._fill_payloads(queue, job_ids, hashes)
         return hashes
+
+    async def _fill_fresh(self, queue: str, job_ids: Sequence[str], hashes: list[dict[str, str]]) -> None:
+        qk = self.keys.queue(queue)
+        todo = [n for n, h in enumerate(hashes) if not h]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for n in todo:
+                pipe.hget(qk.waiting, job_ids[n])
+                # Started since the HGETALL: out of the index, and the hash has it now.
+                pipe.hgetall(qk.job(job_ids[n]))
+            replies = await pipe.execute()
+        fresh: list[tuple[int, str, str]] = []
+        for i, n in enumerate(todo):
+            indexed, hashes[n] = replies[2 * i], replies[2 * i + 1]
+            if indexed and not hashes[n]:
+                entry_id, _, priority = indexed.partition(" ")
+                fresh.append((n, entry_id, priority))
+        if not fresh:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for n, entry_id, priority in fresh:
+                pipe.xrange(self.keys.queue(job_lane(queue, {"pr": priority})).stream, entry_id, entry_id)
+                pipe.hgetall(qk.job(job_ids[n]))  # in case it started meanwhile, and finished
+            replies = await pipe.execute()
+        for i, (n, entry_id, priority) in enumerate(fresh):
+            entries, hashes[n] = replies[2 * i], replies[2 * i + 1]
+            if entries and not hashes[n]:
+                hashes[n] = fresh_job_hash(entry_id, priority, entries[0][1])
 
     async def _fill_payloads(self, queue: str, job_ids: Sequence[str], hashes: list[dict[str, str]]) -> None:
         """Add the payload of jobs that have not started: it is still in their stream entry."""
@@ -150,9 +181,10 @@ class Gateway(Producing, Delivery, Admin):
         async with self.redis.pipeline(transaction=False) as pipe:
             for q in queues:
                 pipe.exists(self.keys.queue(q).job(job_id))
+                pipe.hexists(self.keys.queue(q).waiting, job_id)
             found = await pipe.execute()
-        for q, hit in zip(queues, found, strict=True):
-            if hit:
+        for n, q in enumerate(queues):
+            if found[2 * n] or found[2 * n + 1]:
                 return q
         return None
 
@@ -214,6 +246,21 @@ class Gateway(Producing, Delivery, Admin):
                 pipe.hgetall(self.keys.queue(queue).flow)
             replies = await pipe.execute(raise_on_error=False)
         return {q: r if isinstance(r, dict) else {} for q, r in zip(queues, replies, strict=True)}
+
+
+# A fresh job's entry field -> the field of its hash (enqueue.lua, start.lua).
+_ENTRY_FIELDS = {"t": "task", "p": "payload", "o": "timeout", "m": "max_attempts", "k": "tick"}
+_ENTRY_FIELDS |= {"x": "exp", "c": "ck"}
+
+
+def fresh_job_hash(entry_id: str, priority: str, entry: dict[str, str]) -> dict[str, str]:
+    """The hash a fresh job will have once it starts, as far as it is known before: from its
+    stream entry (the creation time is the entry id's)."""
+    h = {"status": "waiting", "attempts": "0", "msg": entry_id, "created": entry_id.partition("-")[0]}
+    h.update((_ENTRY_FIELDS[name], value) for name, value in entry.items() if name in _ENTRY_FIELDS)
+    if priority:
+        h["pr"] = priority
+    return h
 
 
 def _counts(length: Any, pending: Any, delayed: Any, dlq: Any, counters: Any) -> dict[str, int]:

@@ -18,7 +18,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from engine.broker import scripts
 from engine.broker.connection import is_cluster, xreadgroup
 from engine.broker.scripts.runner import Lua, run_scripts
-from engine.core.keys import Keys, outbox_extra, outbox_job_prefix
+from engine.core.keys import Keys, outbox_extra, outbox_job_prefix, outbox_waiting
 
 __all__ = ["GROUP", "Delivery", "Outbox", "Streams", "outbox_events", "outbox_key", "queue_outboxes"]
 
@@ -241,7 +241,11 @@ class Outbox:
         """Per outbox, per (job id, version) asked: 1 if the job has had a newer state event
         since, 0 if not, -1 if its hash is gone (``versions.lua``); one round trip."""
         calls = [
-            (self._versions, [stream], [outbox_job_prefix(stream), *(x for pair in pairs for x in pair)])
+            (
+                self._versions,
+                [stream, outbox_waiting(stream)],
+                [outbox_job_prefix(stream), *(x for pair in pairs for x in pair)],
+            )
             for stream, pairs in asked.items()
         ]
         return await run_scripts(self.redis, calls)

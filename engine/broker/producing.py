@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypedDict
 
 from engine.broker.base import GatewayBase
 from engine.broker.scripts import bindings
 from engine.broker.scripts.runner import Call
+from engine.core.keys import Keys
 from engine.core.priority import lane
 from engine.core.transitions import Fence, NewJob
 
@@ -75,6 +78,48 @@ class Coalescer:
             self._flusher = None
 
 
+class _QueueNames(TypedDict):
+    """The key names ``bindings.enqueue`` takes for one queue and priority."""
+
+    stream: str
+    delayed: str
+    stats: str
+    outbox: str
+    joblog_flag: str
+    cron_leader: str
+    cron_last: str
+    outbox_extra: str
+    flow: str
+    lanes: str
+    waiting: str
+    job_prefix: str
+    idem_prefix: str
+    wake_channel: str
+
+
+@functools.lru_cache(maxsize=4096)
+def _queue_names(keys: Keys, queue: str, priority: int) -> _QueueNames:
+    """Computed once per queue and priority: building these dozen names cost as much as the
+    rest of a single enqueue's call (a queue, its partitions and lanes are few)."""
+    qk = keys.queue(queue)
+    return _QueueNames(
+        stream=keys.queue(lane(queue, priority)).stream,
+        delayed=qk.delayed,
+        stats=qk.stats,
+        outbox=qk.outbox,
+        joblog_flag=qk.joblog_flag,
+        cron_leader=qk.cron_leader,
+        cron_last=qk.cron_last,
+        outbox_extra=qk.outbox_extra,
+        flow=qk.flow,
+        lanes=qk.lanes,
+        waiting=qk.waiting,
+        job_prefix=qk.job_prefix,
+        idem_prefix=qk.idem_prefix,
+        wake_channel=qk.wake_channel,
+    )
+
+
 class Producing(GatewayBase):
     """The gateway's producer side (a mixin of :class:`~engine.broker.gateway.Gateway`)."""
 
@@ -106,7 +151,12 @@ class Producing(GatewayBase):
         return await self.coalescer.submit(queue, job)
 
     async def _enqueue_single(self, queue: str, job: NewJob) -> Written:
-        return (await self.enqueue(queue, [job]))[0]
+        """One job in one script call (the path of every ``await task.enqueue()`` that has
+        no other on its way)."""
+        await self.remember_queue(queue)
+        sharded = await self.sharded_pubsub()
+        call = self._enqueue_call(queue, job, [(job.id, job.payload)], self.now_ms(), None, sharded)
+        return (await self.scripts.run(call))[0]
 
     async def _enqueue_mixed(self, batch: Sequence[tuple[str, NewJob]]) -> list[Written]:
         """Jobs of any queues, tasks and options in one round trip; results in batch order."""
@@ -128,44 +178,8 @@ class Producing(GatewayBase):
     def _enqueue_calls(
         self, queue: str, jobs: Sequence[NewJob], chunk: int, fence: Fence | None, sharded: bool
     ) -> list[Call[list[Written]]]:
-        qk = self.keys.queue(queue)
         now = self.now_ms()
         calls: list[Call[list[Written]]] = []
-
-        def call(shared: NewJob, pairs: list[tuple[str, bytes]]) -> Call[list[Written]]:
-            return bindings.enqueue(
-                stream=self.keys.queue(lane(queue, shared.priority)).stream,
-                delayed=qk.delayed,
-                stats=qk.stats,
-                outbox=qk.outbox,
-                joblog_flag=qk.joblog_flag,
-                cron_leader=qk.cron_leader,
-                cron_last=qk.cron_last,
-                outbox_extra=qk.outbox_extra,
-                flow=qk.flow,
-                lanes=qk.lanes,
-                job_prefix=qk.job_prefix,
-                idem_prefix=qk.idem_prefix,
-                now_ms=now,
-                wake_channel=qk.wake_channel,
-                queue=queue,
-                fence_token=fence.token if fence else "",
-                fence_schedule=fence.schedule if fence else "",
-                fence_tick_ms=fence.tick_ms if fence else 0,
-                task=shared.task,
-                due_ms=shared.due_ms,
-                timeout=shared.timeout,
-                max_attempts=shared.max_attempts,
-                idempotency_key=shared.idempotency_key,
-                idempotency_ttl_ms=shared.idempotency_ttl_ms,
-                tick_ms=shared.tick_ms,
-                priority=shared.priority,
-                expires_ms=shared.expires_ms,
-                concurrency_key=shared.concurrency_key,
-                sharded=sharded,
-                jobs=pairs,
-            )
-
         for start in range(0, len(jobs), chunk):
             # Jobs of one enqueue share task and options; group runs of equal ones anyway.
             first: NewJob | None = None
@@ -173,9 +187,40 @@ class Producing(GatewayBase):
             for job in jobs[start : start + chunk]:
                 if first is None or job.shared() != first.shared():
                     if first is not None:
-                        calls.append(call(first, pairs))
+                        calls.append(self._enqueue_call(queue, first, pairs, now, fence, sharded))
                     first, pairs = job, []
                 pairs.append((job.id, job.payload))
             assert first is not None
-            calls.append(call(first, pairs))
+            calls.append(self._enqueue_call(queue, first, pairs, now, fence, sharded))
         return calls
+
+    def _enqueue_call(
+        self,
+        queue: str,
+        shared: NewJob,
+        pairs: list[tuple[str, bytes]],
+        now: int,
+        fence: Fence | None,
+        sharded: bool,
+    ) -> Call[list[Written]]:
+        """The call writing ``pairs`` (id, payload), jobs sharing ``shared``'s task and options."""
+        return bindings.enqueue(
+            **_queue_names(self.keys, queue, shared.priority),
+            now_ms=now,
+            queue=queue,
+            fence_token=fence.token if fence else "",
+            fence_schedule=fence.schedule if fence else "",
+            fence_tick_ms=fence.tick_ms if fence else 0,
+            task=shared.task,
+            due_ms=shared.due_ms,
+            timeout=shared.timeout,
+            max_attempts=shared.max_attempts,
+            idempotency_key=shared.idempotency_key,
+            idempotency_ttl_ms=shared.idempotency_ttl_ms,
+            tick_ms=shared.tick_ms,
+            priority=shared.priority,
+            expires_ms=shared.expires_ms,
+            concurrency_key=shared.concurrency_key,
+            sharded=sharded,
+            jobs=pairs,
+        )

@@ -34,6 +34,11 @@ def outbox_job_prefix(outbox: str) -> str:
     return outbox.removesuffix("outbox") + "job:"
 
 
+def outbox_waiting(outbox: str) -> str:
+    """The index of waiting jobs (QueueKeys.waiting) of the queue an outbox stream belongs to."""
+    return outbox.removesuffix("outbox") + "waiting"
+
+
 def check_name(kind: str, value: str) -> str:
     if not isinstance(value, str) or not _NAME.match(value):
         raise ConfigurationError(
@@ -125,6 +130,14 @@ class QueueKeys:
     def logs(self, job_id: str) -> str:
         """List of a job's log lines; ``finish.lua`` derives it as job key + ":logs"."""
         return self.job(job_id) + ":logs"
+
+    @property
+    def waiting(self) -> str:
+        """Hash job id -> stream entry id (and priority, ``"<entry id> <p>"``, outside the
+        default lane) of the queue's fresh jobs that have not started: such a job has no hash
+        of its own until it starts (enqueue.lua), its entry holds the rest. A key per waiting
+        job was two thirds of the memory it took."""
+        return self.prefix + "waiting"
 
     @property
     def waiters(self) -> str:

@@ -6,7 +6,7 @@ from engine.broker.gateway import Gateway
 from engine.broker.scripts import bindings
 from engine.broker.scripts.runner import Call
 from engine.core.errors import ScriptCode
-from tests.scripts.support import Q, active, pending_to
+from tests.scripts.support import Q, active, pending_to, waiting
 
 
 def bury_call(gateway: Gateway, entry_id: str, job_id: str, reason: str) -> Call[ScriptCode]:
@@ -15,6 +15,7 @@ def bury_call(gateway: Gateway, entry_id: str, job_id: str, reason: str) -> Call
         stream=qk.stream,
         dlq=qk.dlq,
         stats=qk.stats,
+        waiting=qk.waiting,
         job_prefix=qk.job_prefix,
         entry_id=entry_id,
         job_id=job_id,
@@ -32,6 +33,15 @@ async def test_a_pending_entry_is_acknowledged_and_dead_lettered(gateway: Gatewa
     h = await gateway.redis.hgetall(qk.job("a"))
     assert (h["status"], h["error"], h["dlq"]) == ("failed", "odd data", dead_id)
     assert await gateway.redis.hget(qk.stats, "failed") == "1"
+
+
+async def test_a_fresh_job_buried_leaves_the_index_of_waiting_jobs(gateway: Gateway) -> None:
+    qk = gateway.keys.queue(Q)
+    await waiting(gateway, "a")
+    ((_, entry_id, _),) = await gateway.read([Q], "w1", 10, None)
+    assert await gateway.scripts.run(bury_call(gateway, entry_id, "a", "odd data")) is ScriptCode.DONE
+    assert await gateway.redis.exists(qk.waiting) == 0
+    assert await gateway.redis.hget(qk.job("a"), "status") == "failed"
 
 
 async def test_an_entry_no_longer_pending_is_left_alone(gateway: Gateway) -> None:

@@ -19,6 +19,7 @@ def cancel_call(gateway: Gateway, job_id: str, retention_ms: int = 0) -> Call[Sc
         stats=qk.stats,
         outbox=qk.outbox,
         joblog_flag=qk.joblog_flag,
+        waiting=qk.waiting,
         job_prefix=qk.job_prefix,
         job_id=job_id,
         now_ms=gateway.now_ms(),
@@ -40,6 +41,22 @@ async def test_a_waiting_job_is_cancelled_and_keeps_its_payload(gateway: Gateway
     assert await gateway.redis.xlen(qk.stream) == 0
     assert 0 < await gateway.redis.pttl(qk.job("a")) <= 60_000
     assert await gateway.redis.hget(qk.stats, "cancelled") == "1"
+    assert await gateway.redis.exists(qk.waiting) == 0  # no longer a fresh job
+
+
+async def test_a_fresh_job_cancelled_keeps_what_it_was_enqueued_with(gateway: Gateway) -> None:
+    """With the job log on, its cancelled event is version 2 (1 was its enqueued event)."""
+    qk = gateway.keys.queue(Q)
+    await gateway.ensure_group(Q)
+    await gateway.switch_on_joblog([Q])
+    await gateway.scripts.run(enqueue_call(gateway, [job("a", priority=0, timeout=3.0)]))
+    assert await gateway.scripts.run(cancel_call(gateway, "a")) is ScriptCode.DONE
+    h = await gateway.redis.hgetall(qk.job("a"))
+    assert (h["task"], h["pr"], h["timeout"], h["attempts"], h["v"]) == ("t", "0", "3.0", "0", "2")
+    assert h["created"] and h["finished"]
+    assert await gateway.redis.xlen(gateway.keys.queue(f"{Q}!0").stream) == 0
+    events = [fields for _, fields in await gateway.redis.xrange(qk.outbox)]
+    assert [(e.get("e"), e.get("v")) for e in events][-1] == ("cancelled", "2")
 
 
 async def test_a_delayed_job_leaves_the_delayed_set(gateway: Gateway) -> None:

@@ -17,6 +17,7 @@ def delete_call(gateway: Gateway, job_id: str) -> Call[ScriptCode]:
         dlq=qk.dlq,
         outbox=qk.outbox,
         joblog_flag=qk.joblog_flag,
+        waiting=qk.waiting,
         job_prefix=qk.job_prefix,
         job_id=job_id,
         queue=Q,
@@ -31,6 +32,8 @@ async def test_a_waiting_job_goes_with_its_entry_and_logs(gateway: Gateway) -> N
     assert await gateway.redis.exists(qk.job("a"), qk.logs("a")) == 0
     assert await gateway.redis.xlen(qk.stream) == 0
     assert await gateway.redis.xlen(qk.outbox) == 0  # no job log: no event
+    assert await gateway.redis.exists(qk.waiting) == 0
+    assert await gateway.scripts.run(delete_call(gateway, "a")) is ScriptCode.NO_SUCH_JOB
 
 
 async def test_a_dead_letter_goes_and_the_history_is_told(gateway: Gateway) -> None:

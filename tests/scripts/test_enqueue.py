@@ -10,20 +10,25 @@ from engine.core.transitions import Fence
 from tests.scripts.support import PAYLOAD, Q, enqueue_call, job
 
 
-async def test_a_job_due_now_waits_in_the_stream_with_its_payload(gateway: Gateway) -> None:
+async def test_a_job_due_now_is_its_entry_and_a_field_of_the_index(gateway: Gateway) -> None:
     qk = gateway.keys.queue(Q)
     written = await gateway.scripts.run(
         enqueue_call(gateway, [job("a", timeout=2.5, max_attempts=3, tick_ms=7)])
     )
     assert written == [("a", True)]
-    h = await gateway.redis.hgetall(qk.job("a"))
-    assert (h["status"], h["task"], h["attempts"]) == ("waiting", "t", "0")
-    assert (h["timeout"], h["max_attempts"], h["tick"]) == ("2.5", "3", "7")
-    assert "payload" not in h  # it stays in the entry until the job starts
+    assert await gateway.redis.exists(qk.job("a")) == 0  # no hash until it starts
     ((entry_id, fields),) = await gateway.redis.xrange(qk.stream)
-    assert entry_id == h["msg"]
+    assert await gateway.redis.hgetall(qk.waiting) == {"a": entry_id}
     assert fields == {"j": "a", "t": "t", "p": PAYLOAD.decode(), "o": "2.5", "m": "3", "k": "7"}
     assert await gateway.redis.hget(qk.stats, "enqueued") == "1"
+    # Read back as the hash it will have.
+    h = await gateway.job_hash(Q, "a")
+    assert h is not None
+    assert (h["status"], h["task"], h["attempts"], h["msg"]) == ("waiting", "t", "0", entry_id)
+    assert (h["timeout"], h["max_attempts"], h["tick"]) == ("2.5", "3", "7")
+    assert (h["payload"], h["created"]) == (PAYLOAD.decode(), entry_id.split("-")[0])
+    # Its id is taken: the same id again is not added.
+    assert await gateway.scripts.run(enqueue_call(gateway, [job("a")])) == [("a", False)]
 
 
 async def test_a_job_due_later_waits_in_the_delayed_set(gateway: Gateway) -> None:

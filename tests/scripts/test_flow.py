@@ -29,8 +29,9 @@ async def test_a_paused_queue_reads_nothing_and_holds_what_it_is_given(gateway: 
     assert [(r.job_id, r.run, r.held) for r in rows] == [("a", False, True), ("b", False, True)]
     assert rows.throttle == ("paused", 0, 0, 0)
     assert len(await pending_to(gateway)) == 2
-    h = await gateway.redis.hgetall(qk.job("a"))
-    assert h["status"] == "waiting" and h["attempts"] == "0"
+    h = await gateway.job_hash(Q, "a")
+    assert h is not None and h["status"] == "waiting" and h["attempts"] == "0"
+    assert await gateway.redis.hexists(qk.waiting, "a")  # held: still a fresh job
 
     await gateway.set_flow(Q, {"paused": ""})
     rows = await gateway.scripts.run(start_call(gateway, entries=pairs))

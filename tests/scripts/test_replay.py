@@ -17,6 +17,7 @@ def replay_call(gateway: Gateway, job_id: str) -> Call[ScriptCode]:
         stats=qk.stats,
         outbox=qk.outbox,
         joblog_flag=qk.joblog_flag,
+        waiting=qk.waiting,
         job_prefix=qk.job_prefix,
         job_id=job_id,
         now_ms=gateway.now_ms(),

@@ -6,6 +6,7 @@ from engine.broker.gateway import Gateway
 from engine.broker.scripts import bindings
 from engine.broker.scripts.bindings import StartRow
 from engine.broker.scripts.runner import Call
+from engine.core.errors import ScriptCode
 from engine.core.transitions import Outcome
 from tests.scripts.support import KEEP, PAYLOAD, WORKER, Q, enqueue_call, job, pending_to, waiting
 
@@ -20,6 +21,8 @@ def start_call(
         flow=qk.flow,
         running=qk.running,
         rate=qk.rate,
+        waiting=qk.waiting,
+        joblog_flag=qk.joblog_flag,
         job_prefix=qk.job_prefix,
         lease_ms=30_000,
         worker=WORKER,
@@ -40,13 +43,40 @@ async def test_read_starts_new_entries_and_moves_the_payload_into_the_hash(gatew
     assert (attempts, timeout, max_attempts, tick) == (1, "", "", "")
     assert int(created) > 0
     h = await gateway.redis.hgetall(qk.job("a"))
-    assert (h["status"], h["worker"], h["payload"], h["msg"]) == (
-        "active",
-        WORKER,
-        PAYLOAD.decode(),
-        rows[0].entry_id,
-    )
+    assert (h["status"], h["worker"], h["payload"]) == ("active", WORKER, PAYLOAD.decode())
     assert await pending_to(gateway) == {rows[0].entry_id: WORKER, rows[1].entry_id: WORKER}
+
+
+async def test_a_fresh_job_gets_its_hash_from_its_entry_when_it_starts(gateway: Gateway) -> None:
+    """Read by the script or given by a blocking read: the hash holds what it was enqueued
+    with, and it leaves the index of waiting jobs. With the job log on, the hash starts at
+    version 1 (its enqueued event's)."""
+    qk = gateway.keys.queue(Q)
+    await gateway.ensure_group(Q)
+    options = {"timeout": 2.5, "max_attempts": 3, "tick_ms": 7, "concurrency_key": "k"}
+    await gateway.scripts.run(enqueue_call(gateway, [job("a", **options), job("b", **options)]))
+    await gateway.switch_on_joblog([Q])
+    (row_a,) = await gateway.scripts.run(start_call(gateway, read=1))
+    ((_, entry_b, _),) = await gateway.read([Q], WORKER, 10, None)
+    (row_b,) = await gateway.scripts.run(start_call(gateway, entries=[(entry_b, "b")]))
+    for row in (row_a, row_b):
+        assert (row.run, row.payload, row.options[:4]) == (True, PAYLOAD.decode(), (1, "2.5", "3", "7"))
+        h = await gateway.redis.hgetall(qk.job(row.job_id))
+        assert h.pop("processed")
+        assert h == {
+            "task": "t",
+            "created": row.entry_id.split("-")[0],
+            "v": "1",
+            "timeout": "2.5",
+            "max_attempts": "3",
+            "tick": "7",
+            "ck": "k",
+            "status": "active",
+            "worker": WORKER,
+            "attempts": "1",
+            "payload": PAYLOAD.decode(),
+        }
+    assert await gateway.redis.exists(qk.waiting) == 0
     assert await gateway.scripts.run(start_call(gateway, read=10)) == []  # drained
 
 
@@ -61,7 +91,7 @@ async def test_a_cancelled_job_is_skipped_and_its_entry_dropped(gateway: Gateway
     qk = gateway.keys.queue(Q)
     await waiting(gateway, "a")
     ((_, entry_id, _),) = await gateway.read([Q], WORKER, 10, None)
-    await gateway.redis.hset(qk.job("a"), "status", "cancelled")
+    assert await gateway.cancel(Q, "a", KEEP) is ScriptCode.DONE
     rows = await gateway.scripts.run(start_call(gateway, entries=[(entry_id, "a")]))
     assert rows == [StartRow(entry_id, "a", False)]
     assert await gateway.redis.xlen(qk.stream) == 0
@@ -84,9 +114,20 @@ async def test_poison_entries_go_to_the_dlq_with_the_reason(gateway: Gateway) ->
     assert await pending_to(gateway) == {}
 
 
+async def test_a_fresh_job_whose_key_is_not_a_hash_is_dead_lettered(gateway: Gateway) -> None:
+    qk = gateway.keys.queue(Q)
+    await waiting(gateway, "a", "b")
+    await gateway.redis.set(qk.job("a"), "a string, not a hash")
+    rows = await gateway.scripts.run(start_call(gateway, read=10))
+    assert [(r.job_id, r.run) for r in rows] == [("a", False), ("b", True)]
+    ((_, dead),) = await gateway.redis.xrange(qk.dlq)
+    assert (dead["j"], dead["error"]) == ("a", "job data unreadable: the job's key is not a hash")
+
+
 async def test_the_gateway_starts_only_the_runnable(gateway: Gateway) -> None:
     await waiting(gateway, "a", "b")
     await gateway.redis.hset(gateway.keys.queue(Q).job("b"), "status", "cancelled")
+    await gateway.redis.hdel(gateway.keys.queue(Q).waiting, "b")  # no longer fresh: its hash says
     started = await gateway.fetch([Q], WORKER, 10)
     assert [(s.job_id, s.attempt, s.payload) for s in started] == [("a", 1, PAYLOAD.decode())]
 

@@ -10,7 +10,7 @@ from tests.scripts.support import Q
 async def test_newer_same_and_gone(gateway: Gateway) -> None:
     qk = gateway.keys.queue(Q)
     await gateway.redis.hset(qk.job("a"), "v", "3")
-    call = bindings.versions(
-        outbox=qk.outbox, job_prefix=qk.job_prefix, jobs=[("a", 2), ("a", "3"), ("a", 4), ("gone", 1)]
-    )
-    assert await gateway.scripts.run(call) == [True, False, False, None]
+    await gateway.redis.hset(qk.waiting, "fresh", "1-0")  # no hash yet: at version 1
+    jobs: list[tuple[str, str | int]] = [("a", 2), ("a", "3"), ("a", 4), ("gone", 1), ("fresh", 1)]
+    call = bindings.versions(outbox=qk.outbox, waiting=qk.waiting, job_prefix=qk.job_prefix, jobs=jobs)
+    assert await gateway.scripts.run(call) == [True, False, False, None, False]

@@ -107,6 +107,7 @@ def enqueue(
     outbox_extra: str,
     flow: str,
     lanes: str,
+    waiting: str,
     job_prefix: str,
     idem_prefix: str,
     now_ms: int,
@@ -135,6 +136,7 @@ def enqueue(
     leader lock and the tick is newer than the schedule's last. ``sharded``: publish the
     wake-up with SPUBLISH (Redis >= 7.0, Valkey), else PUBLISH."""
     keys = [stream, delayed, stats, outbox, joblog_flag, cron_leader, cron_last, outbox_extra, flow, lanes]
+    keys.append(waiting)
     args: list[Any] = [job_prefix, idem_prefix, now_ms, wake_channel, queue]
     args += [fence_token, fence_schedule, fence_tick_ms, task, due_ms]
     args += ["" if timeout is None else repr(timeout), _text(max_attempts), idempotency_key or ""]
@@ -170,6 +172,8 @@ def start(
     flow: str,
     running: str,
     rate: str,
+    waiting: str,
+    joblog_flag: str,
     job_prefix: str,
     group: str = GROUP,
     lease_ms: int,
@@ -188,7 +192,8 @@ def start(
     else:
         for pair in entries:
             args += pair
-    return Call("start", [stream, dlq, flow, running, rate, *lanes], args, _start_rows)
+    keys = [stream, dlq, flow, running, rate, waiting, joblog_flag, *lanes]
+    return Call("start", keys, args, _start_rows)
 
 
 def finish(
@@ -229,6 +234,7 @@ def bury(
     stream: str,
     dlq: str,
     stats: str,
+    waiting: str,
     job_prefix: str,
     group: str = GROUP,
     entry_id: str,
@@ -236,7 +242,7 @@ def bury(
     reason: str,
 ) -> Call[ScriptCode]:
     """Acknowledge an entry and leave a dead letter with ``reason``: DONE or NOT_PENDING."""
-    return Call("bury", [stream, dlq, stats], [job_prefix, group, entry_id, job_id, reason], _code)
+    return Call("bury", [stream, dlq, stats, waiting], [job_prefix, group, entry_id, job_id, reason], _code)
 
 
 def renew(
@@ -278,6 +284,7 @@ def cancel(
     stats: str,
     outbox: str,
     joblog_flag: str,
+    waiting: str,
     job_prefix: str,
     job_id: str,
     now_ms: int,
@@ -289,7 +296,7 @@ def cancel(
 ) -> Call[ScriptCode]:
     """DONE, CANCEL_REQUESTED (running: its worker stops it), ALREADY_FINISHED or NO_SUCH_JOB.
     ``sharded``: publish with SPUBLISH, else PUBLISH."""
-    keys = [stream, delayed, stats, outbox, joblog_flag]
+    keys = [stream, delayed, stats, outbox, joblog_flag, waiting]
     args = [job_prefix, job_id, now_ms, retention_ms, done_channel_prefix, cancel_channel, queue]
     args += [_flag(sharded)]
     return Call("cancel", keys, args, _code)
@@ -302,12 +309,14 @@ def delete(
     dlq: str,
     outbox: str,
     joblog_flag: str,
+    waiting: str,
     job_prefix: str,
     job_id: str,
     queue: str,
 ) -> Call[ScriptCode]:
     """DONE, JOB_RUNNING (refused: cancel it first) or NO_SUCH_JOB."""
-    return Call("delete", [stream, delayed, dlq, outbox, joblog_flag], [job_prefix, job_id, queue], _code)
+    keys = [stream, delayed, dlq, waiting, outbox, joblog_flag]
+    return Call("delete", keys, [job_prefix, job_id, queue], _code)
 
 
 def replay(
@@ -317,13 +326,14 @@ def replay(
     stats: str,
     outbox: str,
     joblog_flag: str,
+    waiting: str,
     job_prefix: str,
     job_id: str,
     now_ms: int,
     queue: str,
 ) -> Call[ScriptCode]:
     """DONE, NOT_FAILED (nothing done) or NO_SUCH_JOB (its data is gone)."""
-    keys = [stream, dlq, stats, outbox, joblog_flag]
+    keys = [stream, dlq, stats, outbox, joblog_flag, waiting]
     return Call("replay", keys, [job_prefix, job_id, now_ms, queue], _code)
 
 
@@ -388,11 +398,11 @@ def _versions(reply: Any) -> list[bool | None]:
 
 
 def versions(
-    *, outbox: str, job_prefix: str, jobs: Sequence[tuple[str, str | int]]
+    *, outbox: str, waiting: str, job_prefix: str, jobs: Sequence[tuple[str, str | int]]
 ) -> Call[list[bool | None]]:
     """Per (job id, event version): True when the job has had a newer state event, False
     when not, None when its hash is gone."""
     args: list[Any] = [job_prefix]
     for pair in jobs:
         args += pair
-    return Call("versions", [outbox], args, _versions)
+    return Call("versions", [outbox, waiting], args, _versions)

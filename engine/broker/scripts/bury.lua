@@ -5,6 +5,7 @@
   and the entry does not come back to fail every worker in turn.
 
   KEYS[1] stream  KEYS[2] dlq stream  KEYS[3] stats hash
+  KEYS[4] the queue's index of waiting jobs (QueueKeys.waiting; a fresh job leaves it here)
   ARGV[1] job key prefix  ARGV[2] group  ARGV[3] entry id  ARGV[4] job id  ARGV[5] reason
 
   Returns (engine.core.errors.ScriptCode) 1 DONE: buried, -8 NOT_PENDING: the entry was
@@ -18,6 +19,7 @@ redis.call("XDEL", KEYS[1], entry)
 local dead = redis.call("XADD", KEYS[2], "*", "j", id, "entry", entry, "error", reason, "at", now)
 redis.call("HINCRBY", KEYS[3], "failed", 1)
 if id ~= "" then
+  redis.pcall("HDEL", KEYS[4], id)
   redis.pcall("HSET", ARGV[1] .. id, "status", "failed", "error", reason, "finished", now,
     "dlq", dead)
 end

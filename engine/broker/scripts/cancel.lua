@@ -2,7 +2,7 @@
   Cancel a job that has not finished.
 
   KEYS[1] stream (of the default priority; a job of another is in its lane's)  KEYS[2] delayed zset  KEYS[3] stats hash  KEYS[4] outbox stream
-  KEYS[5] job-log flag
+  KEYS[5] job-log flag  KEYS[6] the queue's index of waiting jobs (QueueKeys.waiting)
   ARGV[1] job key prefix  ARGV[2] job id  ARGV[3] now (ms)  ARGV[4] retention (ms, 0 = keep)
   ARGV[5] notification channel prefix  ARGV[6] cancel-request channel
   ARGV[7] queue name
@@ -14,7 +14,25 @@
 local jobKey = ARGV[1] .. ARGV[2]
 local publish = ARGV[8] == "1" and "SPUBLISH" or "PUBLISH"
 local status = redis.call("HGET", jobKey, "status")
-if not status then return -1 end  -- NO_SUCH_JOB
+if not status then
+  -- A fresh job (enqueue.lua): it gets the hash it would have had, from its entry, and is
+  -- cancelled as any waiting job. Version 1 was its enqueued event's.
+  local indexed = redis.call("HGET", KEYS[6], ARGV[2])
+  if not indexed then return -1 end  -- NO_SUCH_JOB
+  redis.call("HDEL", KEYS[6], ARGV[2])
+  local msg, pr = string.match(indexed, "^(%S+) ?(%S*)$")
+  local fields = {"status", "waiting", "attempts", "0", "v", "1", "msg", msg,
+    "created", string.match(msg, "^%d+") or ""}
+  if pr ~= "" then fields[#fields + 1] = "pr"; fields[#fields + 1] = pr end
+  local e = redis.call("XRANGE", pr ~= "" and (KEYS[1] .. ":" .. pr) or KEYS[1], msg, msg)[1]
+  local names = {t = "task", p = "payload", o = "timeout", m = "max_attempts", k = "tick", x = "exp", c = "ck"}
+  for j = 1, #(e and e[2] or {}), 2 do
+    local name = names[e[2][j]]
+    if name then fields[#fields + 1] = name; fields[#fields + 1] = e[2][j + 1] end
+  end
+  redis.call("HSET", jobKey, unpack(fields))
+  status = "waiting"
+end
 if status == "completed" or status == "failed" or status == "cancelled" then return -4 end  -- ALREADY_FINISHED
 if status == "active" then
   redis.call("HSET", jobKey, "status", "cancelled")

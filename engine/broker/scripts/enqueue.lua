@@ -1,8 +1,10 @@
 --[[
-  Enqueue a batch of jobs of one task into one queue: write each job's hash and either add
-  its stream entry (due now: the entry holds the payload until the job starts) or put it in
-  the delayed set (due later: the hash holds the payload), atomically. The jobs
-  of a batch share their task and options, so only (id, payload) repeats per job.
+  Enqueue a batch of jobs of one task into one queue, atomically: a job due now is its
+  stream entry (which holds everything a worker needs to run it) and one field in the
+  queue's index of waiting jobs (KEYS[11], job id -> entry id): it gets a hash of its own
+  when it starts (start.lua), or is cancelled. A job due later gets its hash (which holds the
+  payload) and a place in the delayed set. The jobs of a batch share their task and options,
+  so only (id, payload) repeats per job.
 
   KEYS[1] stream        KEYS[2] delayed zset     KEYS[3] stats hash     KEYS[4] outbox stream
   KEYS[5] job-log flag (exists while a shipper drains the outbox)
@@ -11,6 +13,7 @@
   KEYS[9] the queue's flow hash (engine.core.flow): while it exists, entries are marked "g"
   KEYS[10] the queue's lanes set (engine.core.priority); KEYS[1] is then the stream of the
            jobs' priority (their lane)
+  KEYS[11] the queue's index of waiting jobs (QueueKeys.waiting)
   ARGV[1] job key prefix  ARGV[2] idempotency key prefix
   ARGV[3] now (ms, the producer's clock, compared with the due time)
   ARGV[4] promoter wake-up channel  ARGV[5] queue name
@@ -59,11 +62,17 @@ if priority ~= "" then shared[#shared + 1] = "pr"; shared[#shared + 1] = priorit
 if expires ~= "" then shared[#shared + 1] = "exp"; shared[#shared + 1] = expires end
 if ARGV[20] ~= "" then shared[#shared + 1] = "ck"; shared[#shared + 1] = ARGV[20] end
 local nShared = #shared
--- A waiting job's stream entry: j id, t task, p payload, then the per-job overrides.
+-- A waiting job's stream entry: j id, t task, p payload, then the per-job overrides (o
+-- timeout, m max_attempts, k tick, x expiry, c concurrency key, r priority): what its hash
+-- would hold, the creation time being the entry id's.
 local entry = {"j", "", "t", task, "p", ""}
 if timeout ~= "" then entry[#entry + 1] = "o"; entry[#entry + 1] = timeout end
 if maxAttempts ~= "" then entry[#entry + 1] = "m"; entry[#entry + 1] = maxAttempts end
 if tick ~= "" then entry[#entry + 1] = "k"; entry[#entry + 1] = tick end
+if ARGV[20] ~= "" then entry[#entry + 1] = "c"; entry[#entry + 1] = ARGV[20] end
+if priority ~= "" then entry[#entry + 1] = "r"; entry[#entry + 1] = priority end
+-- The index's value: the entry id, and the lane's priority outside the default lane.
+local lane = priority ~= "" and (" " .. priority) or ""
 -- An expiring job goes through start.lua (which drops it once expired), never straight
 -- from its entry.
 if expires ~= "" then entry[#entry + 1] = "x"; entry[#entry + 1] = expires end
@@ -88,29 +97,30 @@ for b = 21, #ARGV, 2 do
       redis.call("SET", idemPrefix .. idem, id, "PX", idemTtl)
     end
   end
-  if not existing and redis.call("EXISTS", jobKey) == 1 then
+  if not existing and (redis.call("EXISTS", jobKey) == 1 or redis.call("HEXISTS", KEYS[11], id) == 1) then
     existing = id
   end
   if existing then
     out[#out + 1] = existing
     out[#out + 1] = 0
   else
-    local fields = shared
     if status == "delayed" then
       redis.call("ZADD", KEYS[2], due, id)
-      fields[nShared + 1] = "payload"
-      fields[nShared + 2] = payload
+      shared[nShared + 1] = "payload"
+      shared[nShared + 2] = payload
+      shared[nShared + 3] = "v"
+      shared[nShared + 4] = "1"
+      redis.call("HSET", jobKey, unpack(shared))
     else
       -- The entry carries what a worker needs to run the job, so an idle worker starts it
-      -- straight from XREADGROUP; the payload moves into the hash when the job starts.
+      -- straight from XREADGROUP.
       entry[2], entry[6] = id, payload
-      fields[nShared + 1] = "msg"
-      fields[nShared + 2] = redis.call("XADD", KEYS[1], "*", unpack(entry))
+      redis.call("HSET", KEYS[11], id, redis.call("XADD", KEYS[1], "*", unpack(entry)) .. lane)
     end
-    redis.call("HSET", jobKey, unpack(fields))
     if outbox then
+      -- Version 1: the job's first state (start.lua and cancel.lua count on from it).
       events[#events + 1] = {e = "enqueued", j = id, task = task, payload = payload,
-        v = tostring(redis.call("HINCRBY", jobKey, "v", 1)), status = status, created = created}
+        v = "1", status = status, created = created}
     end
     out[#out + 1] = id
     out[#out + 1] = 1

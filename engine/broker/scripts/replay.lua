@@ -2,7 +2,7 @@
   Replay a dead-lettered (failed) job: a fresh run with its attempts reset, same id.
 
   KEYS[1] stream (of the default priority; a job of another goes to its lane's)  KEYS[2] dlq stream  KEYS[3] stats hash  KEYS[4] outbox stream
-  KEYS[5] job-log flag
+  KEYS[5] job-log flag  KEYS[6] the queue's index of waiting jobs (QueueKeys.waiting)
   ARGV[1] job key prefix  ARGV[2] job id  ARGV[3] now (ms)  ARGV[4] queue name
 
   Returns (engine.core.errors.ScriptCode) 1 DONE: replayed, -3 NOT_FAILED: nothing done,
@@ -14,6 +14,7 @@ local function laneStream(pr)
 end
 local jobKey = ARGV[1] .. ARGV[2]
 local status = redis.call("HGET", jobKey, "status")
+if not status and redis.call("HEXISTS", KEYS[6], ARGV[2]) == 1 then return -3 end  -- NOT_FAILED: fresh
 if not status then return -1 end  -- NO_SUCH_JOB
 if status ~= "failed" then return -3 end  -- NOT_FAILED
 local dlqEntry = redis.call("HGET", jobKey, "dlq")

@@ -1,6 +1,5 @@
 --[[
-  Mark a batch of entries as started, moving a fresh job's payload from its stream entry
-  into its hash: entries just read with a blocking XREADGROUP (or reclaimed), or, with
+  Mark a batch of entries as started: entries just read with a blocking XREADGROUP (or reclaimed), or, with
   ARGV[5] = "read", up to ARGV[6] new entries this script reads itself (XREADGROUP without
   BLOCK), so a busy worker fetches and starts jobs in one round trip.
 
@@ -18,9 +17,13 @@
   is full, are held: left pending, untouched, code 3.
 
   KEYS[1] stream   KEYS[2] dlq stream   KEYS[3] flow hash   KEYS[4] running zset
-  KEYS[5] rate key
-  KEYS[6..] in read mode, optional: the streams to read in turn (a queue's priority lanes,
+  KEYS[5] rate key  KEYS[6] the queue's index of waiting jobs (QueueKeys.waiting)
+  KEYS[7] job-log flag (exists while a shipper drains the outbox)
+  KEYS[8..] in read mode, optional: the streams to read in turn (a queue's priority lanes,
             engine.core.priority, first to last) instead of KEYS[1]
+
+  A fresh job (in the index: enqueue.lua) has no hash yet: its entry holds its task,
+  payload and options, and the hash this script writes when it starts it holds them all.
   ARGV[1] job key prefix  ARGV[2] group  ARGV[3] lease (ms, a concurrency slot's life
   without renewal)  ARGV[4] worker id (consumer)
   ARGV[5..] pairs: entry id, job id ("" when the entry has no job id field);
@@ -31,7 +34,7 @@
   moved to the DLQ; the entry was acknowledged and deleted), 3 = held by flow control,
   4 = expired ({entry id, job id, 4, task, lane}: its expires= passed before it started;
   left pending, for the worker to record it cancelled with finish.lua). lane: the index
-  in KEYS[6..] of the stream the entry was read from (0 when read from KEYS[1]). When the
+  in KEYS[8..] of the stream the entry was read from (0 when read from KEYS[1]). When the
   queue has flow control a last row {"", "", 2, reason, wait ms, allowance, key held}
   follows: reason "paused", "concurrency" or "rate" when that bound this call ("" when
   none did), wait ms until the rate allows the next start, allowance how many this call
@@ -96,14 +99,15 @@ local function drop(stream, entry)
   redis.call("XDEL", stream, entry)
 end
 
--- (entry id, job id, the entry's payload or false, stream, lane index) per entry to start.
+-- (entry id, job id, the entry's payload or false, stream, lane index, the entry's fields
+-- or nil) per entry to start.
 local todo = {}
 local reading, readCount = ARGV[5] == "read", 0
 if reading then
   readCount = tonumber(ARGV[6])
   if allowance >= 0 and allowance < readCount then readCount = allowance end
   local first, last = 1, 1
-  if #KEYS >= 6 then first, last = 6, #KEYS end
+  if #KEYS >= 8 then first, last = 8, #KEYS end
   for k = first, last do
     local want = readCount - #todo
     if want <= 0 then break end
@@ -115,7 +119,7 @@ if reading then
         for j = 1, #fields, 2 do
           if fields[j] == "j" then id = fields[j + 1] elseif fields[j] == "p" then payload = fields[j + 1] end
         end
-        todo[#todo + 1] = {e[1], id, payload, KEYS[k], k == 1 and 0 or k - 5}
+        todo[#todo + 1] = {e[1], id, payload, KEYS[k], k == 1 and 0 or k - 7, fields}
       end
     end
   end
@@ -124,7 +128,8 @@ else
 end
 local heldAny = false
 
--- A fresh job's payload is in its stream entry until it starts (see enqueue.lua).
+-- A waiting job's hash written before fresh jobs had none (an older version's enqueue.lua)
+-- lacks the payload: it is in the entry.
 local function entryPayload(stream, entry)
   local e = redis.call("XRANGE", stream, entry, entry)[1]
   if not e then return false end
@@ -132,6 +137,40 @@ local function entryPayload(stream, entry)
     if e[2][j] == "p" then return e[2][j + 1] end
   end
   return false
+end
+
+-- What a fresh job's hash would hold, read from its entry (see enqueue.lua), in the order of
+-- the HMGET below, then its priority; nil when the entry is gone.
+local SLOT = {t = 2, p = 3, o = 4, m = 5, k = 6, x = 8, c = 9, r = 11}
+local function fromEntry(stream, entry, fields)
+  if not fields then
+    local e = redis.call("XRANGE", stream, entry, entry)[1]
+    if not e then return nil end
+    fields = e[2]
+  end
+  local h = {"waiting", false, false, false, false, false, string.match(entry, "^%d+") or false,
+    false, false, "0", false}
+  for j = 1, #fields, 2 do
+    local slot = SLOT[fields[j]]
+    if slot then h[slot] = fields[j + 1] end
+  end
+  return h
+end
+
+-- The hash of a fresh job: ``fields`` (its state), then what it was enqueued with. With the
+-- job log on, version 1 is its enqueued event's (enqueue.lua), so the next event is 2. False
+-- when the job's key is not a hash.
+local versioned = redis.call("EXISTS", KEYS[7]) == 1
+local OPTIONAL = {{4, "timeout"}, {5, "max_attempts"}, {6, "tick"}, {8, "exp"}, {9, "ck"}, {11, "pr"}}
+local function writeHash(jobKey, h, fields)
+  local n = #fields
+  fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = "task", h[2] or "", "created", h[7] or ""
+  if versioned then fields[n + 5], fields[n + 6] = "v", "1" end
+  for _, o in ipairs(OPTIONAL) do
+    local value = h[o[1]]
+    if value then fields[#fields + 1] = o[2]; fields[#fields + 1] = value end
+  end
+  return type(redis.pcall("HSET", jobKey, unpack(fields))) == "number"
 end
 
 local function poison(stream, entry, id, reason)
@@ -143,8 +182,12 @@ end
 for _, t in ipairs(todo) do
   local entry, id, stream = t[1], t[2], t[4]
   local jobKey = jobPrefix .. id
-  local h = nil
-  if id ~= "" then
+  local h, fresh = nil, false
+  if id ~= "" and redis.call("HDEL", KEYS[6], id) == 1 then
+    -- A fresh job: no hash yet, its entry says what the hash will hold.
+    fresh = true
+    h = fromEntry(stream, entry, t[6])
+  elseif id ~= "" then
     h = redis.pcall("HMGET", jobKey, "status", "task", "payload", "timeout", "max_attempts",
       "tick", "created", "exp", "ck", "attempts")
   end
@@ -164,8 +207,11 @@ for _, t in ipairs(todo) do
     attempts = string.match(before, "^%d+$") and tonumber(before) + 1 or {err = "not an integer: " .. before}
   end
   if expired then
+    -- finish.lua records it cancelled, on its hash.
+    if fresh then writeHash(jobKey, h, {"status", "waiting", "attempts", "0", "payload", h[3] or ""}) end
     out[#out + 1] = {entry, id, 4, h[2] or "", t[5]}
   elseif held then
+    if fresh then redis.call("HSET", KEYS[6], id, entry .. (h[11] and (" " .. h[11]) or "")) end
     heldAny = true
     out[#out + 1] = {entry, id, 3}
   elseif h ~= nil and h.err ~= nil then
@@ -180,15 +226,20 @@ for _, t in ipairs(todo) do
     local reason = "job data unreadable: attempts: " .. tostring(attempts.err)
     redis.pcall("HSET", jobKey, "status", "failed", "error", reason, "finished", now)
     poison(stream, entry, id, reason)
+  elseif fresh and not writeHash(jobKey, h, {"status", "active", "processed", now, "worker", worker,
+      "attempts", attempts, "payload", h[3] or ""}) then
+    poison(stream, entry, id, "job data unreadable: the job's key is not a hash")
   else
     local payload = h[3]
-    if payload then
+    if fresh then
+      payload = payload or ""
+    elseif payload then
       redis.call("HSET", jobKey, "status", "active", "processed", now, "worker", worker,
-        "msg", entry, "attempts", attempts)
+        "attempts", attempts)
     else
       payload = t[3] or entryPayload(stream, entry) or ""
       redis.call("HSET", jobKey, "status", "active", "processed", now, "worker", worker,
-        "msg", entry, "attempts", attempts, "payload", payload)
+        "attempts", attempts, "payload", payload)
     end
     out[#out + 1] = {entry, id, 1, h[2], payload, attempts, h[4] or "", h[5] or "", h[6] or "",
       h[7] or "", t[5]}
