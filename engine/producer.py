@@ -85,6 +85,10 @@ class Options:
         return replace(self, **changes)
 
 
+NO_OPTIONS = Options()
+"""Every option left out: one shared value (Options is frozen), not one built per enqueue."""
+
+
 def encode_payload(
     spec: TaskSpec,
     args: Sequence[Any],

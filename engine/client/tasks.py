@@ -21,7 +21,7 @@ from engine.core.priority import DEFAULT_PRIORITY, check_priority
 from engine.core.settings import Settings
 from engine.core.taskdef import TaskAnnouncement, task_signature
 from engine.core.wiretypes import Shape
-from engine.producer import Options, TaskSpec
+from engine.producer import NO_OPTIONS, Options, TaskSpec
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -174,20 +174,20 @@ class Task(Generic[P, R]):
     def with_options(self, **options: Any) -> TaskCall[P, R]:
         """Bind options: delay, run_at, idempotency_key, idempotency_ttl, job_id, timeout,
         max_attempts, queue, partition_key."""
-        return TaskCall(self, Options().merged(**options))
+        return TaskCall(self, NO_OPTIONS.merged(**options))
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Add one job; returns its handle once it is stored (at-least-once from here on)."""
-        return (await self.submit(self.spec, [(args, kwargs)], Options()))[0]
+        return (await self.submit(self.spec, [(args, kwargs)], NO_OPTIONS))[0]
 
     def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """:meth:`enqueue` from sync code (Django, Flask, scripts): safe from any thread with
         no running event loop; every thread shares one background loop and connection pool."""
-        return self.submit_sync(self.spec, [(args, kwargs)], Options())[0]
+        return self.submit_sync(self.spec, [(args, kwargs)], NO_OPTIONS)[0]
 
     def enqueue_many_sync(self, calls: Iterable[Any]) -> list[Job[R]]:
         """:meth:`enqueue_many` from sync code."""
-        return self.submit_sync(self.spec, normalise_calls(calls), Options())
+        return self.submit_sync(self.spec, normalise_calls(calls), NO_OPTIONS)
 
     @property
     def submit_sync(self) -> SubmitSync:
@@ -199,7 +199,7 @@ class Task(Generic[P, R]):
         """Add many jobs in one round trip. Each item is a tuple of positional arguments,
         a dict of keyword arguments, an ``(args_tuple, kwargs_dict)`` pair made with
         :func:`engine.call`, or a single value (one positional argument)."""
-        return await self.submit(self.spec, normalise_calls(calls), Options())
+        return await self.submit(self.spec, normalise_calls(calls), NO_OPTIONS)
 
 
 class Call(tuple[tuple[Any, ...], dict[str, Any]]):
