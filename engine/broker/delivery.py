@@ -244,6 +244,8 @@ class Delivery(GatewayBase):
                     outbox_extra=qk.outbox_extra,
                     running=qk.running,
                     waiters=qk.waiters,
+                    cancels=qk.cancels,
+                    logged=qk.logged,
                     job_prefix=qk.job_prefix,
                     now_ms=now,
                     completed_retention_ms=retention.completed_ms,

@@ -140,6 +140,19 @@ class QueueKeys:
         return self.prefix + "waiting"
 
     @property
+    def cancels(self) -> str:
+        """Set of the running jobs asked to stop (cancel.lua): finish.lua records such a job
+        cancelled whatever its attempt came to. Absent while none is, so finish.lua checks it
+        once per batch rather than each job's status."""
+        return self.prefix + "cancels"
+
+    @property
+    def logged(self) -> str:
+        """Set of the running jobs that have log lines (log.lua): finish.lua expires their
+        list (``logs``) with their hash."""
+        return self.prefix + "logged"
+
+    @property
     def waiters(self) -> str:
         """Exists (with a TTL, renewed) while someone waits on a job of the queue: finish.lua
         announces a job's end on its done channel only then."""

@@ -20,6 +20,7 @@ def cancel_call(gateway: Gateway, job_id: str, retention_ms: int = 0) -> Call[Sc
         outbox=qk.outbox,
         joblog_flag=qk.joblog_flag,
         waiting=qk.waiting,
+        cancels=qk.cancels,
         job_prefix=qk.job_prefix,
         job_id=job_id,
         now_ms=gateway.now_ms(),

@@ -7,6 +7,7 @@ import pytest
 from engine.broker.gateway import Gateway
 from engine.broker.scripts import bindings
 from engine.broker.scripts.runner import Call
+from engine.core.errors import ScriptCode
 from engine.core.model import JobInfo
 from engine.core.transitions import Outcome, Retention
 from tests.scripts.support import KEEP, Q, active, pending_to
@@ -26,6 +27,8 @@ def finish_call(gateway: Gateway, outcomes: list[Outcome], retention: Retention 
         outbox_extra=qk.outbox_extra,
         running=qk.running,
         waiters=qk.waiters,
+        cancels=qk.cancels,
+        logged=qk.logged,
         job_prefix=qk.job_prefix,
         now_ms=now,
         completed_retention_ms=retention.completed_ms,
@@ -183,3 +186,19 @@ async def test_log_lines_expire_with_their_job(gateway: Gateway) -> None:
         assert 0 < await gateway.redis.pttl(qk.job(job_id)) <= 60_000
     assert 0 < await gateway.redis.pttl(qk.logs("chatty")) <= 60_000
     assert await gateway.redis.exists(qk.logs("silent")) == 0
+    assert await gateway.redis.exists(qk.logged) == 0  # no running job has lines now
+    # A line logged after the job's end goes when the job goes.
+    await gateway.append_log(Q, "silent", "info", "late", 100)
+    assert 0 < await gateway.redis.pttl(qk.logs("silent")) <= 60_000
+
+
+async def test_a_cancel_while_it_ran_wins_over_its_outcome(gateway: Gateway) -> None:
+    qk = gateway.keys.queue(Q)
+    rows = await active(gateway, "stopped", "other")
+    assert await gateway.cancel(Q, "stopped", KEEP) is ScriptCode.CANCEL_REQUESTED
+    assert await gateway.redis.sismember(qk.cancels, "stopped")
+    outcomes = [Outcome(Q, row.entry_id, row.job_id, "completed", "1") for row in rows]
+    assert await gateway.scripts.run(finish_call(gateway, outcomes)) == [True, True]
+    assert await gateway.redis.hget(qk.job("stopped"), "status") == "cancelled"
+    assert await gateway.redis.hget(qk.job("other"), "status") == "completed"
+    assert await gateway.redis.exists(qk.cancels) == 0

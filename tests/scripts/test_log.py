@@ -16,6 +16,7 @@ def log_call(gateway: Gateway, job_id: str, message: str, keep: int) -> Call[Non
         logs=qk.logs(job_id),
         outbox=qk.outbox,
         joblog_flag=qk.joblog_flag,
+        logged=qk.logged,
         job_id=job_id,
         queue=Q,
         now_ms=now,

@@ -208,6 +208,8 @@ def finish(
     outbox_extra: str,
     running: str,
     waiters: str,
+    cancels: str,
+    logged: str,
     job_prefix: str,
     group: str = GROUP,
     now_ms: int,
@@ -223,6 +225,7 @@ def finish(
     (False: its entry was no longer pending, another worker's outcome won). ``sharded``:
     publish with SPUBLISH, else PUBLISH."""
     keys = [stream, delayed, dlq, stats, outbox, joblog_flag, throughput, outbox_extra, running, waiters]
+    keys += [cancels, logged]
     args = [job_prefix, group, now_ms, completed_retention_ms, failed_retention_ms]
     packed = _msgpack([value for outcome in outcomes for value in outcome.argv()])
     args += [done_channel_prefix, wake_channel, queue, _flag(sharded), packed]
@@ -285,6 +288,7 @@ def cancel(
     outbox: str,
     joblog_flag: str,
     waiting: str,
+    cancels: str,
     job_prefix: str,
     job_id: str,
     now_ms: int,
@@ -296,7 +300,7 @@ def cancel(
 ) -> Call[ScriptCode]:
     """DONE, CANCEL_REQUESTED (running: its worker stops it), ALREADY_FINISHED or NO_SUCH_JOB.
     ``sharded``: publish with SPUBLISH, else PUBLISH."""
-    keys = [stream, delayed, stats, outbox, joblog_flag, waiting]
+    keys = [stream, delayed, stats, outbox, joblog_flag, waiting, cancels]
     args = [job_prefix, job_id, now_ms, retention_ms, done_channel_prefix, cancel_channel, queue]
     args += [_flag(sharded)]
     return Call("cancel", keys, args, _code)
@@ -349,6 +353,7 @@ def log(
     logs: str,
     outbox: str,
     joblog_flag: str,
+    logged: str,
     job_id: str,
     queue: str,
     now_ms: int,
@@ -359,7 +364,7 @@ def log(
 ) -> Call[None]:
     """Append ``line`` (the JSON of at, level, message) to a job's log, keeping ``keep`` lines."""
     args = [job_id, queue, now_ms, level, message, keep, line]
-    return Call("log", [logs, outbox, joblog_flag], args, lambda _: None)
+    return Call("log", [logs, outbox, joblog_flag, logged], args, lambda _: None)
 
 
 def lease(*, lock: str, token: str, lease_ms: int) -> Call[ScriptCode]:

@@ -3,6 +3,8 @@
 
   KEYS[1] stream (of the default priority; a job of another is in its lane's)  KEYS[2] delayed zset  KEYS[3] stats hash  KEYS[4] outbox stream
   KEYS[5] job-log flag  KEYS[6] the queue's index of waiting jobs (QueueKeys.waiting)
+  KEYS[7] the running jobs asked to stop (QueueKeys.cancels; a week's TTL, renewed, so that
+          a member no outcome came for goes in the end)
   ARGV[1] job key prefix  ARGV[2] job id  ARGV[3] now (ms)  ARGV[4] retention (ms, 0 = keep)
   ARGV[5] notification channel prefix  ARGV[6] cancel-request channel
   ARGV[7] queue name
@@ -36,6 +38,8 @@ end
 if status == "completed" or status == "failed" or status == "cancelled" then return -4 end  -- ALREADY_FINISHED
 if status == "active" then
   redis.call("HSET", jobKey, "status", "cancelled")
+  redis.call("SADD", KEYS[7], ARGV[2])
+  redis.call("PEXPIRE", KEYS[7], 7 * 24 * 3600 * 1000)
   redis.call(publish, ARGV[6], ARGV[2])
   return 2  -- CANCEL_REQUESTED
 end

@@ -10,6 +10,8 @@
   KEYS[8] the outbox's count of events beyond one per entry (see engine/history/shipper.py)
   KEYS[9] the queue's concurrency slots (engine.core.flow): an outcome gives its slot back
   KEYS[10] exists while someone waits on a job of the queue (QueueKeys.waiters)
+  KEYS[11] the running jobs asked to stop (QueueKeys.cancels)
+  KEYS[12] the running jobs with log lines (QueueKeys.logged)
   ARGV[1] job key prefix  ARGV[2] group  ARGV[3] unused (times come from the server clock)
   ARGV[4] completed retention (ms, 0 = keep)  ARGV[5] failed retention (ms, 0 = keep)
   ARGV[6] notification channel prefix  ARGV[7] promoter wake-up channel
@@ -80,6 +82,11 @@ local slots = redis.call("EXISTS", KEYS[9]) == 1
 -- job's end announced on its done channel.
 local notify = redis.call("EXISTS", KEYS[10]) == 1
 local keyed = redis.call("EXISTS", KEYS[9] .. ":keys") == 1  -- concurrency keys' slots (start.lua)
+-- A job's own state is not read: whether it was asked to stop and whether it has log lines
+-- are in two sets, which exist only while some job is in them (reading each job's hash was
+-- a fifth of this script's cost).
+local cancels = redis.call("EXISTS", KEYS[11]) == 1
+local logged = redis.call("EXISTS", KEYS[12]) == 1
 
 -- The job-log events of the batch, written as one outbox entry at the end of this script
 -- (so in the same atomic step as the outcomes): one entry per batch rather than per job is
@@ -104,7 +111,7 @@ local function event(jobKey, id, kind, result, err, tb, due, finished)
     error = err, traceback = tb, due = due, finished = finished, worker = job[6] or nil}
 end
 
--- A job's log lines live beside its hash and go when it goes ("logs" in the hash: it has
+-- A job's log lines live beside its hash and go when it goes (it is in KEYS[12] if it has
 -- some, see log.lua; most jobs have none, and a PEXPIRE each would cost them).
 local function expire(jobKey, ms, hasLogs)
   redis.call("PEXPIRE", jobKey, ms)
@@ -122,8 +129,9 @@ for i = 1, #outcomes, 8 do
   local ran = tonumber(outcomes[i + 6])
   local task = type(outcomes[i + 7]) == "string" and outcomes[i + 7] or ""
   local jobKey = jobPrefix .. id
-  local status, hasLogs = nil, false
-  if redis.call("XACK", KEYS[1], group, entry) == 1 then
+  local acknowledged = redis.call("XACK", KEYS[1], group, entry) == 1
+  local hasLogs, written = false, nil
+  if acknowledged then
     acked[#acked + 1] = entry
     if slots then redis.call("ZREM", KEYS[9], entry) end
     if keyed then
@@ -133,31 +141,39 @@ for i = 1, #outcomes, 8 do
         redis.call("HDEL", KEYS[9] .. ":keys", entry)
       end
     end
-    -- Read through pcall: a job key of another type must not fail the batch (the outcomes
-    -- before it would stay recorded, those after it not, and the batch would be retried).
-    local h = redis.pcall("HMGET", jobKey, "status", "logs")
-    if h.err then status = h else status, hasLogs = h[1], h[2] ~= false end
+    -- A cancel that arrived while the attempt ran wins over its outcome.
+    if cancels and redis.call("SREM", KEYS[11], id) == 1 then kind = "cancelled" end
+    hasLogs = logged and redis.call("SREM", KEYS[12], id) == 1
+    -- The first write goes through pcall: a job key of another type must not fail the batch
+    -- (the outcomes before it would stay recorded, those after it not, and the batch would
+    -- be retried).
+    if kind == "completed" then
+      written = redis.pcall("HSET", jobKey, "status", "completed", "result", value, "finished", now)
+    elseif kind == "retry" then
+      written = redis.pcall("HSET", jobKey, "status", "delayed", "error", value, "traceback", tb, "due", due)
+    elseif kind == "failed" then
+      written = redis.pcall("HSET", jobKey, "status", "failed", "error", value, "traceback", tb,
+        "finished", now)
+    else
+      written = redis.pcall("HSET", jobKey, "status", "cancelled", "finished", now)
+    end
   end
-  if status == nil then
+  if not acknowledged then
     out[#out + 1] = 0
-  elseif type(status) == "table" and status.err then
+  elseif type(written) == "table" and written.err then
     redis.call("XADD", KEYS[3], "*", "j", id, "entry", entry,
-      "error", "could not record the outcome (" .. kind .. "): job data unreadable: " .. status.err,
+      "error", "could not record the outcome (" .. kind .. "): job data unreadable: " .. written.err,
       "at", now)
     counts.failed = counts.failed + 1
     out[#out + 1] = 1
   else
-    -- A cancel that arrived while the attempt ran wins over its outcome.
-    if status == "cancelled" then kind = "cancelled" end
     observe(ran, task)
     if kind == "completed" then
-      redis.call("HSET", jobKey, "status", "completed", "result", value, "finished", now)
       event(jobKey, id, "completed", value, nil, nil, nil, now)
       if keepDone > 0 then expire(jobKey, keepDone, hasLogs) end
       count(task, "completed")
       if notify then redis.call(publish, channel .. id, "completed") end
     elseif kind == "retry" then
-      redis.call("HSET", jobKey, "status", "delayed", "error", value, "traceback", tb, "due", due)
       local ranBy = redis.call("HMGET", jobKey, "worker", "ran")
       if ranBy[1] then redis.call("HSET", jobKey, "ran", (ranBy[2] or "") .. ranBy[1] .. "\n") end
       redis.call("ZADD", KEYS[2], due, id)
@@ -165,8 +181,6 @@ for i = 1, #outcomes, 8 do
       count(task, "retried")
       retried = true
     elseif kind == "failed" then
-      redis.call("HSET", jobKey, "status", "failed", "error", value, "traceback", tb,
-        "finished", now)
       -- The dead letter is self-contained: it outlives the job's hash if a retention
       -- policy expires that.
       local job = redis.call("HMGET", jobKey, "attempts", "task")
@@ -178,7 +192,6 @@ for i = 1, #outcomes, 8 do
       count(task, "failed")
       if notify then redis.call(publish, channel .. id, "failed") end
     else
-      redis.call("HSET", jobKey, "status", "cancelled", "finished", now)
       if value ~= "" then redis.call("HSET", jobKey, "error", value) end
       event(jobKey, id, "cancelled", nil, value, nil, nil, now)
       if keepDone > 0 then expire(jobKey, keepDone, hasLogs) end
