@@ -47,15 +47,28 @@ def runnable_entry(queue: str, entry_id: str, fields: dict[str, str]) -> Started
     """A fresh job's entry holds everything a worker needs to run it (``enqueue.lua``), so
     an idle worker can start it at once and confirm it with ``start.lua`` meanwhile; None
     for other entries (retried, replayed, garbage), which must go through ``start.lua``."""
-    job_id, task, payload = fields.get("j"), fields.get("t"), fields.get("p")
-    if not job_id or not task or payload is None or "g" in fields or "x" in fields:
+    if not fields.get("j") or not fields.get("t") or "p" not in fields or "g" in fields or "x" in fields:
         # "g": enqueued while the queue had flow control, "x": it may have expired (see
         # enqueue.lua): only start.lua may start it.
         return None
-    # XADD's time, within a ms of "created"; a fresh entry is on its first delivery.
-    created = entry_id.split("-", 1)[0]
-    options = ("1", fields.get("o"), fields.get("m"), fields.get("k"), created)
-    return Started.parse(queue, entry_id, job_id, task, payload, options, confirmed=anyio.Event())
+    return entry_job(queue, entry_id, fields, confirmed=anyio.Event())
+
+
+def entry_job(queue: str, entry_id: str, fields: dict[str, str], confirmed: Any = None) -> Started:
+    """The job a fresh job's entry describes, on its first attempt (enqueue.lua)."""
+    # The creation time is the entry id's (enqueue.lua).
+    options = ("1", fields.get("o"), fields.get("m"), fields.get("k"), entry_id.split("-", 1)[0])
+    return Started.parse(
+        queue, entry_id, fields.get("j", ""), fields.get("t"), fields.get("p"), options, confirmed=confirmed
+    )
+
+
+def _given(fields: dict[str, str]) -> list[str]:
+    """An entry's fields as start.lua takes them (flat), when they describe a fresh job: it
+    then need not read them again (none: it reads them if need be)."""
+    if "t" not in fields or "p" not in fields:
+        return []
+    return [x for name, value in fields.items() if name != DELIVERIES for x in (name, value)]
 
 
 class Delivery(GatewayBase):
@@ -141,7 +154,7 @@ class Delivery(GatewayBase):
         per_queue: dict[str, list[Any]] = {}
         deliveries: dict[str, int] = {}
         for queue, entry_id, fields in entries:
-            per_queue.setdefault(queue, []).extend((entry_id, fields.get("j", "")))
+            per_queue.setdefault(queue, []).append((entry_id, fields.get("j", ""), fields))
             if DELIVERIES in fields:
                 deliveries[entry_id] = int(fields[DELIVERIES])
         batch = await self.start(worker_id, per_queue)
@@ -154,17 +167,23 @@ class Delivery(GatewayBase):
         return batch
 
     async def start(self, worker_id: str, per_queue: dict[str, list[Any]]) -> StartBatch:
-        """Run start.lua per queue (all in one round trip): per queue, a flat list of entry
-        id, job id pairs, or ``["read", count]`` to read up to count new entries."""
+        """Run start.lua per queue (all in one round trip): per queue, a list of (entry id,
+        job id, the entry's fields as read or {}), or ``["read", count]`` to read up to count
+        new entries."""
         batch = StartBatch()
         if not per_queue:
             return batch
         calls = []
         lanes: dict[str, tuple[str, ...]] = {}
+        given: dict[tuple[str, str], dict[str, str]] = {}  # (queue, entry id) -> its fields
         for queue, flat in per_queue.items():
             qk = self.keys.queue(queue)
             reading = len(flat) == 2 and flat[0] == "read"
-            pairs = [] if reading else [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+            pairs = []
+            if not reading:
+                for entry_id, job_id, fields in flat:
+                    pairs.append((entry_id, job_id, _given(fields)))
+                    given[queue, entry_id] = fields
             if reading and queue in self.lanes:
                 lanes[queue] = self.lanes[queue]
             calls.append(
@@ -191,7 +210,9 @@ class Delivery(GatewayBase):
             names = lanes.get(queue)
             for row in rows:
                 name = names[row.lane - 1] if names and row.lane else queue
-                if row.run:
+                if row.fresh:
+                    batch.append(entry_job(name, row.entry_id, given[queue, row.entry_id]))
+                elif row.run:
                     batch.append(
                         Started.parse(name, row.entry_id, row.job_id, row.task, row.payload, row.options)
                     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from engine.broker.gateway import Gateway
 from engine.broker.scripts import bindings
 from engine.broker.scripts.bindings import StartRow
@@ -12,7 +14,10 @@ from tests.scripts.support import KEEP, PAYLOAD, WORKER, Q, enqueue_call, job, p
 
 
 def start_call(
-    gateway: Gateway, *, read: int | None = None, entries: list[tuple[str, str]] | None = None
+    gateway: Gateway,
+    *,
+    read: int | None = None,
+    entries: Sequence[tuple[str, str] | tuple[str, str, Sequence[str]]] | None = None,
 ) -> Call[list[StartRow]]:
     qk = gateway.keys.queue(Q)
     return bindings.start(
@@ -77,6 +82,28 @@ async def test_a_fresh_job_gets_its_hash_from_its_entry_when_it_starts(gateway: 
             "payload": PAYLOAD.decode(),
         }
     assert await gateway.redis.exists(qk.waiting) == 0
+
+
+async def test_a_fresh_job_given_with_its_fields_gets_a_short_row(gateway: Gateway) -> None:
+    """Its reader has what the row would repeat: the gateway makes the job from the entry."""
+    qk = gateway.keys.queue(Q)
+    await waiting(gateway, "a")
+    ((_, entry_id, fields),) = await gateway.read([Q], WORKER, 10, None)
+    flat = [x for item in fields.items() for x in item]
+    rows = await gateway.scripts.run(start_call(gateway, entries=[(entry_id, "a", flat)]))
+    assert rows == [StartRow(entry_id, "a", True, fresh=True)]
+    assert await gateway.redis.hget(qk.job("a"), "payload") == PAYLOAD.decode()
+    await gateway.redis.delete(qk.job("a"))
+    await waiting(gateway, "b")
+    ((_, entry_id, fields),) = await gateway.read([Q], WORKER, 10, None)
+    (job,) = await gateway.start_entries(WORKER, [(Q, entry_id, fields)])
+    assert (job.job_id, job.task, job.payload, job.attempt, job.confirmed) == (
+        "b",
+        "t",
+        PAYLOAD.decode(),
+        1,
+        None,
+    )
     assert await gateway.scripts.run(start_call(gateway, read=10)) == []  # drained
 
 

@@ -52,6 +52,9 @@ class StartRow(NamedTuple):
     """Not started: its ``expires=`` passed (still pending: record it cancelled)."""
     lane: int = 0
     """Which of the streams read it came from (an index into ``lanes``; 0 otherwise)."""
+    fresh: bool = False
+    """Started as its entry, given with its fields, says (attempt 1): the fields after
+    ``run`` are empty, its reader has them."""
 
 
 class Throttle(NamedTuple):
@@ -160,6 +163,8 @@ def _start_rows(reply: Any) -> StartRows:
             rows.throttle = Throttle(str(row[3]), int(row[4]), int(row[5]), int(row[6]))
         elif code == 4:
             rows.append(StartRow(row[0], row[1], False, row[3], expired=True, lane=int(row[4])))
+        elif code == 5:
+            rows.append(StartRow(row[0], row[1], True, fresh=True))
         else:
             rows.append(StartRow(row[0], row[1], False, held=code == 3))
     return rows
@@ -178,20 +183,22 @@ def start(
     group: str = GROUP,
     lease_ms: int,
     worker: str,
-    entries: Sequence[tuple[str, str]] = (),
+    entries: Sequence[tuple[str, str] | tuple[str, str, Sequence[str]]] = (),
     read: int | None = None,
     lanes: Sequence[str] = (),
 ) -> Call[StartRows]:
     """Mark entries (entry id, job id) of ``stream`` active, or with ``read``, up to that
     many new ones the script reads itself (no blocking), as far as the queue's flow control
     allows: from ``stream``, or from each of ``lanes`` in turn (a queue's priority lanes'
-    streams, first to last; rows say which)."""
+    streams, first to last; rows say which). An entry may come with its fields as read
+    (flat: name, value, ...): a fresh job's row is then short (``fresh``)."""
     args: list[Any] = [job_prefix, group, lease_ms, worker]
     if read is not None:
         args += ("read", read)
     else:
-        for pair in entries:
-            args += pair
+        for entry in entries:
+            fields = entry[2] if len(entry) == 3 else ()
+            args += (entry[0], entry[1], len(fields), *fields)
     keys = [stream, dlq, flow, running, rate, waiting, joblog_flag, *lanes]
     return Call("start", keys, args, _start_rows)
 

@@ -26,11 +26,14 @@
   payload and options, and the hash this script writes when it starts it holds them all.
   ARGV[1] job key prefix  ARGV[2] group  ARGV[3] lease (ms, a concurrency slot's life
   without renewal)  ARGV[4] worker id (consumer)
-  ARGV[5..] pairs: entry id, job id ("" when the entry has no job id field);
-            or "read", count
+  ARGV[5..] per entry: entry id, job id ("" when the entry has no job id field), n, then
+            n strings: the entry's fields and values as read (n = 0: not given, read here
+            if need be); or "read", count
 
-  For each pair returns {entry id, job id, code, task, payload, attempts, timeout,
-  max_attempts, tick, created, lane}; code 1 = run it, 0 = skipped (cancelled, or poison
+  For each entry returns {entry id, job id, code, task, payload, attempts, timeout,
+  max_attempts, tick, created, lane}; code 1 = run it, 5 = run it, a fresh job whose
+  fields were given ({entry id, job id, 5}: it runs as its entry says, attempt 1; its
+  reader has all the rest), 0 = skipped (cancelled, or poison
   moved to the DLQ; the entry was acknowledged and deleted), 3 = held by flow control,
   4 = expired ({entry id, job id, 4, task, lane}: its expires= passed before it started;
   left pending, for the worker to record it cancelled with finish.lua). lane: the index
@@ -124,7 +127,14 @@ if reading then
     end
   end
 else
-  for i = 5, #ARGV, 2 do todo[#todo + 1] = {ARGV[i], ARGV[i + 1], false, KEYS[1], 0} end
+  local i = 5
+  while i <= #ARGV do
+    local n = tonumber(ARGV[i + 2]) or 0
+    local fields = nil
+    if n > 0 then fields = {unpack(ARGV, i + 3, i + 2 + n)} end
+    todo[#todo + 1] = {ARGV[i], ARGV[i + 1], false, KEYS[1], 0, fields}
+    i = i + 3 + n
+  end
 end
 local heldAny = false
 
@@ -241,8 +251,12 @@ for _, t in ipairs(todo) do
       redis.call("HSET", jobKey, "status", "active", "processed", now, "worker", worker,
         "attempts", attempts, "payload", payload)
     end
-    out[#out + 1] = {entry, id, 1, h[2], payload, attempts, h[4] or "", h[5] or "", h[6] or "",
-      h[7] or "", t[5]}
+    if fresh and t[6] and not reading then
+      out[#out + 1] = {entry, id, 5}
+    else
+      out[#out + 1] = {entry, id, 1, h[2], payload, attempts, h[4] or "", h[5] or "", h[6] or "",
+        h[7] or "", t[5]}
+    end
     started[#started + 1] = entry
     if key then
       keyTaken[key] = keyTaken[key] + 1
