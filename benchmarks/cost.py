@@ -20,14 +20,15 @@ import os
 import statistics
 import time
 import uuid
+from pathlib import Path
 
 import anyio
 
-from benchmarks.core import _options, _start_worker
-from benchmarks.support import cpu_seconds, wait_until
+from benchmarks.core import _history_count, _options, _start_worker
+from benchmarks.support import CLOCK_TICKS, cpu_seconds, wait_until
 from engine import Engine
 from engine.core.transitions import Outcome, Retention
-from engine.embedded import EmbeddedRedis
+from engine.embedded import EmbeddedPostgres, EmbeddedRedis
 
 CHUNK = 1000
 BATCH = 100
@@ -130,6 +131,63 @@ async def drain(url: str, jobs: int, concurrency: int = 100) -> dict[str, float]
     }
 
 
+def _tree_cpu(root: int) -> float:
+    """CPU seconds of a server and its children (PostgreSQL's backends): the live ones from
+    /proc, those that ended from the parent's count of the children it waited for."""
+    stat = Path(f"/proc/{root}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    total = sum(int(f) for f in fields[11:15]) / CLOCK_TICKS  # utime stime cutime cstime
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == root:
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
+async def joblog(url: str, database_url: str, postmaster: int, jobs: int, on: bool) -> dict[str, float]:
+    """A drain as :func:`drain` with the job log on or off: CPU µs per job of Valkey, the
+    worker (which ships) and PostgreSQL, from the worker's start until PostgreSQL holds every
+    job's finished row (on) or the drain's end (off)."""
+    from benchmarks import apps
+
+    namespace = f"costj{uuid.uuid4().hex[:8]}"
+    app = Engine(url, namespace=namespace, database_url=database_url if on else None)
+    async with app:
+        pid = await _valkey_pid(app)
+        for first in range(0, jobs, CHUNK):
+            await app._enqueue(apps.noop.spec, [((i,), {}) for i in range(first, first + CHUNK)], _options())
+        valkey, pg = cpu_seconds(pid), _tree_cpu(postmaster)
+        proc = await _start_worker(url, namespace, 100, database_url if on else None)
+        try:
+
+            async def drained() -> bool:
+                return (await app.stats())["default"]["completed"] >= jobs
+
+            async def shipped() -> bool:
+                return await _history_count(app) >= jobs
+
+            await wait_until(drained, 600, 0.01)
+            if on:
+                await wait_until(shipped, 600, 0.05)
+            worker = cpu_seconds(proc.pid)
+            valkey, pg = cpu_seconds(pid) - valkey, _tree_cpu(postmaster) - pg
+        finally:
+            proc.terminate()
+            await proc.wait()
+    side = "on" if on else "off"
+    return {
+        f"log {side}: Valkey": valkey / jobs * 1e6,
+        f"log {side}: worker": worker / jobs * 1e6,
+        f"log {side}: PostgreSQL": pg / jobs * 1e6,
+    }
+
+
 async def memory(url: str, jobs: int) -> dict[str, float]:
     """Bytes of Redis memory per waiting job beyond its payload, and what holds them: the
     job's hash (MEMORY USAGE, key included) and its stream entry (the rest)."""
@@ -161,13 +219,35 @@ async def memory(url: str, jobs: int) -> dict[str, float]:
     }
 
 
-async def measure(url: str, jobs: int, reps: int) -> dict[str, float]:
+async def _reset_history(database_url: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("DROP TABLE IF EXISTS job_logs, jobs, engine_schema_version")
+    finally:
+        await conn.close()
+
+
+async def measure(
+    url: str, jobs: int, reps: int, database_url: str | None = None, postmaster: int = 0
+) -> dict[str, float]:
     runs: list[dict[str, float]] = []
     for _ in range(reps):
         run = await steps(url, jobs)
         run.update(await drain(url, jobs))
+        if database_url:
+            await _reset_history(database_url)
+            run.update(await joblog(url, database_url, postmaster, jobs, on=True))
+            run.update(await joblog(url, database_url, postmaster, jobs, on=False))
         runs.append(run)
     out = {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+    if database_url:
+        for part in ("Valkey", "worker", "PostgreSQL"):
+            out[f"job log cost: {part}"] = out[f"log on: {part}"] - out[f"log off: {part}"]
+        out["job log cost, whole"] = sum(
+            out[f"job log cost: {part}"] for part in ("Valkey", "worker", "PostgreSQL")
+        )
     out.update(await memory(url, jobs))
     return out
 
@@ -178,18 +258,28 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--joblog", action="store_true", help="also the job log's cost (embedded PostgreSQL)")
     args = parser.parse_args()
     url = os.environ.get("ENGINE_BENCH_REDIS_URL")
     server = None
+    pg: EmbeddedPostgres | None = None
     if not url:
         server = EmbeddedRedis()
         server.start()
         url = server.url
     try:
-        results = anyio.run(measure, url, args.jobs, args.reps)
+        database_url, postmaster = None, 0
+        if args.joblog:
+            pg = EmbeddedPostgres(fast=True)
+            pg.start()
+            database_url = pg.url
+            postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+        results = anyio.run(measure, url, args.jobs, args.reps, database_url, postmaster)
     finally:
         if server is not None:
             server.stop()
+        if pg is not None:
+            pg.stop()
     print(f"{args.jobs:,} no-op jobs, medians of {args.reps} (CPU from /proc, µs per job; memory in bytes)")
     for name, value in results.items():
         if name == "drain jobs/s":
