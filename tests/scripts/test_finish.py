@@ -192,6 +192,28 @@ async def test_log_lines_expire_with_their_job(gateway: Gateway) -> None:
     assert 0 < await gateway.redis.pttl(qk.logs("silent")) <= 60_000
 
 
+async def test_with_the_job_log_on_each_outcome_is_an_event_of_the_next_version(gateway: Gateway) -> None:
+    """The event carries the job's fields as they were, and its version is the hash's next."""
+    import json
+
+    qk = gateway.keys.queue(Q)
+    await gateway.switch_on_joblog([Q])
+    rows = await active(gateway, "ok", "bad")
+    entries = {row.job_id: row.entry_id for row in rows}
+    outcomes = [
+        Outcome(Q, entries["ok"], "ok", "completed", "1"),
+        Outcome(Q, entries["bad"], "bad", "failed", "boom", "tb"),
+    ]
+    assert await gateway.scripts.run(finish_call(gateway, outcomes)) == [True, True]
+    (*_, (_, entry)) = await gateway.redis.xrange(qk.outbox)
+    events = {e["j"]: e for e in json.loads(entry["b"])}
+    for job_id, kind in (("ok", "completed"), ("bad", "failed")):
+        e = events[job_id]
+        assert (e["e"], e["task"], e["attempts"], e["v"], e["worker"]) == (kind, "t", "1", "2", "w1")
+        assert await gateway.redis.hget(qk.job(job_id), "v") == "2"
+    assert events["bad"]["error"] == "boom"
+
+
 async def test_a_cancel_while_it_ran_wins_over_its_outcome(gateway: Gateway) -> None:
     qk = gateway.keys.queue(Q)
     rows = await active(gateway, "stopped", "other")

@@ -96,19 +96,22 @@ local logged = redis.call("EXISTS", KEYS[12]) == 1
 -- One table constructor per event (fields that do not apply are nil): filling a table field
 -- by field rehashes it as it grows, and cost Redis twice as much.
 local events = {}
-local function event(jobKey, id, kind, result, err, tb, due, finished)
+-- ``job``: the fields the event carries, read before the outcome's write (which writes the
+-- event's version ``v`` with the job's new state: no HINCRBY of its own).
+local function event(job, v, id, kind, result, err, tb, due, finished)
   if not outbox then return end
-  local job = redis.call("HMGET", jobKey, "task", "attempts", "processed", "payload", "created",
-    "worker")
-  local v = redis.pcall("HINCRBY", jobKey, "v", 1)
-  if type(v) ~= "number" then  -- a version someone overwrote: start it again
-    v = 1
-    redis.call("HSET", jobKey, "v", v)
-  end
   events[#events + 1] = {e = kind, j = id, task = job[1] or "",
-    v = tostring(v), attempts = job[2] or "0",
+    v = v, attempts = job[2] or "0",
     processed = job[3] or "", payload = job[4] or nil, created = job[5] or nil, result = result,
     error = err, traceback = tb, due = due, finished = finished, worker = job[6] or nil}
+end
+
+-- The outcome's write of the job's state (with its event's version, if any), through pcall:
+-- a job key of another type must not fail the batch (the outcomes before it would stay
+-- recorded, those after it not, and the batch would be retried).
+local function write(jobKey, v, fields)
+  if v then fields[#fields + 1] = "v"; fields[#fields + 1] = v end
+  return redis.pcall("HSET", jobKey, unpack(fields))
 end
 
 -- A job's log lines live beside its hash and go when it goes (it is in KEYS[12] if it has
@@ -130,7 +133,7 @@ for i = 1, #outcomes, 8 do
   local task = type(outcomes[i + 7]) == "string" and outcomes[i + 7] or ""
   local jobKey = jobPrefix .. id
   local acknowledged = redis.call("XACK", KEYS[1], group, entry) == 1
-  local hasLogs, written = false, nil
+  local hasLogs, written, job, v = false, nil, nil, nil
   if acknowledged then
     acked[#acked + 1] = entry
     if slots then redis.call("ZREM", KEYS[9], entry) end
@@ -144,18 +147,22 @@ for i = 1, #outcomes, 8 do
     -- A cancel that arrived while the attempt ran wins over its outcome.
     if cancels and redis.call("SREM", KEYS[11], id) == 1 then kind = "cancelled" end
     hasLogs = logged and redis.call("SREM", KEYS[12], id) == 1
-    -- The first write goes through pcall: a job key of another type must not fail the batch
-    -- (the outcomes before it would stay recorded, those after it not, and the batch would
-    -- be retried).
-    if kind == "completed" then
-      written = redis.pcall("HSET", jobKey, "status", "completed", "result", value, "finished", now)
+    if outbox then
+      job = redis.pcall("HMGET", jobKey, "task", "attempts", "processed", "payload", "created",
+        "worker", "v")
+      -- A version someone overwrote with garbage starts again at 1.
+      if not job.err then v = string.format("%d", (tonumber(job[7]) or 0) + 1) end
+    end
+    if job and job.err then
+      written = job
+    elseif kind == "completed" then
+      written = write(jobKey, v, {"status", "completed", "result", value, "finished", now})
     elseif kind == "retry" then
-      written = redis.pcall("HSET", jobKey, "status", "delayed", "error", value, "traceback", tb, "due", due)
+      written = write(jobKey, v, {"status", "delayed", "error", value, "traceback", tb, "due", due})
     elseif kind == "failed" then
-      written = redis.pcall("HSET", jobKey, "status", "failed", "error", value, "traceback", tb,
-        "finished", now)
+      written = write(jobKey, v, {"status", "failed", "error", value, "traceback", tb, "finished", now})
     else
-      written = redis.pcall("HSET", jobKey, "status", "cancelled", "finished", now)
+      written = write(jobKey, v, {"status", "cancelled", "finished", now})
     end
   end
   if not acknowledged then
@@ -169,7 +176,7 @@ for i = 1, #outcomes, 8 do
   else
     observe(ran, task)
     if kind == "completed" then
-      event(jobKey, id, "completed", value, nil, nil, nil, now)
+      event(job, v, id, "completed", value, nil, nil, nil, now)
       if keepDone > 0 then expire(jobKey, keepDone, hasLogs) end
       count(task, "completed")
       if notify then redis.call(publish, channel .. id, "completed") end
@@ -177,23 +184,23 @@ for i = 1, #outcomes, 8 do
       local ranBy = redis.call("HMGET", jobKey, "worker", "ran")
       if ranBy[1] then redis.call("HSET", jobKey, "ran", (ranBy[2] or "") .. ranBy[1] .. "\n") end
       redis.call("ZADD", KEYS[2], due, id)
-      event(jobKey, id, "retry", nil, value, tb, due, nil)
+      event(job, v, id, "retry", nil, value, tb, due, nil)
       count(task, "retried")
       retried = true
     elseif kind == "failed" then
       -- The dead letter is self-contained: it outlives the job's hash if a retention
       -- policy expires that.
-      local job = redis.call("HMGET", jobKey, "attempts", "task")
-      local dead = redis.call("XADD", KEYS[3], "*", "j", id, "task", job[2] or "", "error", value,
-        "traceback", tb, "attempts", job[1] or "0", "at", now)
+      local last = redis.call("HMGET", jobKey, "attempts", "task")
+      local dead = redis.call("XADD", KEYS[3], "*", "j", id, "task", last[2] or "", "error", value,
+        "traceback", tb, "attempts", last[1] or "0", "at", now)
       redis.call("HSET", jobKey, "dlq", dead)
-      event(jobKey, id, "failed", nil, value, tb, nil, now)
+      event(job, v, id, "failed", nil, value, tb, nil, now)
       if keepFailed > 0 then expire(jobKey, keepFailed, hasLogs) end
       count(task, "failed")
       if notify then redis.call(publish, channel .. id, "failed") end
     else
       if value ~= "" then redis.call("HSET", jobKey, "error", value) end
-      event(jobKey, id, "cancelled", nil, value, nil, nil, now)
+      event(job, v, id, "cancelled", nil, value, nil, nil, now)
       if keepDone > 0 then expire(jobKey, keepDone, hasLogs) end
       count(task, "cancelled")
       if notify then redis.call(publish, channel .. id, "cancelled") end
