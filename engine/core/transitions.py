@@ -129,7 +129,8 @@ class Started:
             _bounded("tick", tick, int, 0, MAX_EPOCH_MS, problems),
             _bounded("created", created, int, 0, MAX_EPOCH_MS, problems),
             confirmed,
-            deliveries=deliveries,
+            False,  # dropped, then deliveries: by position, as keywords cost per job started
+            deliveries,
         )
         if problems:
             job.problem = "InvalidJob: malformed job options in Redis: " + "; ".join(problems)

@@ -20,7 +20,7 @@ import datetime as dt
 import inspect
 import typing
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -185,23 +185,33 @@ class Shape:
     def check(self, task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         """Refuse (TypeError naming the parameter and type) a value that does not fit."""
         if self.checked:
-            self._each(task, args, kwargs, lambda value, t: msgspec.convert(value, t))
+            for _place, name, t, value in self._typed(args, kwargs):
+                if not (type(value) is t and t in _AS_IS):
+                    _converted(task, name, t, value)
 
     def convert(self, task: str, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """The arguments rebuilt in their annotated types (TypeError when one does not fit)."""
         if not self.checked:
             return args, kwargs
         new_args = list(args)
+        positional = self.positional
+        if not kwargs and len(args) <= len(positional):
+            # The usual call, by position only (what a worker converts for every job): the
+            # same as the general walk below, without its generator.
+            for i, value in enumerate(args):
+                name, t = positional[i]
+                if t is not None and not (type(value) is t and t in _AS_IS):
+                    new_args[i] = _converted(task, name, t, value)
+            return new_args, {}
         new_kwargs = dict(kwargs)
-
-        def put(value: Any, t: Any, where: tuple[str, int | str]) -> None:
-            converted = msgspec.convert(value, t)
-            if where[0] == "a":
-                new_args[int(where[1])] = converted
+        for place, name, t, value in self._typed(args, kwargs):
+            if type(value) is t and t in _AS_IS:
+                continue
+            converted = _converted(task, name, t, value)
+            if isinstance(place, int):
+                new_args[place] = converted
             else:
-                new_kwargs[str(where[1])] = converted
-
-        self._each(task, args, kwargs, put, with_place=True)
+                new_kwargs[place] = converted
         return new_args, new_kwargs
 
     def result(self, value: Any) -> Any:
@@ -213,39 +223,43 @@ class Shape:
         except msgspec.ValidationError:
             return value
 
-    def _each(
-        self, task: str, args: Sequence[Any], kwargs: Mapping[str, Any], fn: Any, with_place: bool = False
-    ) -> None:
+    def _typed(
+        self, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> Iterator[tuple[int | str, str, Any, Any]]:
+        """(position or keyword, parameter name, type, value) of each argument with a type."""
+        positional = self.positional
         for i, value in enumerate(args):
-            if i < len(self.positional):
-                name, t = self.positional[i]
+            if i < len(positional):
+                name, t = positional[i]
             elif self.var_positional is not None:
-                name, t = self.var_positional[0], self.var_positional[1]
+                name, t = self.var_positional
             else:
                 return  # too many: the signature check says so
             if t is not None:
-                self._one(task, name, t, value, fn, ("a", i) if with_place else None)
+                yield i, name, t, value
         for key, value in kwargs.items():
             t = self.by_name.get(key)
             name = key
             if key not in self.by_name and self.var_keyword is not None:
-                name, t = self.var_keyword[0], self.var_keyword[1]
+                name, t = self.var_keyword
             if t is not None:
-                self._one(task, name, t, value, fn, ("k", key) if with_place else None)
+                yield key, name, t, value
 
-    @staticmethod
-    def _one(task: str, name: str, t: Any, value: Any, fn: Any, place: tuple[str, Any] | None) -> None:
-        try:
-            if place is None:
-                fn(value, t)
-            else:
-                fn(value, t, place)
-        except msgspec.ValidationError as exc:
-            # msgspec says where inside a container the mismatch is ("... - at `$[1]`").
-            where = f" ({exc})" if " - at `" in str(exc) else ""
-            raise TypeError(
-                f"task {task!r}: argument {name!r} must be {_type_name(t)}, not {_value(value)}{where}"
-            ) from None
+
+_AS_IS = frozenset({int, float, str, bool})
+"""Types msgspec gives a value of back as it is: such a value needs no convert call (a worker
+converts every argument of every job, a producer checks each)."""
+
+
+def _converted(task: str, name: str, t: Any, value: Any) -> Any:
+    try:
+        return msgspec.convert(value, t)
+    except msgspec.ValidationError as exc:
+        # msgspec says where inside a container the mismatch is ("... - at `$[1]`").
+        where = f" ({exc})" if " - at `" in str(exc) else ""
+        raise TypeError(
+            f"task {task!r}: argument {name!r} must be {_type_name(t)}, not {_value(value)}{where}"
+        ) from None
 
 
 def _type_name(t: Any) -> str:

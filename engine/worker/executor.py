@@ -13,8 +13,8 @@ import contextlib
 import functools
 import math
 import traceback
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
 import anyio
@@ -24,7 +24,7 @@ import structlog
 from engine.context import JobContext
 from engine.core.errors import JobTimeout, Retry, UnrecoverableError
 from engine.core.limits import MAX_DELAY_S, MAX_WORKER_DEATHS
-from engine.core.model import ms_to_datetime, payload_decoder
+from engine.core.model import payload_decoder
 from engine.core.priority import lane_queue
 from engine.core.taskdef import TaskDef
 from engine.core.transitions import Outcome, Started
@@ -123,16 +123,16 @@ class Executor:
             except TypeError as exc:
                 return self._dead(job, f"PayloadError: {exc}", "")
         timeout = job.timeout or task.spec.timeout
-        ctx = JobContext(
+        ctx = JobContext._for_attempt(
             job_id=job.job_id,
             task=job.task,
             queue=lane_queue(job.queue),
             attempt=job.attempt,
             max_attempts=max_attempts,
             timeout=timeout,
-            deadline=datetime.fromtimestamp(self.clock.time() + timeout, tz=UTC),
-            scheduled_at=ms_to_datetime(job.tick_ms),
-            enqueued_at=ms_to_datetime(job.created_ms),
+            deadline_s=self.clock.time() + timeout,
+            scheduled_ms=job.tick_ms,
+            enqueued_ms=job.created_ms,
             engine=self.engine,
             services=self.engine.gateway,
             state=self.engine.hooks.state,
@@ -151,9 +151,10 @@ class Executor:
                 )
             raise JobTimeout(f"timed out after {timeout:g}s")
         except Exception as exc:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(FAILURE_HOOKS_S):
-                for hook, error in await self.engine.hooks.failed(ctx, exc):
-                    log.error("failure hook raised", hook=hook, error=describe(error), **_bound(job))
+            if self.engine.hooks.failure:  # (two cancel scopes per failed attempt, else)
+                with anyio.CancelScope(shield=True), anyio.move_on_after(FAILURE_HOOKS_S):
+                    for hook, error in await self.engine.hooks.failed(ctx, exc):
+                        log.error("failure hook raised", hook=hook, error=describe(error), **_bound(job))
             return self._failure(job, task, max_attempts, exc)
         finally:
             self._cancels.pop(job.job_id, None)
@@ -173,7 +174,13 @@ class Executor:
 
         One limit serves both. On asyncio it is asyncio's own timeout: an anyio CancelScope
         per job cost a sixth of a worker's CPU on a drain of no-op jobs. A TimeoutError the
-        task raises itself is its failure, not ours (the limit tells: it did not expire)."""
+        task raises itself is its failure, not ours (the limit tells: it did not expire).
+
+        On asyncio the limit is set only once the attempt first suspends: until then it runs
+        without giving the event loop a turn, so neither a timer nor a cancel could stop it
+        anyway, and an attempt that ends without suspending (most quick jobs) needs no timer
+        (arming and disarming one cost a tenth of a worker's CPU on a drain of no-op jobs).
+        The deadline still counts from the start."""
         if self._asyncio is None:
             self._asyncio = _on_asyncio()
         if not self._asyncio:
@@ -183,7 +190,18 @@ class Executor:
                 return True, await self._through_middleware(ctx, task, args, kwargs)
             return False, None
         loop = asyncio.get_running_loop()
-        limit = asyncio.timeout(timeout)
+        deadline = loop.time() + timeout
+        # A cancel before the first suspension (only the job itself can send one then, as
+        # inline mode runs it) is recorded by cancel() and sets the limit expired below.
+        self._cancels[job_id] = _not_yet
+        call = self._coroutine(ctx, task, args, kwargs)
+        try:
+            suspended = call.send(None)
+        except StopIteration as done:
+            return True, done.value
+        now = loop.time()
+        cancelled = job_id in self._cancelled
+        limit = asyncio.timeout_at(now if cancelled else deadline if deadline > now else None)
 
         def stop() -> None:
             # A cancel landing after the limit was left (failure hooks still running) is late.
@@ -191,13 +209,30 @@ class Executor:
                 limit.reschedule(loop.time())
 
         self._cancels[job_id] = stop
+        if not cancelled and deadline <= now:
+            # Overdue already (its first step ran past the deadline): it expires at the next
+            # turn of the loop, not in this one, as a timer set at the start would, which
+            # lets the step the attempt is ready for run first.
+            loop.call_soon(stop)
         try:
             async with limit:
-                return True, await self._through_middleware(ctx, task, args, kwargs)
+                return True, await _resume(call, suspended)
         except TimeoutError:
             if not limit.expired():
                 raise
             return False, None
+
+    def _coroutine(
+        self, ctx: JobContext, task: TaskDef, args: list[Any], kwargs: dict[str, Any]
+    ) -> Coroutine[Any, Any, Any]:
+        """The attempt as one coroutine to step by hand: the task's own when nothing wraps
+        it (a no-op job's two extra coroutines were a measurable part of its cost)."""
+        if task.is_async and not self.engine.hooks.middleware:
+            call = task.fn(*args, **kwargs)
+            if isinstance(call, types.CoroutineType):
+                return call
+            return _awaited(call)  # an awaitable of another kind (a marked coroutine function)
+        return self._through_middleware(ctx, task, args, kwargs)
 
     async def _through_middleware(
         self, ctx: JobContext, task: TaskDef, args: list[Any], kwargs: dict[str, Any]
@@ -231,9 +266,10 @@ class Executor:
         unencodable = isinstance(exc, msgspec.EncodeError | TypeError | UnicodeEncodeError)
         if unencodable and "encode" in error.lower():
             error = f"ResultError: the task's return value cannot be encoded as JSON: {error}"
-        bound = log.bind(**_bound(job))
+        # The job's fields are passed with the event, not bound (a bound logger is built
+        # even when the level drops the event), first so that records keep their order.
         if isinstance(exc, UnrecoverableError) or job.attempt >= max_attempts:
-            bound.error("job failed", error=error, max_attempts=max_attempts, exc_info=exc)
+            log.error("job failed", **_bound(job), error=error, max_attempts=max_attempts, exc_info=exc)
             return self._dead(job, error, tb)
         delay = (
             exc.delay
@@ -243,13 +279,50 @@ class Executor:
         # Retry(delay=) and Backoff are bounded where they are made; stay within a datetime
         # whatever reaches here.
         delay = min(max(delay, 0.0), MAX_DELAY_S) if math.isfinite(delay) else MAX_DELAY_S
-        bound.warning("job attempt failed; retrying", error=error, retry_in_s=round(delay, 3), exc_info=exc)
+        log.warning(
+            "job attempt failed; retrying",
+            **_bound(job),
+            error=error,
+            retry_in_s=round(delay, 3),
+            exc_info=exc,
+        )
         due = int((self.clock.time() + delay) * 1000)
         return Outcome(job.queue, job.entry_id, job.job_id, "retry", error, tb, due, task=job.task)
 
     @staticmethod
     def _dead(job: Started, error: str, tb: str) -> Outcome:
         return Outcome(job.queue, job.entry_id, job.job_id, "failed", error, tb, task=job.task)
+
+
+def _not_yet() -> None:
+    """What cancels an attempt that has not suspended yet: nothing, see Executor._attempt."""
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+@types.coroutine
+def _resume(call: Coroutine[Any, Any, Any], suspended: Any) -> Generator[Any, Any, Any]:
+    """Await ``call`` from where its first step (run by hand: see Executor._attempt) left
+    it, ``suspended`` being what that step yielded to the event loop. The delegation
+    ``await`` does (PEP 380): what the loop sends or throws in goes on to ``call``, what it
+    yields goes out to the loop, its return value or exception is this one's."""
+    while True:
+        thrown: BaseException | None = None
+        try:
+            sent = yield suspended
+        except GeneratorExit:
+            call.close()
+            raise
+        except BaseException as exc:  # a cancellation, mostly
+            thrown = exc
+        # Sent on outside the except clause, so that an exception ``call`` raises is not
+        # chained to the one thrown in unless ``call`` itself chains it.
+        try:
+            suspended = call.send(sent) if thrown is None else call.throw(thrown)
+        except StopIteration as done:
+            return done.value
 
 
 def _on_asyncio() -> bool:

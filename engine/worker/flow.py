@@ -71,10 +71,11 @@ class FlowGate:
                 self._full.discard(queue)
             if throttle.key_held:
                 self._held_until[queue] = now + FULL_RECHECK_S
-        for job in batch:
-            queue = lane_queue(job.queue)
-            if queue not in batch.throttles:
-                self.gated.discard(queue)
+        if self.gated:  # (else nothing to discard: spares a loop over every job started)
+            for name in {job.queue for job in batch}:
+                queue = lane_queue(name)
+                if queue not in batch.throttles:
+                    self.gated.discard(queue)
         self.hold(batch.held)
 
     def hold(self, entries: Iterable[Entry]) -> None:
