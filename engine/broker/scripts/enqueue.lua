@@ -108,8 +108,7 @@ for b = 21, #ARGV, 2 do
       redis.call("ZADD", KEYS[2], due, id)
       shared[nShared + 1] = "payload"
       shared[nShared + 2] = payload
-      shared[nShared + 3] = "v"
-      shared[nShared + 4] = "1"
+      if outbox then shared[nShared + 3] = "v"; shared[nShared + 4] = "1" end
       redis.call("HSET", jobKey, unpack(shared))
     else
       -- The entry carries what a worker needs to run the job, so an idle worker starts it

@@ -1,7 +1,10 @@
 --[[
-  Mark a batch of entries as started: entries just read with a blocking XREADGROUP (or reclaimed), or, with
-  ARGV[5] = "read", up to ARGV[6] new entries this script reads itself (XREADGROUP without
-  BLOCK), so a busy worker fetches and starts jobs in one round trip.
+  Mark a batch of entries as started: entries just read with a blocking XREADGROUP (or
+  reclaimed), or, with ARGV[5] = "read", up to ARGV[6] new entries this script reads itself
+  (XREADGROUP without BLOCK), so a busy worker fetches and starts jobs in one round trip.
+  A fresh job (in the index of waiting jobs: enqueue.lua) has no hash yet: its entry holds
+  its task, payload and options, and the hash this script writes when it starts it holds
+  them all.
 
   An idle worker runs a fresh job from the entry it read before this script confirms it
   (see Worker._start_now): so it must not matter which of the two happens first. It does
@@ -21,9 +24,6 @@
   KEYS[7] job-log flag (exists while a shipper drains the outbox)
   KEYS[8..] in read mode, optional: the streams to read in turn (a queue's priority lanes,
             engine.core.priority, first to last) instead of KEYS[1]
-
-  A fresh job (in the index: enqueue.lua) has no hash yet: its entry holds its task,
-  payload and options, and the hash this script writes when it starts it holds them all.
   ARGV[1] job key prefix  ARGV[2] group  ARGV[3] lease (ms, a concurrency slot's life
   without renewal)  ARGV[4] worker id (consumer)
   ARGV[5..] per entry: entry id, job id ("" when the entry has no job id field), n, then
