@@ -36,6 +36,8 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from engine.core.errors import FORMATTED_TRACEBACK
+
 __all__ = ["add_arguments", "configure", "formatter"]
 
 ROOT = "engine"
@@ -168,6 +170,19 @@ def _fields_of_record(logger: WrappedLogger, method_name: str, event_dict: Event
     return {**fields, **event_dict}
 
 
+def _format_exc_info(logger: WrappedLogger, name: str, event_dict: EventDict) -> EventDict:
+    """structlog's format_exc_info, but a failed attempt's traceback, which the worker has
+    formatted already for the job's record (``FORMATTED_TRACEBACK``), is not formatted twice."""
+    exc_info = event_dict.get("exc_info")
+    exc = exc_info[1] if isinstance(exc_info, tuple) else exc_info
+    text = getattr(exc, FORMATTED_TRACEBACK, None) if isinstance(exc, BaseException) else None
+    if not isinstance(text, str):
+        return structlog.processors.format_exc_info(logger, name, event_dict)
+    del event_dict["exc_info"]
+    event_dict["exception"] = text.removesuffix("\n")  # as format_exc_info leaves it
+    return event_dict
+
+
 def formatter(json: bool = False) -> logging.Formatter:
     """A formatter rendering records as the command line does: a console line
     (``2026-01-01T00:00:00.000000Z [info     ] worker started   concurrency=100 ...``) or, with
@@ -185,7 +200,7 @@ def formatter(json: bool = False) -> logging.Formatter:
         ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
+            _format_exc_info,
             renderer,
         ],
     )

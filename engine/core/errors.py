@@ -135,3 +135,9 @@ class UnrecoverableError(Exception):
 
 class JobTimeout(Exception):
     """Recorded as a job's error when an attempt runs past its task's timeout."""
+
+
+FORMATTED_TRACEBACK = "__engine_traceback__"
+"""The attribute under which the worker leaves, on a failed attempt's exception, the traceback
+text it made for the job's record: the engine's log formatter prints that text rather than
+format the traceback again (which cost a failed attempt a tenth of a millisecond)."""

@@ -22,7 +22,7 @@ import msgspec
 import structlog
 
 from engine.context import JobContext
-from engine.core.errors import JobTimeout, Retry, UnrecoverableError
+from engine.core.errors import FORMATTED_TRACEBACK, JobTimeout, Retry, UnrecoverableError
 from engine.core.limits import MAX_DELAY_S, MAX_WORKER_DEATHS
 from engine.core.model import payload_decoder
 from engine.core.priority import lane_queue
@@ -262,7 +262,10 @@ class Executor:
 
     def _failure(self, job: Started, task: TaskDef, max_attempts: int, exc: Exception) -> Outcome:
         error = _text(describe(exc), MAX_ERROR_CHARS)
-        tb = _text("".join(traceback.format_exception(exc)), MAX_TRACEBACK_CHARS)
+        text = "".join(traceback.format_exception(exc))
+        with contextlib.suppress(AttributeError, TypeError):  # the log record's, made once
+            setattr(exc, FORMATTED_TRACEBACK, text)
+        tb = _text(text, MAX_TRACEBACK_CHARS)
         unencodable = isinstance(exc, msgspec.EncodeError | TypeError | UnicodeEncodeError)
         if unencodable and "encode" in error.lower():
             error = f"ResultError: the task's return value cannot be encoded as JSON: {error}"
