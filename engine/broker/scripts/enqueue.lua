@@ -52,16 +52,19 @@ local idem, idemTtl, tick = ARGV[13], ARGV[14], ARGV[15]
 local priority, expires = ARGV[17], ARGV[18]
 local publish = ARGV[16] == "1" and "SPUBLISH" or "PUBLISH"
 local status = due > now and "delayed" or "waiting"
--- Fields every job of the batch shares; each HSET adds the job's own after them.
-local shared = {"task", task, "created", created, "attempts", 0, "status", status}
-if timeout ~= "" then shared[#shared + 1] = "timeout"; shared[#shared + 1] = timeout end
-if maxAttempts ~= "" then shared[#shared + 1] = "max_attempts"; shared[#shared + 1] = maxAttempts end
-if tick ~= "" then shared[#shared + 1] = "tick"; shared[#shared + 1] = tick end
-if status == "delayed" then shared[#shared + 1] = "due"; shared[#shared + 1] = ARGV[10] end
-if priority ~= "" then shared[#shared + 1] = "pr"; shared[#shared + 1] = priority end
-if expires ~= "" then shared[#shared + 1] = "exp"; shared[#shared + 1] = expires end
-if ARGV[20] ~= "" then shared[#shared + 1] = "ck"; shared[#shared + 1] = ARGV[20] end
-local nShared = #shared
+-- A delayed job's hash: the fields every job of the batch shares, then its own (payload,
+-- version). A job due now has none (see the entry below).
+local shared, nShared = nil, 0
+if status == "delayed" then
+  shared = {"task", task, "created", created, "attempts", 0, "status", status, "due", ARGV[10]}
+  if timeout ~= "" then shared[#shared + 1] = "timeout"; shared[#shared + 1] = timeout end
+  if maxAttempts ~= "" then shared[#shared + 1] = "max_attempts"; shared[#shared + 1] = maxAttempts end
+  if tick ~= "" then shared[#shared + 1] = "tick"; shared[#shared + 1] = tick end
+  if priority ~= "" then shared[#shared + 1] = "pr"; shared[#shared + 1] = priority end
+  if expires ~= "" then shared[#shared + 1] = "exp"; shared[#shared + 1] = expires end
+  if ARGV[20] ~= "" then shared[#shared + 1] = "ck"; shared[#shared + 1] = ARGV[20] end
+  nShared = #shared
+end
 -- A waiting job's stream entry: j id, t task, p payload, then the per-job overrides (o
 -- timeout, m max_attempts, k tick, x expiry, c concurrency key, r priority): what its hash
 -- would hold, the creation time being the entry id's.
