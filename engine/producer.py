@@ -7,6 +7,7 @@ bad options.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,34 @@ def new_job_id() -> str:
     sort by creation time."""
     n = (time.time_ns() // 1_000_000) << 82 | int.from_bytes(os.urandom(10), "big") << 2
     return "".join([_PAIRS[(n >> shift) & 1023] for shift in _SHIFTS])
+
+
+def new_job_ids(count: int) -> list[str]:
+    """``count`` ids of :func:`new_job_id`'s form for one batch, at half its cost per id: one
+    clock read and one random read for all of them, and the first 9 characters (45 bits of
+    the time) computed once."""
+    ms = time.time_ns() // 1_000_000
+    prefix = "".join([_PAIRS[(ms << 82 >> shift) & 1023] for shift in (120, 110, 100, 90)])
+    prefix += _B32HEX[(ms >> 3) & 31]
+    low = (ms & 7) << 82  # the time's last 3 bits share the 10th character with random bits
+    rand = os.urandom(10 * count)
+    single, pairs, from_bytes = _B32HEX, _PAIRS, int.from_bytes
+    ids = []
+    for i in range(0, 10 * count, 10):
+        n = low | from_bytes(rand[i : i + 10], "big") << 2
+        ids.append(
+            prefix
+            + single[n >> 80]
+            + pairs[(n >> 70) & 1023]
+            + pairs[(n >> 60) & 1023]
+            + pairs[(n >> 50) & 1023]
+            + pairs[(n >> 40) & 1023]
+            + pairs[(n >> 30) & 1023]
+            + pairs[(n >> 20) & 1023]
+            + pairs[(n >> 10) & 1023]
+            + pairs[n & 1023]
+        )
+    return ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +133,7 @@ def encode_payload(
             spec.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"task {spec.name!r}: {exc} (signature: {spec.name}{spec.signature})") from None
-    if payload_depth_exceeded(args) or payload_depth_exceeded(kwargs):
+    if payload_depth_exceeded(args) or (kwargs and payload_depth_exceeded(kwargs)):
         raise TypeError(
             f"task {spec.name!r}: arguments nest deeper than {MAX_PAYLOAD_DEPTH} levels of lists, "
             "dicts or objects; flatten them or store the data elsewhere and pass a reference"
@@ -167,7 +196,16 @@ def build_job(
     """One job. ``meta``: ``options.meta`` once :func:`check_meta` passed it (once per
     enqueue call, not per job of it); a job without meta (cron's) leaves it out."""
     payload = encode_payload(spec, args, kwargs, max_payload_bytes, meta)
-    now = time.time() if now is None else now
+    fields = job_fields(spec, options, default_idempotency_ttl, time.time() if now is None else now)
+    return NewJob(id=options.job_id or new_job_id(), payload=payload, **fields)
+
+
+def job_fields(
+    spec: TaskSpec, options: Options, default_idempotency_ttl: float, now: float
+) -> dict[str, Any]:
+    """What a job of ``spec`` enqueued with ``options`` at ``now`` holds besides its id and
+    payload (the fields of :class:`NewJob`), every option checked: the same for every job
+    of one enqueue call, so computed once per call."""
     due_ms = 0
     if options.delay is not None and options.run_at is not None:
         raise ConfigurationError("pass either delay= or run_at=, not both")
@@ -196,22 +234,21 @@ def build_job(
     if options.concurrency_key is not None:
         check_key("concurrency_key", options.concurrency_key)
     priority = spec.priority if options.priority is None else check_priority(options.priority)
-    return NewJob(
-        id=options.job_id or new_job_id(),
-        task=spec.name,
-        payload=payload,
-        due_ms=due_ms,
-        timeout=None if options.timeout is None else check_timeout(options.timeout, spec.name),
-        max_attempts=None
+    return {
+        "task": spec.name,
+        "due_ms": due_ms,
+        "timeout": None if options.timeout is None else check_timeout(options.timeout, spec.name),
+        "max_attempts": None
         if options.max_attempts is None
         else check_attempts(options.max_attempts, spec.name),
-        idempotency_key=options.idempotency_key,
-        idempotency_ttl_ms=int(idem_ttl * 1000),
-        tick_ms=None if options.scheduled_at is None else int(options.scheduled_at.timestamp() * 1000),
-        priority=priority,
-        concurrency_key=options.concurrency_key,
-        expires_ms=0 if options.expires is None else expiry_ms(options.expires, now, due_ms),
-    )
+        "idempotency_key": options.idempotency_key,
+        "idempotency_ttl_ms": int(idem_ttl * 1000),
+        "tick_ms": None if options.scheduled_at is None else int(options.scheduled_at.timestamp() * 1000),
+        "priority": priority,
+        "concurrency_key": options.concurrency_key,
+        "expires_ms": 0 if options.expires is None else expiry_ms(options.expires, now, due_ms),
+        "fresh_id": options.job_id is None,
+    }
 
 
 def expiry_ms(expires: object, now: float, due_ms: int) -> int:
@@ -249,17 +286,17 @@ def build_jobs(
         raise ConfigurationError("idempotency_key= names one job; it cannot be used with enqueue_many")
     queue = check_name("queue", options.queue) if options.queue else spec.queue
     meta = check_meta(options.meta)
-    jobs = [
-        build_job(
-            spec,
-            args,
-            kwargs,
-            options,
-            max_payload_bytes=settings.max_payload_bytes,
-            default_idempotency_ttl=settings.idempotency_ttl_s,
-            now=now,
-            meta=meta,
-        )
-        for args, kwargs in calls
-    ]
-    return queue, jobs
+    limit = settings.max_payload_bytes
+    payloads = [encode_payload(spec, args, kwargs, limit, meta) for args, kwargs in calls]
+    if not payloads:
+        return queue, []
+    fields = job_fields(spec, options, settings.idempotency_ttl_s, now)
+    ids = [options.job_id] if options.job_id else new_job_ids(len(payloads))
+    # By position: keyword arguments cost three times as much per job.
+    rest = [fields[name] for name in _AFTER_PAYLOAD]
+    return queue, [NewJob(i, spec.name, p, *rest) for i, p in zip(ids, payloads, strict=True)]
+
+
+_AFTER_PAYLOAD = tuple(f.name for f in dataclasses.fields(NewJob))[3:]
+"""NewJob's fields after (id, task, payload), in order."""
+assert tuple(f.name for f in dataclasses.fields(NewJob))[:3] == ("id", "task", "payload")

@@ -223,4 +223,5 @@ class Producing(GatewayBase):
             concurrency_key=shared.concurrency_key,
             sharded=sharded,
             jobs=pairs,
+            fresh_ids=shared.fresh_id,
         )

@@ -75,12 +75,21 @@ def check_delay(value: Any, what: str) -> float:
 
 
 _SCALARS = (str, int, float, bool, type(None))
+_FLAT = frozenset(_SCALARS)
+_FLAT_CONTAINERS = frozenset({tuple, list})
 
 
 def payload_depth_exceeded(values: Any, limit: int = MAX_PAYLOAD_DEPTH) -> bool:
     """Whether containers nest deeper than ``limit`` inside ``values`` (the args list or
     kwargs dict itself is level 1). Iterative, so any depth is measured without recursion;
     plain scalars (the common case) cost one type check each."""
+    if type(values) in _FLAT_CONTAINERS and limit >= 1:
+        # The usual arguments, scalars only: no walk (checked for every job enqueued).
+        for value in values:
+            if type(value) not in _FLAT:
+                break
+        else:
+            return False
     stack: list[tuple[Any, int]] = [(values, 1)]
     while stack:
         value, depth = stack.pop()

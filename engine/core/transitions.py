@@ -30,10 +30,13 @@ class NewJob:
     priority: int = DEFAULT_PRIORITY
     expires_ms: int = 0  # 0: never
     concurrency_key: str | None = None
+    fresh_id: bool = False
+    """The id was made by the producer (:func:`engine.producer.new_job_id`): 80 random bits
+    after the time, no other job can have it, so ``enqueue.lua`` does not look for one."""
 
     def shared(
         self,
-    ) -> tuple[str, int, float | None, int | None, str | None, int, int | None, int, int, str | None]:
+    ) -> tuple[str, int, float | None, int | None, str | None, int, int | None, int, int, str | None, bool]:
         """What ``enqueue.lua`` takes once per batch: jobs sharing it go in one call."""
         return (
             self.task,
@@ -46,6 +49,7 @@ class NewJob:
             self.priority,
             self.expires_ms,
             self.concurrency_key,
+            self.fresh_id,
         )
 
 

@@ -184,10 +184,20 @@ class Shape:
 
     def check(self, task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         """Refuse (TypeError naming the parameter and type) a value that does not fit."""
-        if self.checked:
-            for _place, name, t, value in self._typed(args, kwargs):
-                if not (type(value) is t and t in _AS_IS):
+        if not self.checked:
+            return
+        positional = self.positional
+        if not kwargs and len(args) <= len(positional):
+            # The usual call, by position only (checked for every job enqueued): the walk
+            # below without its generator.
+            for i, value in enumerate(args):
+                name, t = positional[i]
+                if t is not None and not (type(value) is t and t in _AS_IS):
                     _converted(task, name, t, value)
+            return
+        for _place, name, t, value in self._typed(args, kwargs):
+            if not (type(value) is t and t in _AS_IS):
+                _converted(task, name, t, value)
 
     def convert(self, task: str, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """The arguments rebuilt in their annotated types (TypeError when one does not fit)."""

@@ -26,7 +26,9 @@
   ARGV[18] expiry (ms since the epoch, or ""): not started by then, the job is not run
   ARGV[19] the workers' consumer group (created on a lane's first use)
   ARGV[20] concurrency key (or "")
-  ARGV[21..] pairs: job id, payload (JSON)
+  ARGV[21] the jobs: one MessagePack array of job id, payload (JSON), job id, payload...
+  ARGV[22] "1": look for an existing job of each id (a caller's job id); "0": the ids were
+           just made by the producer (random), no job can have one
 
   Returns a flat array: for each job, its id (the first job's id when the idempotency key
   was already taken, or when a job with that id exists) and 1 if it was added, 0 if not.
@@ -90,8 +92,9 @@ if priority ~= "" and redis.call("SADD", KEYS[10], priority) == 1 then
   redis.pcall("XGROUP", "CREATE", KEYS[1], ARGV[19], "0", "MKSTREAM")
   redis.call(publish, ARGV[4], "lanes")
 end
-for b = 21, #ARGV, 2 do
-  local id, payload = ARGV[b], ARGV[b + 1]
+local jobs, checkIds = cmsgpack.unpack(ARGV[21]), ARGV[22] == "1"
+for b = 1, #jobs, 2 do
+  local id, payload = jobs[b], jobs[b + 1]
   local jobKey = jobPrefix .. id
   local existing = false
   if idem ~= "" then
@@ -100,7 +103,8 @@ for b = 21, #ARGV, 2 do
       redis.call("SET", idemPrefix .. idem, id, "PX", idemTtl)
     end
   end
-  if not existing and (redis.call("EXISTS", jobKey) == 1 or redis.call("HEXISTS", KEYS[11], id) == 1) then
+  if not existing and checkIds
+      and (redis.call("EXISTS", jobKey) == 1 or redis.call("HEXISTS", KEYS[11], id) == 1) then
     existing = id
   end
   if existing then
