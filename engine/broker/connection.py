@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
@@ -36,6 +37,33 @@ _COMMON: dict[str, Any] = {
     "encoding_errors": "backslashreplace",
     "socket_keepalive": True,
 }
+
+
+def hiredis_packing(cls: Any) -> Any:
+    """The connection class ``cls`` packing commands with hiredis (C), as redis-py's sync
+    client does, instead of its asyncio client's packer (Python, about 0.6 us an argument:
+    an enqueue's call has 36, and packing them was half of what an enqueue spent before it
+    was sent). What hiredis does not take (a command name of two words, None, bool, a
+    bytearray, text that is not UTF-8) goes to redis-py's packer, which packs or refuses it
+    as ever."""
+    if cls in _PACKING:
+        return _PACKING[cls]
+
+    def pack_command(self: Any, *args: Any) -> list[bytes]:
+        first = args[0]
+        if type(first) is str and " " not in first:
+            try:
+                return [hiredis.pack_command(args)]
+            except (TypeError, UnicodeEncodeError):
+                pass
+        return cls.pack_command(self, *args)  # type: ignore[no-any-return]
+
+    packing = type(cls.__name__, (cls,), {"pack_command": pack_command, "__module__": __name__})
+    _PACKING[cls] = packing
+    return packing
+
+
+_PACKING: dict[type[Any], type[Any]] = {}
 
 
 class Client:
@@ -87,6 +115,7 @@ def connect(url: str, *, connect_timeout: float = 5.0, max_connections: int = 10
         client_name=client_name(),
         **_COMMON,
     )
+    pool.connection_class = hiredis_packing(pool.connection_class)
     return aioredis.Redis.from_pool(pool)
 
 
@@ -102,7 +131,7 @@ def connect_sentinel(url: str, *, connect_timeout: float = 5.0, max_connections:
     if target.sentinel_password:
         sentinel_options["password"] = target.sentinel_password
     sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
-    return sentinel.master_for(
+    client = sentinel.master_for(
         target.master,
         connection_pool_class=WaitingSentinelPool,
         wait_timeout=POOL_WAIT_S,
@@ -118,6 +147,9 @@ def connect_sentinel(url: str, *, connect_timeout: float = 5.0, max_connections:
         client_name=client_name(),
         **_COMMON,
     )
+    pool = client.connection_pool
+    pool.connection_class = hiredis_packing(pool.connection_class)
+    return client
 
 
 def connect_cluster(url: str, *, connect_timeout: float = 5.0) -> Any:
