@@ -159,7 +159,7 @@ def connect_cluster(url: str, *, connect_timeout: float = 5.0) -> Any:
         raise ConfigurationError(
             f"{mask_url(url)} names a database other than 0: a Redis Cluster has only database 0"
         )
-    return RedisCluster.from_url(
+    client = RedisCluster.from_url(
         target,
         max_connections=CLUSTER_MAX_CONNECTIONS_PER_NODE,
         socket_connect_timeout=connect_timeout,
@@ -169,6 +169,13 @@ def connect_cluster(url: str, *, connect_timeout: float = 5.0) -> Any:
         client_name=client_name(),
         **_COMMON,
     )
+    # Nodes open their connections on first use: the seed nodes made so far, and the options
+    # every node discovered later is made with.
+    nodes = client.nodes_manager
+    nodes.connection_kwargs["connection_class"] = hiredis_packing(nodes.connection_kwargs["connection_class"])
+    for node in nodes.startup_nodes.values():
+        node.connection_class = hiredis_packing(node.connection_class)
+    return client
 
 
 def is_cluster(redis: Any) -> bool:

@@ -34,6 +34,21 @@ async def test_a_plain_client_pointed_at_a_cluster_fails_clearly(cluster_url: st
     await app.close()
 
 
+async def test_every_node_packs_commands_with_hiredis(cluster_url: str) -> None:
+    from engine.broker.connection import connect_cluster, hiredis_packing
+
+    client = connect_cluster(cluster_url)
+    try:
+        await client.ping(target_nodes=client.ALL_NODES)
+        nodes = client.get_nodes()
+        assert len(nodes) >= 3  # the masters (replicas only with read_from_replicas)
+        for node in nodes:
+            assert node.connection_class is hiredis_packing(node.connection_class.__mro__[1])
+            assert node.connection_class.pack_command is not node.connection_class.__mro__[1].pack_command
+    finally:
+        await client.aclose()
+
+
 async def test_cluster_mode_against_a_standalone_server_fails_clearly(redis_url: str, namespace: str) -> None:
     for app in (
         Engine(redis_url, namespace=namespace, cluster=True),
