@@ -65,6 +65,7 @@ async def test_each_kind_of_outcome_is_recorded_and_acknowledged(gateway: Gatewa
         "boom",
         "tb",
     )
+    assert (dead["task"], dead["attempts"]) == ("t", "1")
     assert (status["stop"]["status"], status["stop"]["error"]) == ("cancelled", "asked to")
     assert await pending_to(gateway) == {}
     assert await gateway.redis.xlen(qk.stream) == 0
@@ -212,6 +213,8 @@ async def test_with_the_job_log_on_each_outcome_is_an_event_of_the_next_version(
         assert (e["e"], e["task"], e["attempts"], e["v"], e["worker"]) == (kind, "t", "1", "2", "w1")
         assert await gateway.redis.hget(qk.job(job_id), "v") == "2"
     assert events["bad"]["error"] == "boom"
+    ((_, dead),) = await gateway.redis.xrange(qk.dlq)  # its task and attempts, read once for both
+    assert (dead["j"], dead["task"], dead["attempts"]) == ("bad", "t", "1")
 
 
 async def test_a_cancel_while_it_ran_wins_over_its_outcome(gateway: Gateway) -> None:

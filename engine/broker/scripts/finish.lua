@@ -190,7 +190,8 @@ for i = 1, #outcomes, 8 do
     elseif kind == "failed" then
       -- The dead letter is self-contained: it outlives the job's hash if a retention
       -- policy expires that.
-      local last = redis.call("HMGET", jobKey, "attempts", "task")
+      -- With the job log on, the event's read has them already (the write changed neither).
+      local last = job and {job[2], job[1]} or redis.call("HMGET", jobKey, "attempts", "task")
       local dead = redis.call("XADD", KEYS[3], "*", "j", id, "task", last[2] or "", "error", value,
         "traceback", tb, "attempts", last[1] or "0", "at", now)
       redis.call("HSET", jobKey, "dlq", dead)
