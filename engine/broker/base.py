@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.broker import connection
+from engine.broker.direct import DirectConnection, direct_connection
 from engine.broker.scripts.runner import Scripts
 from engine.core.clock import Clock, SystemClock, now_ms
 from engine.core.errors import ConfigurationError
@@ -44,6 +45,11 @@ class GatewayBase:
             client = connection.connect(url, connect_timeout=connect_timeout, max_connections=max_connections)
         self.redis: Any = connection.Client(client, cluster=bool(cluster))
         self.scripts = Scripts(self.redis)
+        self.direct: DirectConnection | None = (
+            None if cluster else direct_connection(client, connection.client_name())
+        )
+        """The producer's single enqueues' connection (engine.broker.direct), if the server
+        is a plain TCP standalone one."""
         self._known_queues: set[str] = set()
         self.lanes: dict[str, tuple[str, ...]] = {}
         """Queue (or partition) -> its priority lanes first to last (engine.core.priority),
@@ -82,6 +88,9 @@ class GatewayBase:
                     "given: pass cluster=True, or leave it None to detect it"
                 )
             plain = self.redis.current
+            if self.direct is not None:
+                self.direct.close()
+                self.direct = None
             self.redis.switch(
                 connection.connect_cluster(self.url, connect_timeout=self.connect_timeout), True
             )
@@ -97,6 +106,8 @@ class GatewayBase:
         return self.sharded
 
     async def close(self) -> None:
+        if self.direct is not None:
+            self.direct.close()
         await connection.close(self.redis)
 
     def lanes_of(self, queue: str) -> tuple[str, ...]:

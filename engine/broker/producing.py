@@ -156,7 +156,10 @@ class Producing(GatewayBase):
         await self.remember_queue(queue)
         sharded = await self.sharded_pubsub()
         call = self._enqueue_call(queue, job, [(job.id, job.payload)], self.now_ms(), None, sharded)
-        return (await self.scripts.run(call))[0]
+        if self.direct is None:
+            return (await self.scripts.run(call))[0]
+        reply = await self.direct.run(self.scripts.script(call.script), self.redis, call.keys, call.args)
+        return call.decode(reply)[0]
 
     async def _enqueue_mixed(self, batch: Sequence[tuple[str, NewJob]]) -> list[Written]:
         """Jobs of any queues, tasks and options in one round trip; results in batch order."""
