@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
 import socket
 import time
 from collections.abc import Sequence
@@ -92,6 +93,7 @@ class DirectConnection:
         self._opening: asyncio.Future[None] | None = None
         self._failed_at = -RETRY_AFTER_S
         self._used_at = 0.0
+        self._pid = os.getpid()
         self.calls = 0
         """Calls served by the direct connection (the others went through redis-py)."""
 
@@ -135,8 +137,13 @@ class DirectConnection:
         """The open connection, opened now if need be; None when this call must go through
         redis-py (another event loop, or a recent failure to connect)."""
         loop = asyncio.get_running_loop()
-        if self._loop is not None and self._loop is not loop and self._loop.is_closed():
-            # Its event loop is gone (asyncio.run again, say), and the connection with it.
+        if (
+            self._loop is not None
+            and self._loop is not loop
+            and (self._loop.is_closed() or self._pid != os.getpid())
+        ):
+            # Its event loop is gone (asyncio.run again, or a forked worker process): so is the
+            # connection, for this process (a parent's socket is left to the parent).
             self._protocol, self._opening, self._loop = None, None, None
         protocol = self._protocol
         if protocol is not None and not protocol.closed:
@@ -148,7 +155,7 @@ class DirectConnection:
                 return None
             await asyncio.shield(self._opening)
             return self._protocol if self._protocol is not None and not self._protocol.closed else None
-        self._loop, self._opening = loop, loop.create_future()
+        self._loop, self._opening, self._pid = loop, loop.create_future(), os.getpid()
         opened: _Protocol | None = None
         try:
             async with asyncio.timeout(self.timeout):

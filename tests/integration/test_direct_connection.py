@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from engine import Engine, JobContext
-from engine.broker.direct import RETRY_AFTER_S
+from engine.broker.direct import RETRY_AFTER_S, DirectConnection
 from engine.embedded import EmbeddedRedis
 from tests.helpers import eventually
 
@@ -28,6 +28,13 @@ def _app(url: str, namespace: str) -> tuple[Engine, Any]:
     return app, note
 
 
+def _direct(app: Engine) -> DirectConnection:
+    direct = app.gateway.direct
+    if direct is None:
+        pytest.skip("the server is not a plain TCP standalone one: redis-py's path only")
+    return direct
+
+
 async def _args(handle: Any) -> list[Any]:
     info = await handle.info()
     assert info is not None
@@ -37,9 +44,7 @@ async def _args(handle: Any) -> list[Any]:
 async def test_single_enqueues_go_direct_and_each_caller_gets_its_own(redis_url: str, namespace: str) -> None:
     app, note = _app(redis_url, namespace)
     async with app:
-        direct = app.gateway.direct
-        if direct is None:
-            pytest.skip("the server is not a plain TCP standalone one: redis-py's path only")
+        direct = _direct(app)
         handles = [await note.enqueue(f"n{i}") for i in range(20)]
         assert direct.calls == 20
         assert [await _args(h) for h in handles] == [[f"n{i}"] for i in range(20)]
@@ -58,9 +63,7 @@ async def test_single_enqueues_go_direct_and_each_caller_gets_its_own(redis_url:
 async def test_a_cancelled_call_does_not_shift_the_replies(redis_url: str, namespace: str) -> None:
     app, note = _app(redis_url, namespace)
     async with app:
-        direct = app.gateway.direct
-        if direct is None:
-            pytest.skip("the server is not a plain TCP standalone one: redis-py's path only")
+        direct = _direct(app)
         await note.enqueue("warm-up")
         protocol = direct._protocol
         assert protocol is not None
@@ -129,9 +132,7 @@ async def test_password_and_database_are_those_of_the_url(tmp_path: Path, namesp
 async def test_another_event_loop_goes_through_redis_py(redis_url: str, namespace: str) -> None:
     app, note = _app(redis_url, namespace)
     async with app:
-        direct = app.gateway.direct
-        if direct is None:
-            pytest.skip("the server is not a plain TCP standalone one: redis-py's path only")
+        direct = _direct(app)
         await note.enqueue("here")
         calls = direct.calls
         out: list[Any] = []
@@ -152,3 +153,25 @@ async def test_another_event_loop_goes_through_redis_py(redis_url: str, namespac
         await anyio.to_thread.run_sync(thread.join)
         assert out[1] is None and direct.calls == calls
         assert await _args(out[0]) == ["there"]
+
+
+def test_a_new_event_loop_gets_a_connection_of_its_own(redis_url: str, namespace: str) -> None:
+    """The same app used by one asyncio.run after another (a script, a CLI command): each
+    loop's single enqueues go direct, even when the first loop ended without closing the
+    app, whose connection went with it."""
+    served: list[int] = []
+
+    async def once(app: Engine, note: Any, text: str, close: bool) -> None:
+        await app.connect()
+        direct = _direct(app)
+        before = direct.calls
+        assert await _args(await note.enqueue(text)) == [text]
+        served.append(direct.calls - before)
+        if close:
+            await app.close()
+
+    app, note = _app(redis_url, namespace)
+    asyncio.run(once(app, note, "first", close=False))
+    app.gateway.redis.connection_pool.reset()  # redis-py's pool holds the ended loop's too
+    asyncio.run(once(app, note, "second", close=True))
+    assert served == [1, 1]
