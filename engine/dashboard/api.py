@@ -93,9 +93,9 @@ async def _call(op: Operation, request: Request) -> Call:
     query = None if op.query is None else decoding.from_query(request.query_params, op.query)
     body = None
     if op.body is not None:
-        raw = await json_body(request)
-        # An empty body is an empty object: the fields' own defaults and messages apply.
-        body = decoding.from_body({} if raw is None else raw, op.body)
+        # An empty body is an empty object: the fields' own defaults and messages apply (a
+        # body of JSON null is refused, as any other body that is not an object).
+        body = decoding.from_body(await json_body(request, empty={}), op.body)
     return Call(request, query, body)
 
 

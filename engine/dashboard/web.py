@@ -50,13 +50,14 @@ def engine_of(request: Request) -> Engine:
     return engine
 
 
-async def json_body(request: Request) -> Any:
-    """The request's JSON body (None when empty); Invalid with the parser's reason if bad.
+async def json_body(request: Request, empty: Any = None) -> Any:
+    """The request's JSON body (``empty`` when there is none: a JSON ``null`` is not "none");
+    Invalid with the parser's reason if bad.
 
     Its size was bounded while it arrived (``guard.Guard``: 413 past the limit)."""
     body = await request.body()
     if not body.strip():
-        return None
+        return empty
     try:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as exc:

@@ -228,6 +228,10 @@ async def test_dead_letters_list_replay_and_purge(app: Engine) -> None:
             assert response.status_code == 422 and message in response.json()["error"], body
         bad_json = await c.post("/api/queues/default/dlq/replay", content=b"{nope", headers=csrf)
         assert bad_json.status_code == 422 and "must be JSON" in bad_json.json()["error"]
+        for path in ("/api/queues/default/dlq/replay", "/api/queues/default/jobs/cancel", "/api/jobs"):
+            # JSON null is not an empty body: refused like any body that is not an object.
+            null = await c.post(path, content=b"null", headers={**csrf, "Content-Type": "application/json"})
+            assert null.status_code == 422 and "the body" in null.json()["error"], (path, null.text)
         assert (await c.post("/api/queues/nope/dlq/purge", json={}, headers=csrf)).status_code == 404
 
         purged = await c.post("/api/queues/default/dlq/purge", json={"search": str(jobs[3].id)}, headers=csrf)
