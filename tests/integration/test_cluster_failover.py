@@ -73,6 +73,14 @@ async def test_a_killed_master_loses_no_acknowledged_job(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(produce)
                 await eventually(lambda: _true(len(acknowledged) >= 300), timeout=30, what="300 enqueued")
+
+                async def ticked() -> bool:
+                    return await ledger_client.hlen(ticks_key(namespace)) > 0
+
+                # Cron has fired before the kill: the run is short (ticks fall due once a
+                # second, and none can be written while the shard is down), and one ended with
+                # no tick to check.
+                await eventually(ticked, timeout=20, what="a cron tick run")
                 cluster.node(victim).kill()
                 promoted = await anyio.to_thread.run_sync(cluster.wait_for_failover, victim)
                 mark = len(acknowledged)
