@@ -50,6 +50,11 @@ class GatewayBase:
         )
         """The producer's single enqueues' connection (engine.broker.direct), if the server
         is a plain TCP standalone one."""
+        self.reader: DirectConnection | None = (
+            None if cluster else direct_connection(client, connection.client_name())
+        )
+        """An idle worker's blocking reads' connection (one of their own: a blocking read
+        holds its connection until the server answers), as :attr:`direct`."""
         self._known_queues: set[str] = set()
         self.lanes: dict[str, tuple[str, ...]] = {}
         """Queue (or partition) -> its priority lanes first to last (engine.core.priority),
@@ -88,9 +93,7 @@ class GatewayBase:
                     "given: pass cluster=True, or leave it None to detect it"
                 )
             plain = self.redis.current
-            if self.direct is not None:
-                self.direct.close()
-                self.direct = None
+            self._close_direct()
             self.redis.switch(
                 connection.connect_cluster(self.url, connect_timeout=self.connect_timeout), True
             )
@@ -105,9 +108,14 @@ class GatewayBase:
             self.sharded = await connection.has_sharded_pubsub(self.redis)
         return self.sharded
 
+    def _close_direct(self) -> None:
+        for direct in (self.direct, self.reader):
+            if direct is not None:
+                direct.close()
+        self.direct = self.reader = None
+
     async def close(self) -> None:
-        if self.direct is not None:
-            self.direct.close()
+        self._close_direct()
         await connection.close(self.redis)
 
     def lanes_of(self, queue: str) -> tuple[str, ...]:

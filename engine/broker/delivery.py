@@ -111,16 +111,40 @@ class Delivery(GatewayBase):
         :meth:`read_groups`); [(queue, entry id, fields)]."""
         names = [name for q in queues for name in self.lanes_of(q)]
         streams = [self.keys.queue(name).stream for name in names]
-        reply = await connection.xreadgroup(
-            self.redis, GROUP, consumer, streams, [">"] * len(streams), count=count, block_ms=block_ms
-        )
+        ids = [">"] * len(streams)
+
+        async def through_redis_py() -> Any:
+            return await connection.xreadgroup(
+                self.redis, GROUP, consumer, streams, ids, count=count, block_ms=block_ms
+            )
+
         out: list[Entry] = []
+        by_stream = dict(zip(streams, names, strict=True))
+        if self.reader is None or not block_ms:
+            reply = await through_redis_py()
+        else:
+            # The reply as hiredis reads it: fields as a flat list (redis-py's, a dict).
+            command = (
+                "XREADGROUP",
+                "GROUP",
+                GROUP,
+                consumer,
+                "COUNT",
+                count,
+                "BLOCK",
+                block_ms,
+                "STREAMS",
+                *streams,
+                *ids,
+            )
+            reply = await self.reader.request(command, through_redis_py, waits_s=block_ms / 1000, alone=True)
         if not reply:
             return out
-        by_stream = dict(zip(streams, names, strict=True))
         for stream, entries in reply:
             queue = by_stream[stream]
             for entry_id, fields in entries:
+                if isinstance(fields, list):
+                    fields = dict(zip(fields[::2], fields[1::2], strict=True))
                 out.append((queue, entry_id, fields or {}))
         return out
 
@@ -152,15 +176,15 @@ class Delivery(GatewayBase):
 
     async def _start_entries(self, worker_id: str, entries: Sequence[Entry]) -> StartBatch:
         per_queue: dict[str, list[Any]] = {}
-        deliveries: dict[str, int] = {}
+        deliveries: dict[tuple[str, str], int] = {}  # by queue too: streams share entry ids
         for queue, entry_id, fields in entries:
             per_queue.setdefault(queue, []).append((entry_id, fields.get("j", ""), fields))
             if DELIVERIES in fields:
-                deliveries[entry_id] = int(fields[DELIVERIES])
+                deliveries[queue, entry_id] = int(fields[DELIVERIES])
         batch = await self.start(worker_id, per_queue)
         if deliveries:
             for job in batch:
-                job.deliveries = deliveries.get(job.entry_id, 1)
+                job.deliveries = deliveries.get((job.queue, job.entry_id), 1)
         if batch.held:
             given = {(queue, entry_id): fields for queue, entry_id, fields in entries}
             batch.held = [(queue, entry_id, given[queue, entry_id]) for queue, entry_id, _ in batch.held]

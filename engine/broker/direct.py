@@ -1,12 +1,14 @@
-"""A direct connection for the producer's single enqueues: RESP over an asyncio protocol
+"""Direct connections for the two calls where a round trip is what a job waits on: the
+producer's single enqueue and an idle worker's blocking read. RESP over an asyncio protocol
 with hiredis, without redis-py's connection stack.
 
 A round trip through redis-py's asyncio client costs the caller about 120 us of CPU here
 (its pool, StreamReader, timeouts and callbacks), through a bare protocol about 50: for an
-``await task.enqueue()`` that is most of what it spends. Only the script call of a single
-enqueue takes this path; everything else, and this call too whenever the direct connection
-cannot serve it (not a plain TCP server, another event loop than the one it was opened on,
-a connection that failed), goes through redis-py as before.
+``await task.enqueue()`` that is most of what it spends, and for a job enqueued to an idle
+worker, a part of the time until it starts. Only those two calls take this path;
+everything else, and those too whenever the direct connection cannot serve them (not a
+plain TCP server, another event loop than the one it was opened on, a connection that
+failed, a blocking read already in flight), goes through redis-py as before.
 
 Replies come back in the order the commands were written (RESP), so calls share the one
 connection: a call whose caller was cancelled still has its reply read, and dropped.
@@ -20,7 +22,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -99,36 +101,56 @@ class DirectConnection:
 
     async def run(self, script: Lua, redis: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """The script's reply, as ``script(redis, keys, args)`` gives it."""
+
+        def fallback() -> Awaitable[Any]:
+            return script(redis, keys, args)
+
+        try:
+            return await self.request(("EVALSHA", script.sha, len(keys), *keys, *args), fallback)
+        except NoScriptError:
+            return await self.request(("EVAL", script.source, len(keys), *keys, *args), fallback)
+
+    async def request(
+        self,
+        command: Sequence[Any],
+        fallback: Callable[[], Awaitable[Any]],
+        *,
+        waits_s: float = 0.0,
+        alone: bool = False,
+    ) -> Any:
+        """The reply to ``command`` (as hiredis reads it: text, lists, None; an error reply
+        raised as redis-py raises it), or ``fallback()``'s when the direct connection cannot
+        serve it. ``waits_s``: how long the server may hold the reply back (BLOCK), beyond the
+        timeout; ``alone``: the command blocks the connection, so it is sent only when no
+        other call is in flight (another goes through ``fallback``)."""
         protocol = await self._ready()
-        if protocol is None:
-            return await script(redis, keys, args)
+        if protocol is None or (alone and protocol.waiting):
+            return await fallback()
         try:
             if time.monotonic() - self._used_at > HEALTH_CHECK_S:
-                await self._call(protocol, "PING")
-            try:
-                reply = await self._call(protocol, "EVALSHA", script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                reply = await self._call(protocol, "EVAL", script.source, len(keys), *keys, *args)
+                await self._call(protocol, ("PING",))
+            reply = await self._call(protocol, command, self.timeout + waits_s)
         except (RedisConnectionError, RedisTimeoutError, OSError):
             # Written, perhaps run: redis-py's own retry after a dropped connection sends it
             # again just the same.
             self._drop()
-            return await script(redis, keys, args)
+            return await fallback()
         self.calls += 1
         self._used_at = time.monotonic()
         return reply
 
-    async def _call(self, protocol: _Protocol, *command: Any) -> Any:
+    async def _call(self, protocol: _Protocol, command: Sequence[Any], timeout: float | None = None) -> Any:
         if protocol.closed or protocol.transport is None:
             raise RedisConnectionError("connection to Redis closed")
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         protocol.waiting.append(done)
-        protocol.transport.write(hiredis.pack_command(command))
+        protocol.transport.write(hiredis.pack_command(tuple(command)))
+        timeout = self.timeout if timeout is None else timeout
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(timeout):
                 reply = await done
         except TimeoutError:
-            raise RedisTimeoutError(f"no reply from Redis within {self.timeout:g} s") from None
+            raise RedisTimeoutError(f"no reply from Redis within {timeout:g} s") from None
         if isinstance(reply, _ReplyError):
             raise BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
         return reply
@@ -164,7 +186,7 @@ class DirectConnection:
                 if sock is not None:  # as redis-py's connections (socket_keepalive)
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
                 for command in self.setup:
-                    await self._call(opened, *command)
+                    await self._call(opened, command)
             self._protocol, opened = opened, None
             self._used_at = time.monotonic()
         except (RedisError, OSError, TimeoutError):

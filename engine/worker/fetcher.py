@@ -180,11 +180,12 @@ class Fetcher:
         entries, still pending, are reclaimed (at-least-once, as after a crash).
         """
         runners, gated = self.runners, self.gate.gated
+        # By queue and entry id: one read of several streams can get the same id from two.
         ready = {}
         for queue, entry_id, fields in entries:
             job = None if lane_queue(queue) in gated else runnable_entry(queue, entry_id, fields)
             if job is not None:
-                ready[entry_id] = job
+                ready[queue, entry_id] = job
         runners.hand_over(list(ready.values()))
         started = StartBatch()
         try:
@@ -197,14 +198,14 @@ class Fetcher:
                 with anyio.move_on_after(CONFIRM_TIMEOUT_S):
                     started = await self.gateway.start_entries(self.worker_id, entries)
         finally:
-            confirmed = {job.entry_id for job in started}
+            confirmed = {(job.queue, job.entry_id) for job in started}
             for job in ready.values():
-                if job.entry_id not in confirmed:
+                if (job.queue, job.entry_id) not in confirmed:
                     runners.drop(job)
                 assert job.confirmed is not None
                 job.confirmed.set()
         self.gate.note(started)
-        runners.hand_over([job for job in started if job.entry_id not in ready])
+        runners.hand_over([job for job in started if (job.queue, job.entry_id) not in ready])
 
     async def _wait_for_entries(self, queues: list[str]) -> None:
         """Nothing started: block-read the queues flow control leaves open (and start what
