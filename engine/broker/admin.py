@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from redis.exceptions import ResponseError
 
 from engine.broker.base import GatewayBase
-from engine.broker.scripts import bindings
+from engine.broker.scripts import operations
 from engine.broker.subscriber import Subscriber
 from engine.core import flow
 from engine.core.errors import ScriptCode
@@ -30,7 +30,7 @@ class Admin(GatewayBase):
         qk = self.keys.queue(queue)
         sharded = await self.sharded_pubsub()
         return await self.scripts.run(
-            bindings.cancel(
+            operations.cancel(
                 stream=qk.stream,
                 delayed=qk.delayed,
                 stats=qk.stats,
@@ -53,7 +53,7 @@ class Admin(GatewayBase):
         """DONE, JOB_RUNNING (refused: cancel it first) or NO_SUCH_JOB."""
         qk = self.keys.queue(queue)
         return await self.scripts.run(
-            bindings.delete(
+            operations.delete(
                 stream=qk.stream,
                 delayed=qk.delayed,
                 dlq=qk.dlq,
@@ -70,7 +70,7 @@ class Admin(GatewayBase):
         """DONE, NOT_FAILED (nothing done) or NO_SUCH_JOB (its data is gone)."""
         qk = self.keys.queue(queue)
         return await self.scripts.run(
-            bindings.replay(
+            operations.replay(
                 stream=qk.stream,
                 dlq=qk.dlq,
                 stats=qk.stats,
@@ -87,7 +87,7 @@ class Admin(GatewayBase):
     async def purge_dlq(self, queue: str, batch: int = 500) -> int:
         """Delete every dead letter of the queue and its failed job; how many."""
         qk = self.keys.queue(queue)
-        call = bindings.purge(
+        call = operations.purge(
             dlq=qk.dlq,
             outbox=qk.outbox,
             joblog_flag=qk.joblog_flag,
@@ -108,7 +108,7 @@ class Admin(GatewayBase):
         now = self.now_ms()
         line = json_encoder.encode({"at": now, "level": level, "message": message})
         await self.scripts.run(
-            bindings.log(
+            operations.log(
                 logs=qk.logs(job_id),
                 outbox=qk.outbox,
                 joblog_flag=qk.joblog_flag,
@@ -150,7 +150,7 @@ class Admin(GatewayBase):
 
     async def renew_lock(self, key: str, token: str, lease_ms: int) -> bool:
         """Extend the lease if ``token`` still holds the lock; lease_ms=0 releases it."""
-        code = await self.scripts.run(bindings.lease(lock=key, token=token, lease_ms=lease_ms))
+        code = await self.scripts.run(operations.lease(lock=key, token=token, lease_ms=lease_ms))
         return code is ScriptCode.DONE
 
     # -- flow control (engine.core.flow) ---------------------------------------------------
@@ -159,7 +159,7 @@ class Admin(GatewayBase):
         """Set (or with "" delete) fields of a queue's flow hash; a change is announced to
         its workers. The fields' previous values ("" for unset)."""
         qk = self.keys.queue(queue)
-        call = bindings.flow(
+        call = operations.flow(
             flow=qk.flow,
             wake_channel=qk.wake_channel,
             sharded=await self.sharded_pubsub(),

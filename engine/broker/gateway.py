@@ -3,7 +3,8 @@
 :class:`Gateway` puts together :mod:`~engine.broker.producing` (enqueue),
 :mod:`~engine.broker.delivery` (the worker's transitions) and :mod:`~engine.broker.admin`
 (operations, locks, announcements) over one client (:mod:`~engine.broker.connection`) and
-the typed script bindings (:mod:`~engine.broker.scripts.bindings`); the plain reads around
+the typed script bindings (:mod:`~engine.broker.scripts.bindings`,
+:mod:`~engine.broker.scripts.operations`); the plain reads around
 them stay here until the read side (``reads``) takes them. Nothing here knows about tasks
 or Python callables. The names below the imports are re-exported for the modules that
 import them from here.

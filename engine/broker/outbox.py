@@ -17,6 +17,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from engine.broker import scripts
 from engine.broker.connection import is_cluster, xreadgroup
+from engine.broker.scripts import operations
 from engine.broker.scripts.runner import Lua, run_scripts
 from engine.core.keys import Keys, outbox_extra, outbox_job_prefix, outbox_waiting
 
@@ -241,22 +242,26 @@ class Outbox:
         """Per outbox, per (job id, version) asked: 1 if the job has had a newer state event
         since, 0 if not, -1 if its hash is gone (``versions.lua``); one round trip."""
         calls = [
-            (
-                self._versions,
-                [stream, outbox_waiting(stream)],
-                [outbox_job_prefix(stream), *(x for pair in pairs for x in pair)],
+            operations.versions(
+                outbox=stream,
+                waiting=outbox_waiting(stream),
+                job_prefix=outbox_job_prefix(stream),
+                jobs=pairs,
             )
             for stream, pairs in asked.items()
         ]
-        return await run_scripts(self.redis, calls)
+        return await run_scripts(self.redis, [(self._versions, call.keys, call.args) for call in calls])
 
     async def ack(self, done: Mapping[str, Sequence[tuple[str, int]]], measure: Sequence[str]) -> int:
         """Acknowledge and delete committed entries, given per outbox as (entry id, events it
         holds beyond its first) (``ack.lua``), and measure the backlog of ``measure`` in the
         same round trip: the events in those outboxes afterwards."""
         calls = [
-            (self._ack, [stream, outbox_extra(stream)], [GROUP, *(x for pair in ids for x in pair)])
+            (self._ack, call.keys, call.args)
             for stream, ids in done.items()
+            for call in [
+                operations.ack(outbox=stream, outbox_extra=outbox_extra(stream), group=GROUP, entries=ids)
+            ]
         ]
         # run_scripts' pipeline, by hand: it must know whether a call was rerun.
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -1,9 +1,9 @@
-"""ack.lua through bindings.ack: committed outbox entries go, and the count of extra events."""
+"""ack.lua through operations.ack: committed outbox entries go, and the count of extra events."""
 
 from __future__ import annotations
 
 from engine.broker.gateway import Gateway
-from engine.broker.scripts import bindings
+from engine.broker.scripts import operations
 from engine.core.keys import GROUP
 from tests.scripts.support import Q, enqueue_call, job
 
@@ -17,11 +17,11 @@ async def test_acknowledged_entries_go_once_and_the_extra_count_follows(gateway:
     reply = await gateway.redis.xreadgroup(GROUP, "shipper", {qk.outbox: ">"}, count=10)
     (first, _), (second, _) = reply[0][1]
     assert await gateway.redis.get(qk.outbox_extra) == "2"
-    call = bindings.ack(outbox=qk.outbox, outbox_extra=qk.outbox_extra, entries=[(first, 2)])
+    call = operations.ack(outbox=qk.outbox, outbox_extra=qk.outbox_extra, group=GROUP, entries=[(first, 2)])
     assert await gateway.scripts.run(call) == 1
     assert await gateway.redis.xlen(qk.outbox) == 1
     assert await gateway.redis.exists(qk.outbox_extra) == 0  # 2 - 2: nothing extra left
     assert await gateway.scripts.run(call) == 0  # a retry takes nothing off twice
-    last = bindings.ack(outbox=qk.outbox, outbox_extra=qk.outbox_extra, entries=[(second, 0)])
+    last = operations.ack(outbox=qk.outbox, outbox_extra=qk.outbox_extra, group=GROUP, entries=[(second, 0)])
     assert await gateway.scripts.run(last) == 1
     assert await gateway.redis.xlen(qk.outbox) == 0

@@ -1,11 +1,11 @@
-"""cancel.lua through bindings.cancel: DONE, CANCEL_REQUESTED, ALREADY_FINISHED, NO_SUCH_JOB."""
+"""cancel.lua through operations.cancel: DONE, CANCEL_REQUESTED, ALREADY_FINISHED, NO_SUCH_JOB."""
 
 from __future__ import annotations
 
 import pytest
 
 from engine.broker.gateway import Gateway
-from engine.broker.scripts import bindings
+from engine.broker.scripts import operations
 from engine.broker.scripts.runner import Call
 from engine.core.errors import ScriptCode
 from tests.scripts.support import KEEP, PAYLOAD, Q, enqueue_call, failed, job, waiting
@@ -13,7 +13,7 @@ from tests.scripts.support import KEEP, PAYLOAD, Q, enqueue_call, failed, job, w
 
 def cancel_call(gateway: Gateway, job_id: str, retention_ms: int = 0) -> Call[ScriptCode]:
     qk = gateway.keys.queue(Q)
-    return bindings.cancel(
+    return operations.cancel(
         stream=qk.stream,
         delayed=qk.delayed,
         stats=qk.stats,

@@ -1,9 +1,9 @@
-"""delete.lua through bindings.delete: DONE, JOB_RUNNING, NO_SUCH_JOB, and the history event."""
+"""delete.lua through operations.delete: DONE, JOB_RUNNING, NO_SUCH_JOB, and the history event."""
 
 from __future__ import annotations
 
 from engine.broker.gateway import Gateway
-from engine.broker.scripts import bindings
+from engine.broker.scripts import operations
 from engine.broker.scripts.runner import Call
 from engine.core.errors import ScriptCode
 from tests.scripts.support import Q, active, failed, waiting
@@ -11,7 +11,7 @@ from tests.scripts.support import Q, active, failed, waiting
 
 def delete_call(gateway: Gateway, job_id: str) -> Call[ScriptCode]:
     qk = gateway.keys.queue(Q)
-    return bindings.delete(
+    return operations.delete(
         stream=qk.stream,
         delayed=qk.delayed,
         dlq=qk.dlq,

@@ -1,9 +1,9 @@
-"""log.lua through bindings.log: a job's newest lines kept, and sent on with the job log on."""
+"""log.lua through operations.log: a job's newest lines kept, and sent on with the job log on."""
 
 from __future__ import annotations
 
 from engine.broker.gateway import Gateway
-from engine.broker.scripts import bindings
+from engine.broker.scripts import operations
 from engine.broker.scripts.runner import Call
 from engine.core.model import json_encoder
 from tests.scripts.support import Q
@@ -12,7 +12,7 @@ from tests.scripts.support import Q
 def log_call(gateway: Gateway, job_id: str, message: str, keep: int) -> Call[None]:
     qk = gateway.keys.queue(Q)
     now = gateway.now_ms()
-    return bindings.log(
+    return operations.log(
         logs=qk.logs(job_id),
         outbox=qk.outbox,
         joblog_flag=qk.joblog_flag,

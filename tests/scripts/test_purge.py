@@ -1,16 +1,16 @@
-"""purge.lua through bindings.purge: dead letters and their failed jobs go, in batches."""
+"""purge.lua through operations.purge: dead letters and their failed jobs go, in batches."""
 
 from __future__ import annotations
 
 from engine.broker.gateway import Gateway
-from engine.broker.scripts import bindings
+from engine.broker.scripts import operations
 from engine.broker.scripts.runner import Call
 from tests.scripts.support import Q, failed
 
 
 def purge_call(gateway: Gateway, batch: int) -> Call[int]:
     qk = gateway.keys.queue(Q)
-    return bindings.purge(
+    return operations.purge(
         dlq=qk.dlq,
         outbox=qk.outbox,
         joblog_flag=qk.joblog_flag,

@@ -1,9 +1,9 @@
-"""replay.lua through bindings.replay: DONE for a dead letter, NOT_FAILED, NO_SUCH_JOB."""
+"""replay.lua through operations.replay: DONE for a dead letter, NOT_FAILED, NO_SUCH_JOB."""
 
 from __future__ import annotations
 
 from engine.broker.gateway import Gateway
-from engine.broker.scripts import bindings
+from engine.broker.scripts import operations
 from engine.broker.scripts.runner import Call
 from engine.core.errors import ScriptCode
 from tests.scripts.support import Q, failed, waiting
@@ -11,7 +11,7 @@ from tests.scripts.support import Q, failed, waiting
 
 def replay_call(gateway: Gateway, job_id: str) -> Call[ScriptCode]:
     qk = gateway.keys.queue(Q)
-    return bindings.replay(
+    return operations.replay(
         stream=qk.stream,
         dlq=qk.dlq,
         stats=qk.stats,

@@ -3,7 +3,8 @@
 Each ``.lua`` file opens with a header listing its KEYS, ARGV and return value. redis-py's
 ``Script`` objects run EVALSHA and fall back to loading the script on NOSCRIPT (after a
 Redis restart or failover), in plain calls and in pipelines alike. ``bindings`` has one
-typed function per script (named KEYS and ARGV, decoded replies), ``runner`` sends them.
+typed function per script on a job's own path (named KEYS and ARGV, decoded replies),
+``operations`` one per script of the rest, ``runner`` sends them.
 """
 
 from __future__ import annotations

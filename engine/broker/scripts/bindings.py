@@ -1,4 +1,6 @@
-"""One typed function per ``.lua`` script: named KEYS and ARGV in, a :class:`Call` out.
+"""One typed function per ``.lua`` script of a job's own path (enqueue, start, finish, bury,
+renew, reclaim, promote; the others are in :mod:`~engine.broker.scripts.operations`): named
+KEYS and ARGV in, a :class:`Call` out.
 
 Each function mirrors its script's header (the KEYS first, then the ARGV, in order) and
 decodes its reply into a typed value: status replies become :class:`ScriptCode`, a code
@@ -9,7 +11,7 @@ one at a time or many in one round trip. Times are ms; "" stands for "unset" in 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import msgspec
@@ -27,11 +29,11 @@ def _text(value: object | None) -> object:
     return "" if value is None else value
 
 
-def _code(reply: Any) -> ScriptCode:
+def script_code(reply: Any) -> ScriptCode:
     return ScriptCode(int(reply))
 
 
-def _flag(sharded: bool) -> str:
+def publish_flag(sharded: bool) -> str:
     """The scripts' publish flag: "1" SPUBLISH (sharded pub/sub), "0" PUBLISH."""
     return "1" if sharded else "0"
 
@@ -93,7 +95,7 @@ class Promoted(NamedTuple):
 
 def _written(reply: Any) -> list[tuple[str, bool]]:
     if not isinstance(reply, list):
-        code = _code(reply)
+        code = script_code(reply)
         raise script_error(code) or ValueError(f"enqueue.lua replied {code!r}")
     return [(reply[i], reply[i + 1] == 1) for i in range(0, len(reply), 2)]
 
@@ -145,7 +147,7 @@ def enqueue(
     args: list[Any] = [job_prefix, idem_prefix, now_ms, wake_channel, queue]
     args += [fence_token, fence_schedule, fence_tick_ms, task, due_ms]
     args += ["" if timeout is None else repr(timeout), _text(max_attempts), idempotency_key or ""]
-    args += [idempotency_ttl_ms, _text(tick_ms), _flag(sharded)]
+    args += [idempotency_ttl_ms, _text(tick_ms), publish_flag(sharded)]
     args += ["" if priority == DEFAULT_PRIORITY else priority, expires_ms or "", group, concurrency_key or ""]
     # One argument for the batch: a thousand jobs as two thousand arguments cost the producer
     # a microsecond per job in the client's command packing. Payloads go as MessagePack
@@ -242,7 +244,7 @@ def finish(
     keys += [cancels, logged]
     args = [job_prefix, group, now_ms, completed_retention_ms, failed_retention_ms]
     packed = _msgpack([value for outcome in outcomes for value in outcome.argv()])
-    args += [done_channel_prefix, wake_channel, queue, _flag(sharded), packed]
+    args += [done_channel_prefix, wake_channel, queue, publish_flag(sharded), packed]
     return Call("finish", keys, args, lambda reply: [flag == 1 for flag in reply])
 
 
@@ -259,7 +261,9 @@ def bury(
     reason: str,
 ) -> Call[ScriptCode]:
     """Acknowledge an entry and leave a dead letter with ``reason``: DONE or NOT_PENDING."""
-    return Call("bury", [stream, dlq, stats, waiting], [job_prefix, group, entry_id, job_id, reason], _code)
+    return Call(
+        "bury", [stream, dlq, stats, waiting], [job_prefix, group, entry_id, job_id, reason], script_code
+    )
 
 
 def renew(
@@ -289,139 +293,3 @@ def _promoted(reply: Any) -> Promoted:
 def promote(*, delayed: str, stream: str, job_prefix: str, now_ms: int, limit: int) -> Call[Promoted]:
     """Move up to ``limit`` due delayed jobs back to their stream."""
     return Call("promote", [delayed, stream], [job_prefix, now_ms, limit], _promoted)
-
-
-# -- admin ----------------------------------------------------------------------------------
-
-
-def cancel(
-    *,
-    stream: str,
-    delayed: str,
-    stats: str,
-    outbox: str,
-    joblog_flag: str,
-    waiting: str,
-    cancels: str,
-    job_prefix: str,
-    job_id: str,
-    now_ms: int,
-    retention_ms: int,
-    done_channel_prefix: str,
-    cancel_channel: str,
-    queue: str,
-    sharded: bool,
-) -> Call[ScriptCode]:
-    """DONE, CANCEL_REQUESTED (running: its worker stops it), ALREADY_FINISHED or NO_SUCH_JOB.
-    ``sharded``: publish with SPUBLISH, else PUBLISH."""
-    keys = [stream, delayed, stats, outbox, joblog_flag, waiting, cancels]
-    args = [job_prefix, job_id, now_ms, retention_ms, done_channel_prefix, cancel_channel, queue]
-    args += [_flag(sharded)]
-    return Call("cancel", keys, args, _code)
-
-
-def delete(
-    *,
-    stream: str,
-    delayed: str,
-    dlq: str,
-    outbox: str,
-    joblog_flag: str,
-    waiting: str,
-    job_prefix: str,
-    job_id: str,
-    queue: str,
-) -> Call[ScriptCode]:
-    """DONE, JOB_RUNNING (refused: cancel it first) or NO_SUCH_JOB."""
-    keys = [stream, delayed, dlq, waiting, outbox, joblog_flag]
-    return Call("delete", keys, [job_prefix, job_id, queue], _code)
-
-
-def replay(
-    *,
-    stream: str,
-    dlq: str,
-    stats: str,
-    outbox: str,
-    joblog_flag: str,
-    waiting: str,
-    job_prefix: str,
-    job_id: str,
-    now_ms: int,
-    queue: str,
-) -> Call[ScriptCode]:
-    """DONE, NOT_FAILED (nothing done) or NO_SUCH_JOB (its data is gone)."""
-    keys = [stream, dlq, stats, outbox, joblog_flag, waiting]
-    return Call("replay", keys, [job_prefix, job_id, now_ms, queue], _code)
-
-
-def purge(
-    *, dlq: str, outbox: str, joblog_flag: str, outbox_extra: str, job_prefix: str, batch: int, queue: str
-) -> Call[int]:
-    """Delete up to ``batch`` dead letters (oldest first) and their failed jobs; how many."""
-    return Call("purge", [dlq, outbox, joblog_flag, outbox_extra], [job_prefix, batch, queue], int)
-
-
-def log(
-    *,
-    logs: str,
-    outbox: str,
-    joblog_flag: str,
-    logged: str,
-    job_id: str,
-    queue: str,
-    now_ms: int,
-    level: str,
-    message: str,
-    keep: int,
-    line: str | bytes,
-) -> Call[None]:
-    """Append ``line`` (the JSON of at, level, message) to a job's log, keeping ``keep`` lines."""
-    args = [job_id, queue, now_ms, level, message, keep, line]
-    return Call("log", [logs, outbox, joblog_flag, logged], args, lambda _: None)
-
-
-def lease(*, lock: str, token: str, lease_ms: int) -> Call[ScriptCode]:
-    """Renew (``lease_ms`` > 0) or release (0) a lock held with ``token``: DONE or LOCK_NOT_HELD."""
-    return Call("lease", [lock], [token, lease_ms], _code)
-
-
-def flow(
-    *, flow: str, wake_channel: str, sharded: bool, notice: str, fields: Mapping[str, str]
-) -> Call[dict[str, str]]:
-    """Set (or with "" delete) fields of a queue's flow hash, announcing a change with
-    ``notice`` on its wake channel; the fields' previous values ("" for unset)."""
-    args: list[Any] = [wake_channel, _flag(sharded), notice]
-    for field, value in fields.items():
-        args += (field, value)
-    names = list(fields)
-    return Call("flow", [flow], args, lambda reply: dict(zip(names, map(str, reply), strict=True)))
-
-
-# -- the job-log shipper's side ---------------------------------------------------------------
-
-
-def ack(
-    *, outbox: str, outbox_extra: str, group: str = GROUP, entries: Sequence[tuple[str, int]]
-) -> Call[int]:
-    """Acknowledge and delete committed outbox entries (entry id, events it holds beyond
-    the first); how many were acknowledged."""
-    args: list[Any] = [group]
-    for pair in entries:
-        args += pair
-    return Call("ack", [outbox, outbox_extra], args, int)
-
-
-def _versions(reply: Any) -> list[bool | None]:
-    return [None if flag < 0 else flag == 1 for flag in reply]
-
-
-def versions(
-    *, outbox: str, waiting: str, job_prefix: str, jobs: Sequence[tuple[str, str | int]]
-) -> Call[list[bool | None]]:
-    """Per (job id, event version): True when the job has had a newer state event, False
-    when not, None when its hash is gone."""
-    args: list[Any] = [job_prefix]
-    for pair in jobs:
-        args += pair
-    return Call("versions", [outbox, waiting], args, _versions)
