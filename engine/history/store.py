@@ -320,19 +320,18 @@ class JobLog:
         plan: list[tuple[list[str], datetime]] = [(["completed", "cancelled"], now - completed_older_than)]
         if failed_older_than is not None:
             plan.append((["failed"], now - failed_older_than))
-        sql = (
-            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status = ANY($1::text[])"
-            " AND finished_at < $2 LIMIT $3)"
-        )
+        async with self._conn() as conn:
+            queues = [row["name"] for row in await conn.fetch(_QUEUES)]
         total = 0
-        for statuses, cutoff in plan:
-            while True:
-                async with self._conn() as conn:
-                    reply = await conn.execute(sql, statuses, cutoff, batch)
-                deleted = int(reply.rsplit(" ", 1)[-1])
-                total += deleted
-                if deleted < batch:
-                    break
+        for queue in queues:
+            for statuses, cutoff in plan:
+                while True:
+                    async with self._conn() as conn:
+                        reply = await conn.execute(_PRUNE, queue, statuses, cutoff, batch)
+                    deleted = int(reply.rsplit(" ", 1)[-1])
+                    total += deleted
+                    if deleted < batch:
+                        break
         while True:
             async with self._conn() as conn:
                 reply = await conn.execute(
@@ -346,6 +345,29 @@ class JobLog:
         if total:
             log.info("pruned the job history", deleted=total)
         return total
+
+
+# Retention walks jobs_queue_status_created_idx, queue by queue (a job finishes after it is
+# created, so one finished before the cutoff was created before it too): an index of its own
+# on (status, finished_at) cost every write of a row about a tenth of PostgreSQL's time.
+# The queues, from the same index, one descent each (PostgreSQL 15 has no skip scan).
+_QUEUES = """
+WITH RECURSIVE queues(name) AS (
+    SELECT min(queue_name) FROM jobs
+    UNION ALL
+    SELECT (SELECT min(queue_name) FROM jobs WHERE queue_name > queues.name) FROM queues
+    WHERE queues.name IS NOT NULL
+)
+SELECT name FROM queues WHERE name IS NOT NULL
+"""
+# A batch's ids as an array: the delete then looks each up by the primary key (as IN (SELECT
+# ...), it hashed them and read the whole table for every batch).
+_PRUNE = """
+DELETE FROM jobs WHERE id = ANY(ARRAY(
+    SELECT id FROM jobs WHERE queue_name = $1 AND status = ANY($2::text[]) AND created_at < $3
+    AND finished_at < $3 LIMIT $4
+))
+"""
 
 
 def _check_database_url(url: str) -> str:

@@ -171,6 +171,23 @@ async def test_migrate_twice_is_fine(joblog: JobLog) -> None:
     assert {r["table_name"] for r in tables} >= {"jobs", "job_logs", "engine_schema_version"}
 
 
+async def test_migrate_drops_the_retention_index_of_earlier_versions(joblog: JobLog) -> None:
+    """Retention walks the queue/status index now; the index of its own that earlier versions
+    made cost every write and goes."""
+    old = "jobs_status_finished_idx"
+    async with joblog.pool.acquire() as conn:
+        await conn.execute(f"CREATE INDEX {old} ON jobs (status, finished_at) WHERE finished_at IS NOT NULL")
+    assert await joblog.migrate() == SCHEMA_VERSION
+    async with joblog.pool.acquire() as conn:
+        indexes = {
+            r["indexname"]
+            for r in await conn.fetch(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'jobs' AND schemaname = current_schema()"
+            )
+        }
+    assert old not in indexes and "jobs_queue_status_created_idx" in indexes
+
+
 async def test_unreachable_database_names_the_url_with_password_masked() -> None:
     url = f"postgresql://app:s3cret@127.0.0.1:{free_port()}/app"
     store = JobLog(url, connect_timeout=2.0)
@@ -755,17 +772,25 @@ async def test_prune_keeps_failed_jobs_unless_asked(joblog: JobLog) -> None:
     batch += [enqueued("old-cancel", 1, old), cancelled("old-cancel", 2, old + 1)]
     batch += [enqueued("old-waiting", 1, old)]
     batch += [enqueued("new-ok", 1, now), completed("new-ok", 2, now + 1)]
+    for queue in ("mail", "zz"):  # retention walks the queues one by one
+        batch += [enqueued(f"{queue}-ok", 1, old, q=queue), completed(f"{queue}-ok", 2, old + 1, q=queue)]
+        batch += [enqueued(f"{queue}-new", 1, now, q=queue), completed(f"{queue}-new", 2, now + 1, q=queue)]
     await joblog.write(events(*batch))
 
     deleted = await joblog.prune(completed_older_than=timedelta(days=1), batch=5)
-    assert deleted == 13
+    assert deleted == 15
     left = {j.id for j in (await joblog.history(limit=100)).jobs}
-    assert left == {"old-bad", "old-waiting", "new-ok"}
+    assert left == {"old-bad", "old-waiting", "new-ok", "mail-new", "zz-new"}
     assert await count(joblog, "job_logs") == 1  # the failed job's error line
 
     assert (
         await joblog.prune(completed_older_than=timedelta(days=1), failed_older_than=timedelta(days=1)) == 1
     )
-    assert {j.id for j in (await joblog.history(limit=100)).jobs} == {"old-waiting", "new-ok"}
+    assert {j.id for j in (await joblog.history(limit=100)).jobs} == {
+        "old-waiting",
+        "new-ok",
+        "mail-new",
+        "zz-new",
+    }
     with pytest.raises(ValueError):
         await joblog.prune(completed_older_than=timedelta(days=-1))
