@@ -7,6 +7,8 @@ accepts, so one odd entry can never make a batch fail. Pure: no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 import structlog
 
@@ -231,6 +233,48 @@ def check_event(raw: RawEvent) -> Event | None:
     except _Garbage as exc:
         _garbage(raw.id, str(exc), raw.e, raw.j)
         return None
+
+
+def check_events(raws: Sequence[RawEvent]) -> tuple[list[Event], int, int]:
+    """:func:`check_event` over a batch: ``(events, garbage, superseded)``.
+
+    An enqueued event is left out, not even checked, when a newer state event of its job
+    in the batch passed the check with the job's payload and creation time: that one makes
+    the same row (see :mod:`engine.history.superseded`), and checking the enqueue was half
+    the checks of a batch of jobs enqueued and run since the last one. Log lines keep their
+    order; the enqueued events kept come last (rows do not depend on the order of states).
+    """
+    events: list[Event] = []
+    enqueued: list[RawEvent] = []
+    newest: dict[str, int] = {}  # job id -> version of its newest checked state with facts
+    garbage = 0
+    for raw in raws:
+        if raw.e == "enqueued":
+            enqueued.append(raw)
+            continue
+        event = check_event(raw)
+        if event is None:
+            garbage += 1
+            continue
+        events.append(event)
+        if (
+            event.payload is not None
+            and event.status is not None
+            and event.version > newest.get(event.job_id, 0)
+        ):
+            newest[event.job_id] = event.version
+    superseded = 0
+    for raw in enqueued:
+        newer, v = newest.get(raw.j), raw.v
+        if newer is not None and v is not None and v.isascii() and v.isdigit() and int(v) < newer:
+            superseded += 1
+            continue
+        event = check_event(raw)
+        if event is None:
+            garbage += 1
+        else:
+            events.append(event)
+    return events, garbage, superseded
 
 
 def parse_event(entry_id: str, fields: dict[str, str]) -> Event | None:

@@ -42,7 +42,7 @@ from engine.core.backoff import reconnect_delay
 from engine.core.clock import SYSTEM_CLOCK, Clock
 from engine.core.signals import Signals
 from engine.history.batch import Batch, take, write
-from engine.history.events import check_event
+from engine.history.events import check_events
 from engine.history.store import JobLog
 from engine.history.superseded import skip_superseded
 
@@ -247,8 +247,9 @@ class Shipper:
                 await self.joblog.connect()  # PostgreSQL was down when the shipper started
             if batch.events is None:
                 await skip_superseded(self.outbox, batch, self.clock)
-                batch.events = [e for e in map(check_event, batch.raws) if e is not None]
-                batch.skipped += len(batch.raws) - len(batch.events)
+                batch.events, garbage, superseded = check_events(batch.raws)
+                batch.skipped += garbage
+                batch.superseded += superseded
             if self._next is None and not self._check_pending and batch.size >= self.batch:
                 # A full batch: more is likely waiting. Read and parse it while PostgreSQL
                 # commits this one (the read-ahead is held, and retried, like this batch).
