@@ -77,6 +77,10 @@ class Fetcher:
         self.gate = gate or FlowGate(clock, runners.inflight)
         self._backlogged = False
         self._backlogged_at = 0.0
+        # The last blocking read got less than it asked for: the streams were drained then,
+        # so the next turn blocks again at once. A start.lua read first would find nothing
+        # (or what the blocking read returns at once): a round trip per job of an idle worker.
+        self._drained = False
         self._log = log.bind(worker=worker_id)
 
     def saturated(self) -> bool:
@@ -127,11 +131,14 @@ class Fetcher:
                         free -= len(batch)
                     queues = gate.open(self.queues)
                     count = max(1, free // max(1, len(queues)))
-                    if queues and free > 0:
+                    # (A queue with flow control reads through start.lua, which reads no
+                    # more than may start.)
+                    if queues and free > 0 and not (self._drained and not gate.gated):
                         batch = await gateway.fetch(queues, self.worker_id, count)
                         gate.note(batch)
                         runners.hand_over(batch)
                         started += batch
+                self._drained = False
                 if not started:
                     await self._wait_for_entries(gate.open(self.queues))
                 # A full read means more is waiting: the worker is saturated (the shipper
@@ -219,6 +226,7 @@ class Fetcher:
         count = max(1, (runners.concurrency - runners.busy) // self.share)
         block_ms = max(1, math.ceil(wait_s * 1000))
         entries = await self.gateway.read(queues, self.worker_id, count, block_ms)
+        self._drained = len(entries) < count
         if entries:
             await self._start_now(entries)
 

@@ -184,3 +184,28 @@ async def test_one_read_of_two_queues_runs_entries_that_share_an_id(redis_url: s
                 for handle in handles:
                     await handle.result()
         assert sorted(ran) == ["a", "b"]
+
+
+async def test_an_idle_worker_blocks_again_without_a_start_lua_read(
+    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blocking read that got less than it asked for found the streams drained: the next
+    turn blocks again at once (a start.lua read first found nothing: a round trip per job)."""
+    app, note = _app(redis_url, namespace)
+    fetches: list[int] = []
+    async with app:
+        gateway = app.gateway
+        fetch = gateway.fetch
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            fetches.append(1)
+            return await fetch(*args, **kwargs)
+
+        monkeypatch.setattr(gateway, "fetch", counted)
+        async with worker_running(app, concurrency=10):
+            await _blocked(gateway, 1)
+            before = len(fetches)
+            for i in range(5):
+                await (await note.enqueue(f"n{i}")).result(timeout=10)
+                await _blocked(gateway, 1)  # around the loop, and blocked again
+        assert len(fetches) == before
