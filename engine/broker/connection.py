@@ -183,6 +183,16 @@ def is_cluster(redis: Any) -> bool:
     return isinstance(getattr(redis, "current", redis), RedisCluster)
 
 
+def xreadgroup_command(
+    group: str, consumer: str, streams: Sequence[str], ids: Sequence[str], *, count: int, block_ms: int | None
+) -> list[Any]:
+    """The XREADGROUP command's words (for :func:`xreadgroup`, or a direct connection)."""
+    args: list[Any] = ["XREADGROUP", "GROUP", group, consumer, "COUNT", count]
+    if block_ms is not None:
+        args += ["BLOCK", block_ms]
+    return [*args, "STREAMS", *streams, *ids]
+
+
 async def xreadgroup(
     redis: Any,
     group: str,
@@ -197,10 +207,7 @@ async def xreadgroup(
     """XREADGROUP as a raw command (replies parsed as redis-py's xreadgroup parses them). In a
     cluster the streams must share a slot, and the read is routed by hand: otherwise redis-py
     asks the server for the keys of every read (XREADGROUP's keys are "movable")."""
-    args: list[Any] = ["XREADGROUP", "GROUP", group, consumer, "COUNT", count]
-    if block_ms is not None:
-        args += ["BLOCK", block_ms]
-    args += ["STREAMS", *streams, *ids]
+    args = xreadgroup_command(group, consumer, streams, ids, count=count, block_ms=block_ms)
     if is_cluster(redis):
         options["target_nodes"] = redis.get_node_from_key(streams[0])
     return await redis.execute_command(*args, **options)

@@ -124,18 +124,8 @@ class Delivery(GatewayBase):
             reply = await through_redis_py()
         else:
             # The reply as hiredis reads it: fields as a flat list (redis-py's, a dict).
-            command = (
-                "XREADGROUP",
-                "GROUP",
-                GROUP,
-                consumer,
-                "COUNT",
-                count,
-                "BLOCK",
-                block_ms,
-                "STREAMS",
-                *streams,
-                *ids,
+            command = connection.xreadgroup_command(
+                GROUP, consumer, streams, ids, count=count, block_ms=block_ms
             )
             reply = await self.reader.request(command, through_redis_py, waits_s=block_ms / 1000, alone=True)
         if not reply:

@@ -256,13 +256,11 @@ class Outbox:
         """Acknowledge and delete committed entries, given per outbox as (entry id, events it
         holds beyond its first) (``ack.lua``), and measure the backlog of ``measure`` in the
         same round trip: the events in those outboxes afterwards."""
-        calls = [
-            (self._ack, call.keys, call.args)
+        acks = [
+            operations.ack(outbox=stream, outbox_extra=outbox_extra(stream), group=GROUP, entries=ids)
             for stream, ids in done.items()
-            for call in [
-                operations.ack(outbox=stream, outbox_extra=outbox_extra(stream), group=GROUP, entries=ids)
-            ]
         ]
+        calls = [(self._ack, call.keys, call.args) for call in acks]
         # run_scripts' pipeline, by hand: it must know whether a call was rerun.
         async with self.redis.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
