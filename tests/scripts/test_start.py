@@ -107,6 +107,51 @@ async def test_a_fresh_job_given_with_its_fields_gets_a_short_row(gateway: Gatew
     assert await gateway.scripts.run(start_call(gateway, read=10)) == []  # drained
 
 
+async def test_one_read_starts_fresh_and_other_entries_each_as_it_must(gateway: Gateway) -> None:
+    """Fresh jobs are started in bulk, the others one by one: a cancelled fresh job is
+    skipped, one whose key is not a hash dead-lettered, a retried job (its entry holds only
+    its id) runs its next attempt from its hash; each row says so, whatever the mix."""
+    qk = gateway.keys.queue(Q)
+    await waiting(gateway, "a", "cancelled", "wrongtype")
+    await gateway.redis.hdel(qk.waiting, "cancelled")
+    await gateway.redis.hset(qk.job("cancelled"), "status", "cancelled")
+    await gateway.redis.set(qk.job("wrongtype"), "a string, not a hash")
+    await gateway.redis.hset(
+        qk.job("retried"), mapping={"status": "delayed", "task": "t", "attempts": "2", "payload": "[]"}
+    )
+    await gateway.redis.xadd(qk.stream, {"j": "retried"})
+    await waiting(gateway, "b")
+    rows = await gateway.scripts.run(start_call(gateway, read=10))
+    ran = {r.job_id: (r.run, r.options[0] if r.run else None) for r in rows}
+    assert ran == {
+        "a": (True, 1),
+        "b": (True, 1),
+        "retried": (True, 3),
+        "cancelled": (False, None),
+        "wrongtype": (False, None),
+    }
+    ((_, dead),) = await gateway.redis.xrange(qk.dlq)
+    assert (dead["j"], dead["error"]) == ("wrongtype", "job data unreadable: the job's key is not a hash")
+    assert await gateway.redis.hlen(qk.waiting) == 0
+    assert set(await pending_to(gateway)) == {r.entry_id for r in rows if r.run}
+
+
+async def test_a_fresh_job_given_with_its_fields_whose_key_is_not_a_hash_is_dead_lettered(
+    gateway: Gateway,
+) -> None:
+    qk = gateway.keys.queue(Q)
+    await waiting(gateway, "a")
+    await gateway.redis.set(qk.job("a"), "a string, not a hash")
+    ((_, entry_id, fields),) = await gateway.read([Q], WORKER, 10, None)
+    flat = [x for item in fields.items() for x in item]
+    assert await gateway.scripts.run(start_call(gateway, entries=[(entry_id, "a", flat)])) == [
+        StartRow(entry_id, "a", False)
+    ]
+    ((_, dead),) = await gateway.redis.xrange(qk.dlq)
+    assert dead["error"] == "job data unreadable: the job's key is not a hash"
+    assert await pending_to(gateway) == {}
+
+
 async def test_entries_read_elsewhere_start_by_id(gateway: Gateway) -> None:
     await waiting(gateway, "a")
     ((_, entry_id, fields),) = await gateway.read([Q], WORKER, 10, None)

@@ -162,20 +162,38 @@ def enqueue(
 # -- delivery -------------------------------------------------------------------------------
 
 
+# How many values a row of start.lua's (flat) reply has, by its code; 3 for the others.
+_ROW_LENGTH = {1: 11, 2: 7, 4: 5, 6: 5}
+
+
+def _fresh_row(entry_id: str, job_id: str, lane: Any, flat: list[Any]) -> StartRow:
+    """A fresh job start.lua read and started: what it runs with is its entry's (attempt 1,
+    created when its entry was, see enqueue.lua)."""
+    fields = dict(zip(flat[::2], flat[1::2], strict=False))
+    options = (1, fields.get("o", ""), fields.get("m", ""), fields.get("k", ""), entry_id.split("-", 1)[0])
+    return StartRow(entry_id, job_id, True, fields.get("t", ""), fields.get("p", ""), options, lane=int(lane))
+
+
 def _start_rows(reply: Any) -> StartRows:
     rows = StartRows()
-    for row in reply:
-        code = row[2]
-        if code == 1:
-            rows.append(StartRow(row[0], row[1], True, row[3], row[4], tuple(row[5:10]), lane=int(row[10])))
+    i, end = 0, len(reply)
+    while i < end:
+        entry_id, job_id, code = reply[i], reply[i + 1], reply[i + 2]
+        if code == 6:
+            rows.append(_fresh_row(entry_id, job_id, reply[i + 3], reply[i + 4]))
+        elif code == 1:
+            row = reply[i : i + 11]
+            rows.append(StartRow(entry_id, job_id, True, row[3], row[4], tuple(row[5:10]), lane=int(row[10])))
         elif code == 2:
-            rows.throttle = Throttle(str(row[3]), int(row[4]), int(row[5]), int(row[6]))
+            reason, wait_ms, allowance, key_held = reply[i + 3 : i + 7]
+            rows.throttle = Throttle(str(reason), int(wait_ms), int(allowance), int(key_held))
         elif code == 4:
-            rows.append(StartRow(row[0], row[1], False, row[3], expired=True, lane=int(row[4])))
+            rows.append(StartRow(entry_id, job_id, False, reply[i + 3], expired=True, lane=int(reply[i + 4])))
         elif code == 5:
-            rows.append(StartRow(row[0], row[1], True, fresh=True))
+            rows.append(StartRow(entry_id, job_id, True, fresh=True))
         else:
-            rows.append(StartRow(row[0], row[1], False, held=code == 3))
+            rows.append(StartRow(entry_id, job_id, False, held=code == 3))
+        i += _ROW_LENGTH.get(code, 3)
     return rows
 
 

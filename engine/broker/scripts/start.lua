@@ -30,13 +30,16 @@
             n strings: the entry's fields and values as read (n = 0: not given, read here
             if need be); or "read", count
 
-  For each entry returns {entry id, job id, code, task, payload, attempts, timeout,
-  max_attempts, tick, created, lane}; code 1 = run it, 5 = run it, a fresh job whose
+  Returns one flat array: for each entry a row, its length set by its code (the third
+  value). {entry id, job id, 1, task, payload, attempts, timeout, max_attempts, tick,
+  created, lane}: run it; {entry id, job id, 6, lane, the entry's fields as read}: run it,
+  a fresh job read here (attempt 1, all it needs in its entry); 5 = run it, a fresh job whose
   fields were given ({entry id, job id, 5}: it runs as its entry says, attempt 1; its
   reader has all the rest), 0 = skipped (cancelled, or poison
   moved to the DLQ; the entry was acknowledged and deleted), 3 = held by flow control,
   4 = expired ({entry id, job id, 4, task, lane}: its expires= passed before it started;
-  left pending, for the worker to record it cancelled with finish.lua). lane: the index
+  left pending, for the worker to record it cancelled with finish.lua); 0, 3 and 5 rows are
+  {entry id, job id, code}. lane: the index
   in KEYS[8..] of the stream the entry was read from (0 when read from KEYS[1]). When the
   queue has flow control a last row {"", "", 2, reason, wait ms, allowance, key held}
   follows: reason "paused", "concurrency" or "rate" when that bound this call ("" when
@@ -53,7 +56,18 @@ local clock = redis.call("TIME")
 local nowMs = clock[1] * 1000 + math.floor(clock[2] / 1000)
 local now = string.format("%.0f", nowMs)
 local jobPrefix, group, worker = ARGV[1], ARGV[2], ARGV[4]
-local out = {}
+-- The reply is flat (rows one after another, each as long as its code says): a table per
+-- row was a fifth of this script's allocations.
+local out, nOut = {}, 0
+local function emit(...)
+  local row = {...}
+  for k = 1, select("#", ...) do
+    local value = row[k]
+    if value == nil then value = false end
+    nOut = nOut + 1
+    out[nOut] = value
+  end
+end
 local started = {}  -- entry ids started by this call
 
 -- Flow control: how many may start now (allowance, -1 = no bound) and what bounds it.
@@ -106,24 +120,46 @@ end
 -- or nil) per entry to start.
 local todo = {}
 local reading, readCount = ARGV[5] == "read", 0
+-- Fresh jobs of a queue without flow control, read here or given with their fields, whose
+-- entry holds all they need (enqueue.lua; no expiry to check): started in bulk below, one
+-- index read and one delete for all of them, their hashes written without a table per job.
+-- Parallel arrays: entry id, job id, the entry's fields, task, payload, stream, lane.
+local fastEntry, fastId, fastFields, fastTask, fastPayload, nFast = {}, {}, {}, {}, {}, 0
+local fastStream, fastLane = {}, {}
+-- An entry to start, into the fast arrays or todo; ``givenId``: the job id it was given with
+-- (nil when read here).
+local function take(entry, givenId, fields, stream, lane)
+  local id, payload, task, plain = "", false, false, not gated and fields ~= nil
+  for j = 1, fields and #fields or 0, 2 do
+    local name = fields[j]
+    if name == "j" then id = fields[j + 1]
+    elseif name == "p" then payload = fields[j + 1]
+    elseif name == "t" then task = fields[j + 1]
+    elseif name == "x" then plain = false end
+  end
+  if givenId then
+    plain = plain and id == givenId
+    id = givenId
+  end
+  if plain and id ~= "" and payload and task then
+    nFast = nFast + 1
+    fastEntry[nFast], fastId[nFast], fastFields[nFast] = entry, id, fields
+    fastTask[nFast], fastPayload[nFast], fastStream[nFast], fastLane[nFast] = task, payload, stream, lane
+  else
+    todo[#todo + 1] = {entry, id, payload, stream, lane, fields}
+  end
+end
 if reading then
   readCount = tonumber(ARGV[6])
   if allowance >= 0 and allowance < readCount then readCount = allowance end
   local first, last = 1, 1
   if #KEYS >= 8 then first, last = 8, #KEYS end
   for k = first, last do
-    local want = readCount - #todo
+    local want = readCount - #todo - nFast
     if want <= 0 then break end
     local reply = redis.call("XREADGROUP", "GROUP", group, worker, "COUNT", want, "STREAMS", KEYS[k], ">")
     if reply then
-      for _, e in ipairs(reply[1][2]) do
-        local id, payload = "", false
-        local fields = e[2]
-        for j = 1, #fields, 2 do
-          if fields[j] == "j" then id = fields[j + 1] elseif fields[j] == "p" then payload = fields[j + 1] end
-        end
-        todo[#todo + 1] = {e[1], id, payload, KEYS[k], k == 1 and 0 or k - 7, fields}
-      end
+      for _, e in ipairs(reply[1][2]) do take(e[1], nil, e[2], KEYS[k], k == 1 and 0 or k - 7) end
     end
   end
 else
@@ -132,7 +168,7 @@ else
     local n = tonumber(ARGV[i + 2]) or 0
     local fields = nil
     if n > 0 then fields = {unpack(ARGV, i + 3, i + 2 + n)} end
-    todo[#todo + 1] = {ARGV[i], ARGV[i + 1], false, KEYS[1], 0, fields}
+    take(ARGV[i], ARGV[i + 1], fields, KEYS[1], 0)
     i = i + 3 + n
   end
 end
@@ -186,7 +222,51 @@ end
 local function poison(stream, entry, id, reason)
   redis.call("XADD", KEYS[2], "*", "j", id, "entry", entry, "error", reason, "at", now)
   drop(stream, entry)
-  out[#out + 1] = {entry, id, 0}
+  emit(entry, id, 0)
+end
+
+-- The fresh jobs taken above: each still in the index (not cancelled since it was enqueued)
+-- gets its hash as writeHash would write it and a row: {entry, id, 6, lane, its fields} when
+-- read here, {entry, id, 5} when given (its reader has the rest). The others go the general
+-- way below.
+if nFast > 0 then
+  local indexed = redis.call("HMGET", KEYS[6], unpack(fastId, 1, nFast))
+  local NAMES = {o = "timeout", m = "max_attempts", k = "tick", c = "ck", r = "pr"}
+  local fields = {"status", "active", "processed", now, "worker", worker, "attempts", "1",
+    "payload", "", "task", "", "created", ""}
+  local base = 14
+  if versioned then fields[15], fields[16], base = "v", "1", 16 end
+  local gone, nGone = {}, 0
+  for i = 1, nFast do
+    local entry, id, given = fastEntry[i], fastId[i], fastFields[i]
+    if indexed[i] then
+      nGone = nGone + 1
+      gone[nGone] = id
+      fields[10], fields[12], fields[14] = fastPayload[i], fastTask[i], string.match(entry, "^%d+") or ""
+      local n = base
+      for j = 1, #given, 2 do
+        local name = NAMES[given[j]]
+        if name then
+          fields[n + 1], fields[n + 2] = name, given[j + 1]
+          n = n + 2
+        end
+      end
+      if type(redis.pcall("HSET", jobPrefix .. id, unpack(fields, 1, n))) ~= "number" then
+        poison(fastStream[i], entry, id, "job data unreadable: the job's key is not a hash")
+      elseif reading then
+        nOut = nOut + 5
+        out[nOut - 4], out[nOut - 3], out[nOut - 2], out[nOut - 1], out[nOut] = entry, id, 6, fastLane[i], given
+      else
+        nOut = nOut + 3
+        out[nOut - 2], out[nOut - 1], out[nOut] = entry, id, 5
+      end
+    else
+      todo[#todo + 1] = {entry, id, fastPayload[i], fastStream[i], fastLane[i], given}
+    end
+  end
+  for first = 1, nGone, 500 do
+    redis.call("HDEL", KEYS[6], unpack(gone, first, math.min(first + 499, nGone)))
+  end
 end
 
 for _, t in ipairs(todo) do
@@ -219,11 +299,11 @@ for _, t in ipairs(todo) do
   if expired then
     -- finish.lua records it cancelled, on its hash.
     if fresh then writeHash(jobKey, h, {"status", "waiting", "attempts", "0", "payload", h[3] or ""}) end
-    out[#out + 1] = {entry, id, 4, h[2] or "", t[5]}
+    emit(entry, id, 4, h[2] or "", t[5])
   elseif held then
     if fresh then redis.call("HSET", KEYS[6], id, entry .. (h[11] and (" " .. h[11]) or "")) end
     heldAny = true
-    out[#out + 1] = {entry, id, 3}
+    emit(entry, id, 3)
   elseif h ~= nil and h.err ~= nil then
     poison(stream, entry, id, "job data unreadable: " .. h.err)
   elseif h == nil or not h[1] then
@@ -231,7 +311,7 @@ for _, t in ipairs(todo) do
     poison(stream, entry, id, id == "" and "stream entry has no job id" or "job data missing")
   elseif h[1] == "cancelled" or h[1] == "completed" or h[1] == "failed" then
     drop(stream, entry)
-    out[#out + 1] = {entry, id, 0}
+    emit(entry, id, 0)
   elseif type(attempts) ~= "number" then
     local reason = "job data unreadable: attempts: " .. tostring(attempts.err)
     redis.pcall("HSET", jobKey, "status", "failed", "error", reason, "finished", now)
@@ -252,10 +332,10 @@ for _, t in ipairs(todo) do
         "attempts", attempts, "payload", payload)
     end
     if fresh and t[6] and not reading then
-      out[#out + 1] = {entry, id, 5}
+      emit(entry, id, 5)
     else
-      out[#out + 1] = {entry, id, 1, h[2], payload, attempts, h[4] or "", h[5] or "", h[6] or "",
-        h[7] or "", t[5]}
+      emit(entry, id, 1, h[2], payload, attempts, h[4] or "", h[5] or "", h[6] or "",
+        h[7] or "", t[5])
     end
     started[#started + 1] = entry
     if key then
@@ -275,7 +355,7 @@ if gated then
   end
   -- A bound is reported only if it held something back: a read that got fewer entries than it
   -- asked for drained the stream, and one the bound did not cut read what it asked for.
-  if reading and (#todo < readCount or allowance >= tonumber(ARGV[6])) then reason = "" end
+  if reading and (#todo + nFast < readCount or allowance >= tonumber(ARGV[6])) then reason = "" end
   if not reading and not heldAny then reason = "" end
   local wait = 0
   if interval then
@@ -285,6 +365,6 @@ if gated then
     end
     wait = math.max(0, math.ceil(tat - (burst - 1) * interval - nowMs))
   end
-  out[#out + 1] = {"", "", 2, reason, wait, allowance, keyHeld}
+  emit("", "", 2, reason, wait, allowance, keyHeld)
 end
 return out
