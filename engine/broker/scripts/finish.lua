@@ -40,7 +40,7 @@ local jobPrefix, group = ARGV[1], ARGV[2]
 local keepDone, keepFailed = tonumber(ARGV[4]), tonumber(ARGV[5])
 local channel = ARGV[6]
 local publish = ARGV[9] == "1" and "SPUBLISH" or "PUBLISH"
-local out = {}
+local out, nOut = {}, 0
 local retried = false
 -- Counters are summed over the batch and written once: HINCRBY per job is what costs.
 local counts = {completed = 0, failed = 0, retried = 0, cancelled = 0}
@@ -49,13 +49,16 @@ local durationSum = 0
 local perTask = {}  -- task -> {kind -> n, buckets = {label -> n}, sum = ms}
 -- Upper bounds (seconds) of the job duration histogram; the last catches the rest.
 local BOUNDS = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
+-- Their labels, made once (a tostring per job formats a float: it showed in a profile).
+local LABELS = {}
+for k, bound in ipairs(BOUNDS) do LABELS[k] = tostring(bound) end
 
 local function observe(ms, task)
   local seconds = ms / 1000
   local label = "+Inf"
-  for _, bound in ipairs(BOUNDS) do
+  for k, bound in ipairs(BOUNDS) do
     if seconds <= bound then
-      label = tostring(bound)
+      label = LABELS[k]
       break
     end
   end
@@ -108,10 +111,11 @@ end
 
 -- The outcome's write of the job's state (with its event's version, if any), through pcall:
 -- a job key of another type must not fail the batch (the outcomes before it would stay
--- recorded, those after it not, and the batch would be retried).
-local function write(jobKey, v, fields)
-  if v then fields[#fields + 1] = "v"; fields[#fields + 1] = v end
-  return redis.pcall("HSET", jobKey, unpack(fields))
+-- recorded, those after it not, and the batch would be retried). The fields come as
+-- arguments, not in a table: no table per job.
+local function write(jobKey, v, ...)
+  if v then return redis.pcall("HSET", jobKey, "v", v, ...) end
+  return redis.pcall("HSET", jobKey, ...)
 end
 
 -- A job's log lines live beside its hash and go when it goes (it is in KEYS[12] if it has
@@ -158,23 +162,23 @@ for i = 1, #outcomes, 8 do
     if job and job.err then
       written = job
     elseif kind == "completed" then
-      written = write(jobKey, v, {"status", "completed", "result", value, "finished", now})
+      written = write(jobKey, v, "status", "completed", "result", value, "finished", now)
     elseif kind == "retry" then
-      written = write(jobKey, v, {"status", "delayed", "error", value, "traceback", tb, "due", due})
+      written = write(jobKey, v, "status", "delayed", "error", value, "traceback", tb, "due", due)
     elseif kind == "failed" then
-      written = write(jobKey, v, {"status", "failed", "error", value, "traceback", tb, "finished", now})
+      written = write(jobKey, v, "status", "failed", "error", value, "traceback", tb, "finished", now)
     else
-      written = write(jobKey, v, {"status", "cancelled", "finished", now})
+      written = write(jobKey, v, "status", "cancelled", "finished", now)
     end
   end
   if not acknowledged then
-    out[#out + 1] = 0
+    nOut = nOut + 1; out[nOut] = 0
   elseif type(written) == "table" and written.err then
     redis.call("XADD", KEYS[3], "*", "j", id, "entry", entry,
       "error", "could not record the outcome (" .. kind .. "): job data unreadable: " .. written.err,
       "at", now)
     counts.failed = counts.failed + 1
-    out[#out + 1] = 1
+    nOut = nOut + 1; out[nOut] = 1
   else
     observe(ran, task)
     if kind == "completed" then
@@ -208,7 +212,7 @@ for i = 1, #outcomes, 8 do
       count(task, "cancelled")
       if notify then redis.call(publish, channel .. id, "cancelled") end
     end
-    out[#out + 1] = 1
+    nOut = nOut + 1; out[nOut] = 1
   end
 end
 for first = 1, #acked, 500 do
