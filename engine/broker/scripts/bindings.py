@@ -169,8 +169,12 @@ _ROW_LENGTH = {1: 11, 2: 7, 4: 5, 6: 5}
 def _fresh_row(entry_id: str, job_id: str, lane: Any, flat: list[Any]) -> StartRow:
     """A fresh job start.lua read and started: what it runs with is its entry's (attempt 1,
     created when its entry was, see enqueue.lua)."""
+    created = entry_id.partition("-")[0]
+    if len(flat) == 6 and flat[2] == "t" and flat[4] == "p":  # enqueue.lua's layout, no options
+        options: tuple[Any, ...] = (1, "", "", "", created)
+        return StartRow(entry_id, job_id, True, flat[3], flat[5], options, False, False, int(lane))
     fields = dict(zip(flat[::2], flat[1::2], strict=False))
-    options = (1, fields.get("o", ""), fields.get("m", ""), fields.get("k", ""), entry_id.split("-", 1)[0])
+    options = (1, fields.get("o", ""), fields.get("m", ""), fields.get("k", ""), created)
     return StartRow(entry_id, job_id, True, fields.get("t", ""), fields.get("p", ""), options, lane=int(lane))
 
 
