@@ -31,6 +31,16 @@ async def test_a_job_due_now_is_its_entry_and_a_field_of_the_index(gateway: Gate
     assert await gateway.scripts.run(enqueue_call(gateway, [job("a")])) == [("a", False)]
 
 
+async def test_an_id_given_twice_in_one_batch_is_added_once(gateway: Gateway) -> None:
+    """The batch's index fields are written at its end: the second is still seen as taken."""
+    qk = gateway.keys.queue(Q)
+    written = await gateway.scripts.run(enqueue_call(gateway, [job("a"), job("b"), job("a")]))
+    assert written == [("a", True), ("b", True), ("a", False)]
+    assert await gateway.redis.xlen(qk.stream) == 2
+    entries = {fields["j"]: entry_id for entry_id, fields in await gateway.redis.xrange(qk.stream)}
+    assert await gateway.redis.hgetall(qk.waiting) == entries
+
+
 async def test_a_job_due_later_waits_in_the_delayed_set(gateway: Gateway) -> None:
     qk = gateway.keys.queue(Q)
     now = gateway.now_ms()

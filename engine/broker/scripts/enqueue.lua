@@ -93,6 +93,9 @@ if priority ~= "" and redis.call("SADD", KEYS[10], priority) == 1 then
   redis.call(publish, ARGV[4], "lanes")
 end
 local jobs, checkIds = cmsgpack.unpack(ARGV[21]), ARGV[22] == "1"
+-- The index's new fields (job id, its value), written with one HSET at the end rather than
+-- one per job; ``indexed``: the ids among them, for a caller's id given twice in the batch.
+local index, nIndex, indexed = {}, 0, {}
 for b = 1, #jobs, 2 do
   local id, payload = jobs[b], jobs[b + 1]
   local jobKey = jobPrefix .. id
@@ -104,7 +107,7 @@ for b = 1, #jobs, 2 do
     end
   end
   if not existing and checkIds
-      and (redis.call("EXISTS", jobKey) == 1 or redis.call("HEXISTS", KEYS[11], id) == 1) then
+      and (indexed[id] or redis.call("EXISTS", jobKey) == 1 or redis.call("HEXISTS", KEYS[11], id) == 1) then
     existing = id
   end
   if existing then
@@ -121,7 +124,9 @@ for b = 1, #jobs, 2 do
       -- The entry carries what a worker needs to run the job, so an idle worker starts it
       -- straight from XREADGROUP.
       entry[2], entry[6] = id, payload
-      redis.call("HSET", KEYS[11], id, redis.call("XADD", KEYS[1], "*", unpack(entry)) .. lane)
+      nIndex = nIndex + 2
+      index[nIndex - 1], index[nIndex] = id, redis.call("XADD", KEYS[1], "*", unpack(entry)) .. lane
+      if checkIds then indexed[id] = true end
     end
     if outbox then
       -- Version 1: the job's first state (start.lua and cancel.lua count on from it).
@@ -132,6 +137,9 @@ for b = 1, #jobs, 2 do
     out[#out + 1] = 1
     added = added + 1
   end
+end
+for first = 1, nIndex, 1000 do
+  redis.call("HSET", KEYS[11], unpack(index, first, math.min(first + 999, nIndex)))
 end
 if #events > 0 then
   redis.call("XADD", KEYS[4], "*", "q", queue, "t", ARGV[3], "n", #events, "b", cjson.encode(events))
