@@ -267,6 +267,40 @@ async def test_failed_cancelled_replayed_and_log_lines(joblog: JobLog) -> None:
     assert job is not None and (job.status, job.result) == ("completed", 42)
 
 
+# Text the columns' array literals must carry exactly (the writes send them as literals).
+AWKWARD = [
+    "",
+    "NULL",
+    "null",
+    'a "quoted" word',
+    'back\\slash \\"',
+    "{braces}, commas",
+    " spaced ",
+    "new\nline\ttab",
+    "ünïcødé ✓ 𝄞",
+]
+
+
+async def test_any_text_lands_exactly_as_written(joblog: JobLog) -> None:
+    batch = []
+    for n, text in enumerate(AWKWARD):
+        job = f"awkward-{n}"
+        payload = json.dumps({"args": [text], "kwargs": {text: text}})
+        batch.append(enqueued(job, 1, T0, task=text or "export", payload=payload))
+        batch.append(logline(job, T0 + 1, text))
+        batch.append(failed(job, 2, T0 + 10, 1, text, tb=text))
+    await joblog.write(events(*batch))
+    for n, text in enumerate(AWKWARD):
+        job = await joblog.job(f"awkward-{n}")
+        assert job is not None
+        assert (job.task, job.args, job.kwargs) == (text or "export", [text], {text: text})
+        assert (job.error, job.traceback) == (text or None, text or None)  # an empty error is none
+        assert [(x.level, x.content) for x in await joblog.logs(f"awkward-{n}")] == [
+            ("info", text),
+            ("error", f"{text}\n\n{text}"),
+        ]
+
+
 async def test_out_of_order_never_moves_a_job_backwards(joblog: JobLog) -> None:
     # The completion arrives first: the row is created from what it carries.
     await joblog.write(events(completed("j", 4, T0 + 5000, 3, "done")))
