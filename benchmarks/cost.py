@@ -20,6 +20,7 @@ import os
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -38,9 +39,13 @@ async def _valkey_pid(app: Engine) -> int:
     return int((await app.gateway.redis.info("server"))["process_id"])
 
 
-async def steps(url: str, jobs: int) -> dict[str, float]:
+async def steps(
+    url: str, jobs: int, meter: Callable[[int], float] = cpu_seconds, scale: float = 1e6
+) -> dict[str, float]:
     """Valkey CPU µs per job of enqueue, start and finish, each alone, and of the bare
-    XREADGROUP + XACK + XDEL a stream consumer cannot do without."""
+    XREADGROUP + XACK + XDEL a stream consumer cannot do without. ``meter``: what is
+    counted, from Valkey's pid (CPU seconds; benchmarks.instructions counts instructions),
+    times ``scale`` per job."""
     from benchmarks import apps
 
     app = Engine(url, namespace=f"cost{uuid.uuid4().hex[:8]}")
@@ -51,26 +56,26 @@ async def steps(url: str, jobs: int) -> dict[str, float]:
         await gateway.ensure_group("default")
         worker = "cost-worker"
 
-        cpu = cpu_seconds(pid)
+        cpu = meter(pid)
         for first in range(0, jobs, CHUNK):
             await app._enqueue(apps.noop.spec, [((i,), {}) for i in range(first, first + CHUNK)], _options())
-        out["enqueue"] = (cpu_seconds(pid) - cpu) / jobs * 1e6
+        out["enqueue"] = (meter(pid) - cpu) / jobs * scale
 
-        cpu = cpu_seconds(pid)
+        cpu = meter(pid)
         started = []
         while True:
             batch = await gateway.fetch(["default"], worker, BATCH)
             if not batch:
                 break
             started.extend(batch)
-        out["start"] = (cpu_seconds(pid) - cpu) / jobs * 1e6
+        out["start"] = (meter(pid) - cpu) / jobs * scale
         assert len(started) == jobs, f"started {len(started)} of {jobs}"
 
         outcomes = [Outcome(j.queue, j.entry_id, j.job_id, "completed", "null", task=j.task) for j in started]
-        cpu = cpu_seconds(pid)
+        cpu = meter(pid)
         for first in range(0, jobs, BATCH):
             await gateway.finish(outcomes[first : first + BATCH], Retention())
-        out["finish"] = (cpu_seconds(pid) - cpu) / jobs * 1e6
+        out["finish"] = (meter(pid) - cpu) / jobs * scale
         out["enqueue + start + finish"] = out["enqueue"] + out["start"] + out["finish"]
 
         # The floor: what Valkey spends per job on the stream alone.
@@ -81,7 +86,7 @@ async def steps(url: str, jobs: int) -> dict[str, float]:
                 for i in range(first, first + CHUNK):
                     pipe.xadd(stream, {"j": uuid.uuid4().hex, "t": "noop", "p": f'{{"args":[{i}]}}'})
                 await pipe.execute()
-        cpu = cpu_seconds(pid)
+        cpu = meter(pid)
         while True:
             reply = await redis.xreadgroup(group, "c", {stream: ">"}, count=BATCH)
             if not reply or not reply[0][1]:
@@ -91,7 +96,7 @@ async def steps(url: str, jobs: int) -> dict[str, float]:
                 pipe.xack(stream, group, *ids)
                 pipe.xdel(stream, *ids)
                 await pipe.execute()
-        out["bare XREADGROUP + XACK + XDEL"] = (cpu_seconds(pid) - cpu) / jobs * 1e6
+        out["bare XREADGROUP + XACK + XDEL"] = (meter(pid) - cpu) / jobs * scale
         await redis.delete(stream)
     return out
 
