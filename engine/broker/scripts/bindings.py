@@ -163,19 +163,16 @@ def enqueue(
 
 
 # How many values a row of start.lua's (flat) reply has, by its code; 3 for the others.
-_ROW_LENGTH = {1: 11, 2: 7, 4: 5, 6: 5}
+_ROW_LENGTH = {1: 11, 2: 7, 4: 5, 6: 9}
 
 
-def _fresh_row(entry_id: str, job_id: str, lane: Any, flat: list[Any]) -> StartRow:
-    """A fresh job start.lua read and started: what it runs with is its entry's (attempt 1,
-    created when its entry was, see enqueue.lua)."""
-    created = entry_id.partition("-")[0]
-    if len(flat) == 6 and flat[2] == "t" and flat[4] == "p":  # enqueue.lua's layout, no options
-        options: tuple[Any, ...] = (1, "", "", "", created)
-        return StartRow(entry_id, job_id, True, flat[3], flat[5], options, False, False, int(lane))
-    fields = dict(zip(flat[::2], flat[1::2], strict=False))
-    options = (1, fields.get("o", ""), fields.get("m", ""), fields.get("k", ""), created)
-    return StartRow(entry_id, job_id, True, fields.get("t", ""), fields.get("p", ""), options, lane=int(lane))
+def _fresh_row(entry_id: str, job_id: str, row: list[Any]) -> StartRow:
+    """A fresh job start.lua read and started (``row``: lane, task, payload, timeout,
+    max_attempts, tick, None when unset): attempt 1, created when its entry was (see
+    enqueue.lua)."""
+    lane, task, payload, timeout, max_attempts, tick = row
+    options = (1, timeout or "", max_attempts or "", tick or "", entry_id.partition("-")[0])
+    return StartRow(entry_id, job_id, True, task, payload, options, False, False, int(lane))
 
 
 def _start_rows(reply: Any) -> StartRows:
@@ -184,7 +181,7 @@ def _start_rows(reply: Any) -> StartRows:
     while i < end:
         entry_id, job_id, code = reply[i], reply[i + 1], reply[i + 2]
         if code == 6:
-            rows.append(_fresh_row(entry_id, job_id, reply[i + 3], reply[i + 4]))
+            rows.append(_fresh_row(entry_id, job_id, reply[i + 3 : i + 9]))
         elif code == 1:
             row = reply[i : i + 11]
             rows.append(StartRow(entry_id, job_id, True, row[3], row[4], tuple(row[5:10]), lane=int(row[10])))
