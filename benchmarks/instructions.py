@@ -4,14 +4,18 @@ XDEL floor) with valkey-server run under callgrind, counting instructions instea
 
     python -m benchmarks.instructions [--jobs 5000] [--dump DIR]
 
-A count is the same from one run to the next (to a few parts in ten thousand), where CPU
-time on a shared 2-core machine moves by a tenth or more: so a change of a few per cent in
-what a script costs shows here when no /proc figure could tell it from the noise. It counts
-Valkey's own instructions (the Lua interpreter, the commands, the replies), not the kernel's
-work on its sockets, nor cache misses: a proxy for CPU time, to compare two versions of the
-scripts, not a time. Needs ``valgrind`` (Debian's package); Valkey runs about 50 times
-slower under it, hence fewer jobs than ``benchmarks.cost``. ``--dump DIR`` writes callgrind's
-profile of each step there (``callgrind_annotate --inclusive=yes DIR/<step>.callgrind``).
+A count of the engine's steps is the same from one run to the next (to a few parts in
+ten thousand), where CPU time on a shared 2-core machine moves by a tenth or more: so a
+change of a few per cent in what a script costs shows here when no /proc figure could tell
+it from the noise. It counts Valkey's own instructions (the Lua interpreter, the commands,
+the replies), not the kernel's work on its sockets, nor cache misses: a proxy for CPU time,
+to compare two versions of the scripts, not a time. The bare floor's count is less steady
+(29,000 to 42,000 here): its XDEL walks its entry's stream node, and how many entries share
+a node depends on how their ids were spaced in time as they were written. Compare runs
+made with the same options. Needs ``valgrind`` (Debian's package); Valkey runs about 50
+times slower under it, hence fewer jobs than ``benchmarks.cost``. ``--dump DIR`` writes
+callgrind's profile of each step there (``callgrind_annotate --inclusive=yes
+DIR/<step>.callgrind``).
 """
 
 from __future__ import annotations
@@ -30,14 +34,9 @@ import anyio
 
 from benchmarks.cost import steps
 from engine.embedded.redis import find_redis_server
+from engine.embedded.server import free_port
 
 _COUNTER = re.compile(r"^\s*Th \d+\s+([\d,]+)", re.MULTILINE)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def instructions(pid: int) -> float:
@@ -59,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("benchmarks.instructions needs valgrind: apt-get install valgrind")
-    port = _free_port()
+    port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="engine-instructions-"))
     valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={workdir}/callgrind.out"]
     valkey = [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)]
@@ -96,6 +95,7 @@ def main() -> None:
         print(f"  {name:40s} {value:>10,.0f}")
     if args.dump is not None:
         _keep_dumps(workdir, args.dump)
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _keep_dumps(workdir: Path, target: Path) -> None:
