@@ -130,7 +130,9 @@ def connect_sentinel(url: str, *, connect_timeout: float = 5.0, max_connections:
     }
     if target.sentinel_password:
         sentinel_options["password"] = target.sentinel_password
-    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    # Through Any: redis-py types Sentinel's constructor from 8.2 on, not before.
+    sentinel_class: Any = Sentinel
+    sentinel = sentinel_class(list(target.sentinels), sentinel_kwargs=sentinel_options)
     client = sentinel.master_for(
         target.master,
         connection_pool_class=WaitingSentinelPool,
