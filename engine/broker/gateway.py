@@ -202,6 +202,7 @@ class Gateway(Producing, Delivery, Admin):
                 qk = self.keys.queue(queue)
                 pipe.xlen(qk.stream)
                 pipe.xpending(qk.stream, GROUP)
+                pipe.get(qk.acked)
                 pipe.zcard(qk.delayed)
                 pipe.xlen(qk.dlq)
                 pipe.hgetall(qk.stats)
@@ -213,18 +214,18 @@ class Gateway(Producing, Delivery, Admin):
         out: dict[str, dict[str, int]] = {}
         lanes: dict[str, list[str]] = {}
         for i, queue in enumerate(queues):
-            mine = replies[9 * i : 9 * i + 9]
+            mine = replies[10 * i : 10 * i + 10]
             # One reply may be an error (XPENDING of a queue that has no stream yet); all of
             # them is a server that refused the lot (a MOVED, a READONLY): not a queue of zeros.
             if all(isinstance(reply, Exception) for reply in mine):
                 raise mine[0]
-            out[queue] = _counts(*mine[:5])
-            if not isinstance(mine[8], Exception) and len(found := lanes_in_order(queue, mine[8])) > 1:
+            out[queue] = _counts(*mine[:6])
+            if not isinstance(mine[9], Exception) and len(found := lanes_in_order(queue, mine[9])) > 1:
                 lanes[queue] = [name for name in found if name != queue]
         if lanes:  # a queue with priority lanes: their jobs wait and run too
             await self._add_lanes(lanes, out)
         for i, queue in enumerate(queues):
-            out[queue].update(_flow_counts(out[queue]["waiting"], now, *replies[9 * i + 5 : 9 * i + 8]))
+            out[queue].update(_flow_counts(out[queue]["waiting"], now, *replies[10 * i + 6 : 10 * i + 9]))
         return out
 
     async def _add_lanes(self, lanes: dict[str, list[str]], out: dict[str, dict[str, int]]) -> None:
@@ -233,10 +234,11 @@ class Gateway(Producing, Delivery, Admin):
                 for name in names:
                     pipe.xlen(self.keys.queue(name).stream)
                     pipe.xpending(self.keys.queue(name).stream, GROUP)
+                    pipe.get(self.keys.queue(name).acked)
             replies = iter(await pipe.execute(raise_on_error=False))
         for queue, names in lanes.items():
             for _ in names:
-                counts = _counts(next(replies), next(replies), 0, 0, {})
+                counts = _counts(next(replies), next(replies), next(replies), 0, 0, {})
                 out[queue]["waiting"] += counts["waiting"]
                 out[queue]["active"] += counts["active"]
 
@@ -264,11 +266,13 @@ def fresh_job_hash(entry_id: str, priority: str, entry: dict[str, str]) -> dict[
     return h
 
 
-def _counts(length: Any, pending: Any, delayed: Any, dlq: Any, counters: Any) -> dict[str, int]:
+def _counts(length: Any, pending: Any, acked: Any, delayed: Any, dlq: Any, counters: Any) -> dict[str, int]:
     active = pending["pending"] if isinstance(pending, dict) else 0
     counts = counters if isinstance(counters, dict) else {}
+    # Acknowledged entries linger in the stream until whole nodes of them go (finish.lua).
+    lingering = int(acked) if isinstance(acked, str) and acked.isdigit() else 0
     return {
-        "waiting": max(0, int(length) - active) if isinstance(length, int) else 0,
+        "waiting": max(0, int(length) - active - lingering) if isinstance(length, int) else 0,
         "active": active,
         "delayed": int(delayed) if isinstance(delayed, int) else 0,
         "completed": int(counts.get("completed", 0)),

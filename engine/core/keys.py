@@ -65,6 +65,12 @@ class QueueKeys:
         return self.prefix + ("stream" if priority == DEFAULT_PRIORITY else f"stream:{priority}")
 
     @property
+    def acked(self) -> str:
+        """How many acknowledged entries still linger in ``stream`` (scripts/finish.lua):
+        its waiting entries are its length minus the pending and these."""
+        return self.stream + ":acked"
+
+    @property
     def lanes(self) -> str:
         """Set of the priorities other than the default the queue has had jobs of: the
         lanes (streams) workers read besides its own stream."""

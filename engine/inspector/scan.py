@@ -87,6 +87,8 @@ async def scan_live(
         for (pos, job_id, fields), h in zip(batch, hashes, strict=True):
             scanned += 1
             position = pos
+            if kind == "stream" and not _current(pos, h):
+                continue
             info = _info(lane_queue(q), job_id, h, fields if kind == "dlq" else None)
             if info is None or str(info.status) not in wanted or not match(info):
                 continue
@@ -167,6 +169,17 @@ async def read_batch(gateway: Gateway, queue: str, kind: str, position: Any) -> 
     else:
         entries = await reads.dead_entries(queue, position, SCAN_BATCH)
     return [(entry_id, (fields or {}).get("j", ""), fields or {}) for entry_id, fields in entries]
+
+
+def _current(entry_id: str, h: dict[str, str]) -> bool:
+    """Whether a stream entry is its job's waiting or running attempt: an acknowledged entry
+    lingers until whole stream nodes of them go (scripts/finish.lua), and a retried job's
+    earlier entry may linger beside its current one (``msg``, which a job that has been
+    waiting somewhere other than its first entry has)."""
+    return h.get("status") in _STREAM_STATUSES and h.get("msg", entry_id) == entry_id
+
+
+_STREAM_STATUSES = frozenset({"waiting", "active"})
 
 
 def _info(queue: str, job_id: str, h: dict[str, str], dead: dict[str, str] | None) -> JobInfo | None:

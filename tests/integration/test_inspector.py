@@ -9,9 +9,17 @@ import anyio
 import msgspec
 import pytest
 
-from engine import Engine, JobContext, JobRunning, Status
+from engine import Backoff, Engine, JobContext, JobRunning, Status
 from engine.core.model import WorkerBeat
-from engine.inspector import InvalidCursor, encode_cursor, queue_jobs, queue_lags, throughput, workers
+from engine.inspector import (
+    InvalidCursor,
+    encode_cursor,
+    queue_jobs,
+    queue_lags,
+    scan_live,
+    throughput,
+    workers,
+)
 from engine.testing import FakeClock, worker_running
 from tests.helpers import eventually
 
@@ -54,6 +62,41 @@ async def test_live_job_lists_page_through_each_status(app: Engine) -> None:
         assert await workers(app) == []  # a stopped worker forgets itself
         minutes = await throughput(app, "default", minutes=5)
         assert len(minutes) == 5 and sum(c for _, c, _ in minutes) == 7 and sum(f for *_, f in minutes) == 1
+
+
+async def test_live_lists_skip_the_entries_finished_and_retried_attempts_leave(app: Engine) -> None:
+    gate = anyio.Event()
+
+    @app.task(timeout=30, max_attempts=3, backoff=Backoff(initial=0.0))
+    async def work(ctx: JobContext, n: int) -> None:
+        if n == 1 and ctx.attempt == 1:
+            raise RuntimeError("once more")
+        if n < 2:
+            await gate.wait()
+
+    async with app:
+        # The first job runs on while the others end: every entry after its own lingers.
+        held = await work.enqueue(0)
+        retried = await work.enqueue(1)  # runs again from an entry of its own, and holds
+        await work.enqueue_many([(n,) for n in range(2, 12)])
+        async with worker_running(app, concurrency=5):
+            await eventually(lambda: _count(app, "active", 2), what="2 active")
+            await eventually(lambda: _completed(app, 10), what="10 completed")
+            stream = app.gateway.keys.queue("default").stream
+            assert await app.gateway.redis.xlen(stream) > 2  # entries linger behind the first
+            active, _ = await queue_jobs(app, "default", "active", limit=100)
+            assert sorted(j.id for j in active) == sorted([held.id, retried.id])
+            page = await scan_live(app, ["default"], ["waiting", "active", "completed"], limit=100)
+            assert sorted(j.id for j in page.jobs) == sorted([held.id, retried.id])
+            stats = (await app.stats())["default"]
+            assert (stats["waiting"], stats["active"]) == (0, 2)
+            gate.set()
+            await eventually(lambda: _completed(app, 12), what="all completed")
+        assert await app.gateway.redis.xlen(stream) == 0
+
+
+async def _completed(app: Engine, n: int) -> bool:
+    return (await app.stats())["default"]["completed"] >= n
 
 
 async def _count(app: Engine, status: str, n: int) -> bool:

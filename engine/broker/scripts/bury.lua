@@ -11,11 +11,35 @@
   Returns (engine.core.errors.ScriptCode) 1 DONE: buried, -8 NOT_PENDING: the entry was
   no longer pending (another worker recorded it).
 ]]
+-- finish.lua leaves acknowledged entries in the stream until whole nodes of them can go (its
+-- tidy, which this mirrors): when nothing is pending and nothing waits, they all go at once
+-- (whole nodes, no walk). Needed where an entry leaves the pending list other than
+-- by an outcome: else the ones an outcome left would stay until the next job's.
+local function clearIfIdle(stream, group)
+  local countKey = stream .. ":acked"
+  if redis.call("EXISTS", countKey) == 0 or redis.call("XPENDING", stream, group)[1] > 0 then return end
+  local delivered
+  for _, g in ipairs(redis.call("XINFO", "GROUPS", stream)) do
+    local name, last = nil, nil
+    for k = 1, #g, 2 do
+      if g[k] == "name" then name = g[k + 1] elseif g[k] == "last-delivered-id" then last = g[k + 1] end
+    end
+    if name == group then delivered = last end
+  end
+  local newest = redis.call("XREVRANGE", stream, "+", "-", "COUNT", 1)[1]
+  local nm, ns = string.match(newest and newest[1] or "0-0", "^(%d+)-(%d+)$")
+  local dm, ds = string.match(delivered or "", "^(%d+)-(%d+)$")
+  if not newest or (dm and (tonumber(nm) < tonumber(dm) or (nm == dm and tonumber(ns) <= tonumber(ds)))) then
+    redis.call("XTRIM", stream, "MAXLEN", 0)
+    redis.call("DEL", countKey)
+  end
+end
 local clock = redis.call("TIME")
 local now = string.format("%.0f", clock[1] * 1000 + math.floor(clock[2] / 1000))
 local entry, id, reason = ARGV[3], ARGV[4], ARGV[5]
 if redis.call("XACK", KEYS[1], ARGV[2], entry) == 0 then return -8 end  -- NOT_PENDING
 redis.call("XDEL", KEYS[1], entry)
+clearIfIdle(KEYS[1], ARGV[2])
 local dead = redis.call("XADD", KEYS[2], "*", "j", id, "entry", entry, "error", reason, "at", now)
 redis.call("HINCRBY", KEYS[3], "failed", 1)
 if id ~= "" then

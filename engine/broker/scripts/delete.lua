@@ -28,7 +28,13 @@ if not h[1] then
   h = {"waiting", msg, false, pr ~= "" and pr or false}
 end
 if h[1] == "active" then return -2 end  -- JOB_RUNNING
-if h[2] then redis.call("XDEL", laneStream(h[4]), h[2]) end
+if h[2] then
+  local stream = laneStream(h[4])
+  -- A finished job's entry may still linger (finish.lua's tidy): one fewer to count.
+  if redis.call("XDEL", stream, h[2]) == 1 and h[1] ~= "waiting" and (tonumber(redis.call("GET", stream .. ":acked")) or 0) > 0 then
+    redis.call("DECR", stream .. ":acked")
+  end
+end
 if h[3] then redis.call("XDEL", KEYS[3], h[3]) end
 redis.call("ZREM", KEYS[2], ARGV[2])
 redis.call("DEL", jobKey, jobKey .. ":logs")

@@ -30,6 +30,9 @@
   The job hash keeps the worker that ran the last attempt ("worker"); a retried attempt's
   worker is appended to "ran" (one per line), so every attempt's worker stays known.
 
+  Acknowledged entries are not deleted one by one (see tidy below): they linger in the
+  stream, counted in KEYS[1]..":acked", until whole stream nodes of them can go.
+
   Returns an array with 1 per recorded outcome and 0 per ignored one.
 ]]
 -- Timestamps come from the Redis server's clock, one clock for every machine, so a job's
@@ -125,8 +128,7 @@ local function expire(jobKey, ms, hasLogs)
   if hasLogs then redis.call("PEXPIRE", jobKey .. ":logs", ms) end
 end
 
--- Entries acknowledged by this call: deleted together at the end (one XDEL per call, not
--- per entry).
+-- Entries acknowledged by this call (see tidy).
 local acked = {}
 local outcomes = cmsgpack.unpack(ARGV[10])
 for i = 1, #outcomes, 8 do
@@ -215,9 +217,58 @@ for i = 1, #outcomes, 8 do
     nOut = nOut + 1; out[nOut] = 1
   end
 end
-for first = 1, #acked, 500 do
-  redis.call("XDEL", KEYS[1], unpack(acked, first, math.min(first + 499, #acked)))
+-- Acknowledged entries are not deleted one by one: an XDEL walks the entry's stream node
+-- from its first entry (a third of this script's instructions with a backlog). They linger
+-- until whole nodes of them can go with an approximate trim, which frees a node without
+-- reading it. A group hands entries out in order, so every entry older than the oldest
+-- pending one (with none pending: up to the last one handed out) is done. Their count
+-- (KEYS[1]..":acked") keeps the waiting jobs countable: the stream's length minus the pending
+-- and the lingering entries. Behind a job that runs for hours, at most LINGER_MAX linger;
+-- beyond, entries are deleted one by one again.
+local LINGER_MAX = 10000
+local function newer(a, b)  -- entry id a > entry id b
+  local am, as = string.match(a, "^(%d+)-(%d+)$")
+  local bm, bs = string.match(b, "^(%d+)-(%d+)$")
+  if am ~= bm then return tonumber(am) > tonumber(bm) end
+  return tonumber(as) > tonumber(bs)
 end
+local function tidy(stream)
+  local countKey = stream .. ":acked"
+  local lingering = tonumber(redis.call("GET", countKey)) or 0
+  if lingering + #acked > LINGER_MAX then
+    for first = 1, #acked, 500 do
+      redis.call("XDEL", stream, unpack(acked, first, math.min(first + 499, #acked)))
+    end
+  else
+    lingering = lingering + #acked
+  end
+  local pending, trimmed = redis.call("XPENDING", stream, group), 0
+  if pending[1] > 0 then
+    trimmed = redis.call("XTRIM", stream, "MINID", "~", pending[2])
+  else
+    local delivered
+    for _, g in ipairs(redis.call("XINFO", "GROUPS", stream)) do
+      local name, last = nil, nil
+      for k = 1, #g, 2 do
+        if g[k] == "name" then name = g[k + 1] elseif g[k] == "last-delivered-id" then last = g[k + 1] end
+      end
+      if name == group then delivered = last end
+    end
+    local newest = redis.call("XREVRANGE", stream, "+", "-", "COUNT", 1)[1]
+    if not newest then
+      trimmed = lingering  -- an empty stream: nothing lingers
+    elseif delivered and not newer(newest[1], delivered) then
+      -- Nothing waits and nothing runs: the stream goes back to empty (whole nodes).
+      redis.call("XTRIM", stream, "MAXLEN", 0)
+      trimmed, lingering = lingering, 0
+    elseif delivered then
+      trimmed = redis.call("XTRIM", stream, "MINID", "~", delivered)
+    end
+  end
+  lingering = lingering - trimmed
+  if lingering > 0 then redis.call("SET", countKey, lingering) else redis.call("DEL", countKey) end
+end
+if #acked > 0 then tidy(KEYS[1]) end
 if #events > 0 then
   redis.call("XADD", KEYS[5], "*", "q", queue, "t", now, "n", #events, "b", cjson.encode(events))
   if #events > 1 then redis.call("INCRBY", KEYS[8], #events - 1) end

@@ -113,9 +113,12 @@ if interval then
   bound(math.floor(burst - (tat - nowMs) / interval + 1e-9), "rate")
 end
 
+-- Streams an entry was dropped from (see clearIfIdle, at the end).
+local dropped = {}
 local function drop(stream, entry)
   redis.call("XACK", stream, group, entry)
   redis.call("XDEL", stream, entry)
+  dropped[stream] = true
 end
 
 -- (entry id, job id, the entry's payload or false, stream, lane index, the entry's fields
@@ -378,4 +381,28 @@ if gated then
   end
   emit("", "", 2, reason, wait, allowance, keyHeld)
 end
+-- finish.lua leaves acknowledged entries in the stream until whole nodes of them can go (its
+-- tidy, which this mirrors): when nothing is pending and nothing waits, they all go at once
+-- (whole nodes, no walk). Needed where an entry leaves the pending list other than
+-- by an outcome: else the ones an outcome left would stay until the next job's.
+local function clearIfIdle(stream, group)
+  local countKey = stream .. ":acked"
+  if redis.call("EXISTS", countKey) == 0 or redis.call("XPENDING", stream, group)[1] > 0 then return end
+  local delivered
+  for _, g in ipairs(redis.call("XINFO", "GROUPS", stream)) do
+    local name, last = nil, nil
+    for k = 1, #g, 2 do
+      if g[k] == "name" then name = g[k + 1] elseif g[k] == "last-delivered-id" then last = g[k + 1] end
+    end
+    if name == group then delivered = last end
+  end
+  local newest = redis.call("XREVRANGE", stream, "+", "-", "COUNT", 1)[1]
+  local nm, ns = string.match(newest and newest[1] or "0-0", "^(%d+)-(%d+)$")
+  local dm, ds = string.match(delivered or "", "^(%d+)-(%d+)$")
+  if not newest or (dm and (tonumber(nm) < tonumber(dm) or (nm == dm and tonumber(ns) <= tonumber(ds)))) then
+    redis.call("XTRIM", stream, "MAXLEN", 0)
+    redis.call("DEL", countKey)
+  end
+end
+for stream in pairs(dropped) do clearIfIdle(stream, group) end
 return out
