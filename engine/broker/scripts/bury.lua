@@ -15,21 +15,29 @@
 -- tidy, which this mirrors): when nothing is pending and nothing waits, they all go at once
 -- (whole nodes, no walk). Needed where an entry leaves the pending list other than
 -- by an outcome: else the ones an outcome left would stay until the next job's.
-local function clearIfIdle(stream, group)
-  local countKey = stream .. ":acked"
-  if redis.call("EXISTS", countKey) == 0 or redis.call("XPENDING", stream, group)[1] > 0 then return end
-  local delivered
+-- The id of the entry the group last handed out; whether entry id a is after entry id b.
+-- (finish.lua, bury.lua and start.lua each hold these: scripts share no code.)
+local function lastDelivered(stream, group)
   for _, g in ipairs(redis.call("XINFO", "GROUPS", stream)) do
     local name, last = nil, nil
     for k = 1, #g, 2 do
       if g[k] == "name" then name = g[k + 1] elseif g[k] == "last-delivered-id" then last = g[k + 1] end
     end
-    if name == group then delivered = last end
+    if name == group then return last end
   end
+end
+local function newer(a, b)
+  local am, as = string.match(a, "^(%d+)-(%d+)$")
+  local bm, bs = string.match(b, "^(%d+)-(%d+)$")
+  if am ~= bm then return tonumber(am) > tonumber(bm) end
+  return tonumber(as) > tonumber(bs)
+end
+local function clearIfIdle(stream, group)
+  local countKey = stream .. ":acked"
+  if redis.call("EXISTS", countKey) == 0 or redis.call("XPENDING", stream, group)[1] > 0 then return end
+  local delivered = lastDelivered(stream, group)
   local newest = redis.call("XREVRANGE", stream, "+", "-", "COUNT", 1)[1]
-  local nm, ns = string.match(newest and newest[1] or "0-0", "^(%d+)-(%d+)$")
-  local dm, ds = string.match(delivered or "", "^(%d+)-(%d+)$")
-  if not newest or (dm and (tonumber(nm) < tonumber(dm) or (nm == dm and tonumber(ns) <= tonumber(ds)))) then
+  if not newest or (delivered and not newer(newest[1], delivered)) then
     redis.call("XTRIM", stream, "MAXLEN", 0)
     redis.call("DEL", countKey)
   end

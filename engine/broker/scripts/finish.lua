@@ -226,7 +226,18 @@ end
 -- and the lingering entries. Behind a job that runs for hours, at most LINGER_MAX linger;
 -- beyond, entries are deleted one by one again.
 local LINGER_MAX = 10000
-local function newer(a, b)  -- entry id a > entry id b
+-- The id of the entry the group last handed out; whether entry id a is after entry id b.
+-- (finish.lua, bury.lua and start.lua each hold these: scripts share no code.)
+local function lastDelivered(stream, group)
+  for _, g in ipairs(redis.call("XINFO", "GROUPS", stream)) do
+    local name, last = nil, nil
+    for k = 1, #g, 2 do
+      if g[k] == "name" then name = g[k + 1] elseif g[k] == "last-delivered-id" then last = g[k + 1] end
+    end
+    if name == group then return last end
+  end
+end
+local function newer(a, b)
   local am, as = string.match(a, "^(%d+)-(%d+)$")
   local bm, bs = string.match(b, "^(%d+)-(%d+)$")
   if am ~= bm then return tonumber(am) > tonumber(bm) end
@@ -246,14 +257,7 @@ local function tidy(stream)
   if pending[1] > 0 then
     trimmed = redis.call("XTRIM", stream, "MINID", "~", pending[2])
   else
-    local delivered
-    for _, g in ipairs(redis.call("XINFO", "GROUPS", stream)) do
-      local name, last = nil, nil
-      for k = 1, #g, 2 do
-        if g[k] == "name" then name = g[k + 1] elseif g[k] == "last-delivered-id" then last = g[k + 1] end
-      end
-      if name == group then delivered = last end
-    end
+    local delivered = lastDelivered(stream, group)
     local newest = redis.call("XREVRANGE", stream, "+", "-", "COUNT", 1)[1]
     if not newest then
       trimmed = lingering  -- an empty stream: nothing lingers
